@@ -1,0 +1,41 @@
+"""Simulated datasets: objects, probes, scan positions, grouping, simulate, NPZ I/O, cache."""
+
+from ptycho.data.dataset import DiffractionData, extract_object_patches, simulate
+from ptycho.data.grouping import Groups, canvas_size, check_canvas, group_positions
+from ptycho.data.npz import load_npz, save_npz
+from ptycho.data.objects import ObjectSpec, make_object
+from ptycho.data.probe import ProbeSpec, disc_probe, make_probe
+from ptycho.data.scan import ScanSpec, make_positions, random_positions, raster_positions
+from ptycho.data.simulation import (
+    DatasetPair,
+    SimulationSpec,
+    cache_key,
+    load_or_simulate,
+    make_datasets,
+)
+
+__all__ = [
+    "DatasetPair",
+    "DiffractionData",
+    "Groups",
+    "ObjectSpec",
+    "ProbeSpec",
+    "ScanSpec",
+    "SimulationSpec",
+    "cache_key",
+    "canvas_size",
+    "check_canvas",
+    "disc_probe",
+    "extract_object_patches",
+    "group_positions",
+    "load_npz",
+    "load_or_simulate",
+    "make_datasets",
+    "make_object",
+    "make_positions",
+    "make_probe",
+    "random_positions",
+    "raster_positions",
+    "save_npz",
+    "simulate",
+]

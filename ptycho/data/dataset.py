@@ -1,0 +1,165 @@
+"""The dataset container and ``simulate``: object + probe + positions + dose → photon counts.
+
+``simulate`` calls the one forward model of :mod:`ptycho.physics` (the code the PINN
+differentiates), chunked so memory stays bounded for many positions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from ptycho import physics
+from ptycho.checks import check_dose, check_patch_size
+from ptycho.data.scan import check_positions
+
+__all__ = ["DiffractionData", "extract_object_patches", "simulate"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 256
+
+
+@dataclass(frozen=True, eq=False)
+class DiffractionData:
+    """A set of diffraction patterns with everything needed to train on and evaluate them.
+
+    Attributes:
+        counts: ``(M, N, N)`` float32 photon counts per pixel (integers for simulated data), DC at
+            ``(N/2, N/2)``.
+        positions: ``(M, 2)`` float64 ``(x, y)`` patch centres, pixels of ``obj``.
+        probe: ``(N, N)`` complex64 illumination.
+        obj: ``(H, W)`` complex64 object (ground truth for simulated data).
+        patches: ``(M, N, N)`` complex64 ground-truth object patches at ``positions``.
+        dose: requested mean photons per pattern.
+        measured_dose: mean over patterns of Σ counts.
+        metadata: JSON-serialisable provenance (the simulation spec, seeds, format version).
+    """
+
+    counts: np.ndarray
+    positions: np.ndarray
+    probe: np.ndarray
+    obj: np.ndarray
+    patches: np.ndarray
+    dose: float
+    measured_dose: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        counts = np.asarray(self.counts)
+        if counts.ndim != 3 or counts.shape[1] != counts.shape[2]:
+            raise ValueError(f"counts must have shape (M, N, N), got {counts.shape}")
+        if counts.dtype != np.float32:
+            raise ValueError(f"counts must be float32, got {counts.dtype}")
+        n_patterns, N = counts.shape[0], counts.shape[1]
+        check_patch_size(N, "N (counts.shape[1])")
+        _expect(self.positions, "positions", (n_patterns, 2), np.float64)
+        _expect(self.probe, "probe", (N, N), np.complex64)
+        _expect(self.patches, "patches", (n_patterns, N, N), np.complex64)
+        obj = np.asarray(self.obj)
+        if obj.ndim != 2 or obj.dtype != np.complex64:
+            raise ValueError(f"obj must be a 2-D complex64 array, got {obj.shape} {obj.dtype}")
+        check_dose(self.dose)
+        if not np.isfinite(self.measured_dose) or self.measured_dose < 0:
+            raise ValueError(f"measured_dose must be finite and >= 0, got {self.measured_dose!r}")
+        json.dumps(self.metadata)  # must be serialisable: it is stored in NPZ files and caches
+
+    @property
+    def N(self) -> int:
+        return int(self.counts.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.counts.shape[0])
+
+    def subset(self, index: np.ndarray) -> DiffractionData:
+        """The patterns at ``index`` (same probe, object and dose)."""
+        counts = self.counts[index]
+        return DiffractionData(
+            counts=counts,
+            positions=self.positions[index],
+            probe=self.probe,
+            obj=self.obj,
+            patches=self.patches[index],
+            dose=self.dose,
+            measured_dose=float(counts.sum(axis=(1, 2)).mean()),
+            metadata=self.metadata,
+        )
+
+
+def _expect(array: np.ndarray, name: str, shape: tuple[int, ...], dtype: type) -> None:
+    array = np.asarray(array)
+    if array.shape != shape or array.dtype != dtype:
+        raise ValueError(
+            f"{name} must be {np.dtype(dtype).name} with shape {shape}, "
+            f"got {array.dtype.name} with shape {array.shape}"
+        )
+
+
+def extract_object_patches(obj: np.ndarray, positions: np.ndarray, N: int) -> np.ndarray:
+    """``(M, N, N)`` complex64 object patches at ``positions (M, 2)``, computed in chunks."""
+    obj_t = tf.constant(np.asarray(obj, np.complex64)[None])
+    chunks = []
+    for start in range(0, len(positions), _CHUNK):
+        chunk = tf.constant(np.asarray(positions[start : start + _CHUNK], np.float32)[None])
+        chunks.append(physics.extract_patches(obj_t, chunk, N)[0].numpy())
+    return np.concatenate(chunks, axis=0)
+
+
+def simulate(
+    obj: np.ndarray,
+    probe: np.ndarray,
+    positions: np.ndarray,
+    *,
+    dose: float,
+    seed: int,
+    metadata: dict[str, Any] | None = None,
+) -> DiffractionData:
+    """Simulate noisy diffraction: ``k ~ Poisson(s² |fftshift(FFT(P · o_j))/N|²)``.
+
+    Args:
+        obj: ``(H, W)`` complex64 object transmission.
+        probe: ``(N, N)`` complex64 probe; ``N`` a power of two ≥ 16.
+        positions: ``(M, 2)`` ``(x, y)`` pixels, each patch inside ``obj``.
+        dose: expected photons per pattern averaged over the dataset, positive and finite.
+        seed: Poisson noise seed (same seed, same counts, bit for bit).
+        metadata: provenance stored with the data.
+
+    Returns:
+        A validated :class:`DiffractionData`.
+    """
+    dose = check_dose(dose)
+    probe = np.asarray(probe, dtype=np.complex64)
+    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
+        raise ValueError(f"probe must have shape (N, N), got {probe.shape}")
+    N = check_patch_size(probe.shape[0], "N (probe side)")
+    obj = np.asarray(obj, dtype=np.complex64)
+    if obj.ndim != 2:
+        raise ValueError(f"obj must be a 2-D array, got shape {obj.shape}")
+    if obj.shape[0] < N + 1 or obj.shape[1] < N + 1:
+        raise ValueError(
+            f"obj of shape {obj.shape} is smaller than a patch of N={N} (needs >= {N + 1} per side)"
+        )
+    positions = check_positions(positions, obj.shape, N)
+    patches = extract_object_patches(obj, positions, N)
+    far = physics.far_field(physics.illuminate(probe, patches))
+    pattern_intensity = physics.intensity(far)
+    scale = physics.dose_scale(pattern_intensity, dose)
+    expected = physics.expected_counts(pattern_intensity, scale)
+    counts = physics.poisson_counts(expected, seed).numpy()
+    measured = float(counts.sum(axis=(1, 2), dtype=np.float64).mean())
+    log.debug("simulated %d patterns N=%d dose=%g measured=%g", len(counts), N, dose, measured)
+    return DiffractionData(
+        counts=counts,
+        positions=positions,
+        probe=probe,
+        obj=obj,
+        patches=patches,
+        dose=dose,
+        measured_dose=measured,
+        metadata=dict(metadata or {}),
+    )

@@ -1,0 +1,164 @@
+"""Seeded test objects: complex transmission functions ``a · exp(iφ)`` (complex64, dimensionless).
+
+- ``lines``: random line segments drawn on a canvas twice the size, blurred at several scales and
+  cropped, so structure runs off the edges like in a real sample;
+- ``grf``: a Gaussian random field with a power-law spectrum;
+- ``npz``: a user's object, key ``objectGuess`` (or ``object``) of an NPZ file.
+
+The amplitude maps the structure to ``[amplitude_min, amplitude_max]``. The phase is ``none``
+(amplitude-only: phase metrics are meaningless then), ``structure`` (``phase_max`` × the same
+structure) or ``independent`` (``phase_max`` × a second, independent realisation, the default:
+amplitude and phase are then recovered separately).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from skimage.draw import line_aa
+
+__all__ = [
+    "OBJECT_KINDS",
+    "PHASE_MODES",
+    "ObjectSpec",
+    "grf_structure",
+    "lines_structure",
+    "load_object_npz",
+    "make_object",
+]
+
+OBJECT_KINDS = ("lines", "grf", "npz")
+PHASE_MODES = ("none", "structure", "independent")
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """What determines a simulated object (everything here enters the dataset-cache key)."""
+
+    kind: str = "lines"
+    size: int = 128
+    phase: str = "independent"
+    amplitude_min: float = 0.5
+    amplitude_max: float = 1.0
+    phase_max: float = float(np.pi / 2)
+    lines_density: float = 4.0
+    """Line segments per 1000 px² of the drawing canvas (``lines`` only)."""
+    grf_exponent: float = 3.0
+    """Power-law exponent β of the spectrum ``|k|^-β`` (``grf`` only)."""
+    path: str = ""
+    """NPZ file holding the object (``npz`` only; its size then comes from the file)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in OBJECT_KINDS:
+            raise ValueError(f"object kind must be one of {OBJECT_KINDS}, got {self.kind!r}")
+        if self.phase not in PHASE_MODES:
+            raise ValueError(f"object phase must be one of {PHASE_MODES}, got {self.phase!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 16:
+            raise ValueError(f"object size must be an integer >= 16 pixels, got {self.size!r}")
+        if not 0.0 < self.amplitude_min <= self.amplitude_max:
+            raise ValueError(
+                "object amplitude range must satisfy 0 < amplitude_min <= amplitude_max, got "
+                f"({self.amplitude_min!r}, {self.amplitude_max!r})"
+            )
+        if not 0.0 <= self.phase_max <= np.pi:
+            raise ValueError(f"object phase_max must lie in [0, pi], got {self.phase_max!r}")
+        if self.lines_density <= 0:
+            raise ValueError(f"object lines_density must be > 0, got {self.lines_density!r}")
+        if self.grf_exponent <= 0:
+            raise ValueError(f"object grf_exponent must be > 0, got {self.grf_exponent!r}")
+        if self.kind == "npz" and not Path(self.path).is_file():
+            raise ValueError(f"object kind 'npz' needs an existing file, got path {self.path!r}")
+
+    def fingerprint(self) -> dict[str, object]:
+        """The fields that determine the object, with an NPZ named by its content hash."""
+        fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        if self.kind == "npz":
+            fields["path"] = hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
+        return fields
+
+
+def _normalise(image: np.ndarray) -> np.ndarray:
+    low, high = float(image.min()), float(image.max())
+    if high - low < 1e-12:
+        return np.zeros_like(image)
+    return (image - low) / (high - low)
+
+
+def lines_structure(size: int, rng: np.random.Generator, density: float = 4.0) -> np.ndarray:
+    """``(size, size)`` float64 structure in ``[0, 1]`` made of blurred line segments."""
+    canvas_size = 2 * size
+    canvas = np.zeros((canvas_size, canvas_size))
+    n_lines = max(1, round(density * canvas_size**2 / 1000.0))
+    centres = rng.uniform(0, canvas_size, size=(n_lines, 2))
+    angles = rng.uniform(0, np.pi, size=n_lines)
+    lengths = rng.uniform(0.05, 0.4, size=n_lines) * size
+    for (cy, cx), angle, length in zip(centres, angles, lengths, strict=True):
+        dy, dx = 0.5 * length * np.sin(angle), 0.5 * length * np.cos(angle)
+        r0, c0, r1, c1 = (round(v) for v in (cy - dy, cx - dx, cy + dy, cx + dx))
+        rr, cc, val = line_aa(r0, c0, r1, c1)
+        keep = (rr >= 0) & (rr < canvas_size) & (cc >= 0) & (cc < canvas_size)
+        canvas[rr[keep], cc[keep]] = np.maximum(canvas[rr[keep], cc[keep]], val[keep])
+    # Several blur scales: sharp edges and smooth shading, as in the reference's lines object.
+    blurred = sum(_normalise(ndimage.gaussian_filter(canvas, sigma)) for sigma in (0.75, 1.5, 3.0))
+    start = size // 2
+    return _normalise(blurred[start : start + size, start : start + size])
+
+
+def grf_structure(size: int, rng: np.random.Generator, exponent: float = 3.0) -> np.ndarray:
+    """``(size, size)`` float64 Gaussian random field, spectrum ``|k|^-exponent``, in ``[0, 1]``."""
+    ky = np.fft.fftfreq(size)[:, None]
+    kx = np.fft.fftfreq(size)[None, :]
+    radius = np.hypot(ky, kx)
+    radius[0, 0] = 1.0
+    amplitude = radius ** (-exponent / 2.0)
+    amplitude[0, 0] = 0.0
+    noise = rng.standard_normal((size, size)) + 1j * rng.standard_normal((size, size))
+    field = np.fft.ifft2(noise * amplitude).real
+    return _normalise(field)
+
+
+def make_object(spec: ObjectSpec, seed: int) -> np.ndarray:
+    """The object of ``spec``: ``(size, size)`` complex64 transmission ``a · exp(iφ)``.
+
+    The same ``spec`` and ``seed`` give a bit-identical object.
+    """
+    if spec.kind == "npz":
+        return load_object_npz(spec.path)
+    rng = np.random.default_rng(seed)
+
+    def structure() -> np.ndarray:
+        if spec.kind == "lines":
+            return lines_structure(spec.size, rng, spec.lines_density)
+        return grf_structure(spec.size, rng, spec.grf_exponent)
+
+    shape = structure()
+    amplitude = spec.amplitude_min + (spec.amplitude_max - spec.amplitude_min) * shape
+    if spec.phase == "none":
+        phase = np.zeros_like(shape)
+    elif spec.phase == "structure":
+        phase = spec.phase_max * shape
+    else:
+        phase = spec.phase_max * structure()
+    return (amplitude * np.exp(1j * phase)).astype(np.complex64)
+
+
+def load_object_npz(path: str | Path) -> np.ndarray:
+    """Read a 2-D complex object from key ``objectGuess`` (or ``object``) of an NPZ file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"object path does not exist: {str(path)!r}")
+    with np.load(path, allow_pickle=False) as npz:
+        key = next((k for k in ("objectGuess", "object") if k in npz.files), None)
+        if key is None:
+            raise ValueError(f"object file {str(path)!r} has no key 'objectGuess' (or 'object')")
+        obj = np.asarray(npz[key])
+    if obj.ndim != 2 or not np.all(np.isfinite(obj)):
+        raise ValueError(
+            f"object file {str(path)!r}: key {key!r} must be a finite 2-D array, "
+            f"got shape {obj.shape}"
+        )
+    return obj.astype(np.complex64)

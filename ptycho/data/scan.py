@@ -1,0 +1,122 @@
+"""Scan positions: where the probe sits on the object, ``(x, y)`` float64 pixels of the object grid.
+
+A position is valid when the whole ``N × N`` patch centred on it (bilinear support included) lies
+inside the object: ``N/2 + margin ≤ x ≤ W − N/2 − 1 − margin`` and likewise for ``y``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ptycho.checks import check_patch_size, check_positive_int
+
+__all__ = [
+    "SCAN_KINDS",
+    "ScanSpec",
+    "check_positions",
+    "make_positions",
+    "random_positions",
+    "raster_positions",
+    "valid_range",
+]
+
+SCAN_KINDS = ("random", "raster")
+
+
+@dataclass(frozen=True)
+class ScanSpec:
+    """How scan positions are drawn (enters the dataset-cache key)."""
+
+    kind: str = "random"
+    margin: float = 0.0
+    """Extra border (pixels) kept free beyond the patch half-width."""
+    jitter: float = 0.5
+    """Uniform jitter ± pixels applied to raster points (``raster`` only)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCAN_KINDS:
+            raise ValueError(f"scan kind must be one of {SCAN_KINDS}, got {self.kind!r}")
+        if self.margin < 0:
+            raise ValueError(f"scan margin must be >= 0 pixels, got {self.margin!r}")
+        if self.jitter < 0:
+            raise ValueError(f"scan jitter must be >= 0 pixels, got {self.jitter!r}")
+
+
+def valid_range(object_shape: tuple[int, int], N: int, margin: float = 0.0) -> np.ndarray:
+    """``[[x_min, x_max], [y_min, y_max]]`` (float64) of valid patch centres.
+
+    Raises ``ValueError`` when the object is smaller than a patch.
+    """
+    N = check_patch_size(N)
+    height, width = int(object_shape[0]), int(object_shape[1])
+    low = N / 2 + margin
+    x_max, y_max = width - N / 2 - 1 - margin, height - N / 2 - 1 - margin
+    if x_max < low or y_max < low:
+        raise ValueError(
+            f"object of shape {height}x{width} is smaller than a patch: N={N} with margin {margin} "
+            f"needs at least {math.ceil(N + 1 + 2 * margin)} pixels per side"
+        )
+    return np.array([[low, x_max], [low, y_max]], dtype=np.float64)
+
+
+def random_positions(
+    n: int, object_shape: tuple[int, int], N: int, *, seed: int, margin: float = 0.0
+) -> np.ndarray:
+    """``(n, 2)`` float64 ``(x, y)`` drawn uniformly over the valid region, seeded."""
+    n = check_positive_int(n, "number of positions")
+    bounds = valid_range(object_shape, N, margin)
+    rng = np.random.default_rng(seed)
+    return rng.uniform(bounds[:, 0], bounds[:, 1], size=(n, 2))
+
+
+def raster_positions(
+    n: int, object_shape: tuple[int, int], N: int, *, seed: int, margin: float = 0.0,
+    jitter: float = 0.5,
+) -> np.ndarray:
+    """``(n, 2)`` float64: the first ``n`` points of a square raster spanning the valid region,
+    each moved by a seeded uniform jitter of ± ``jitter`` pixels and clipped to the region."""
+    n = check_positive_int(n, "number of positions")
+    bounds = valid_range(object_shape, N, margin)
+    side = math.ceil(math.sqrt(n))
+    xs = np.linspace(bounds[0, 0], bounds[0, 1], side)
+    ys = np.linspace(bounds[1, 0], bounds[1, 1], side)
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)[:n]
+    rng = np.random.default_rng(seed)
+    grid = grid + rng.uniform(-jitter, jitter, size=grid.shape)
+    return np.clip(grid, bounds[:, 0], bounds[:, 1])
+
+
+def make_positions(
+    spec: ScanSpec, n: int, object_shape: tuple[int, int], N: int, *, seed: int
+) -> np.ndarray:
+    """Positions of ``spec``: ``(n, 2)`` float64 ``(x, y)`` pixels."""
+    if spec.kind == "raster":
+        return raster_positions(
+            n, object_shape, N, seed=seed, margin=spec.margin, jitter=spec.jitter
+        )
+    return random_positions(n, object_shape, N, seed=seed, margin=spec.margin)
+
+
+def check_positions(positions: np.ndarray, object_shape: tuple[int, int], N: int) -> np.ndarray:
+    """Validate ``positions (M, 2)`` finite and inside the valid region; return them as float64."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 2 or positions.shape[0] < 1:
+        raise ValueError(f"positions must have shape (M, 2) with M >= 1, got {positions.shape}")
+    if not np.all(np.isfinite(positions)):
+        raise ValueError("positions must be finite, got NaN or Inf")
+    bounds = valid_range(object_shape, N)
+    tolerance = 1e-6
+    outside = np.any(
+        (positions < bounds[:, 0] - tolerance) | (positions > bounds[:, 1] + tolerance), axis=1
+    )
+    if np.any(outside):
+        first = int(np.argmax(outside))
+        raise ValueError(
+            f"positions: {int(outside.sum())} patch centres fall outside the object's valid range "
+            f"x in [{bounds[0, 0]}, {bounds[0, 1]}], y in [{bounds[1, 0]}, {bounds[1, 1]}] "
+            f"(first: index {first}, (x, y) = {tuple(positions[first])})"
+        )
+    return positions

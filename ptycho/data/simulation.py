@@ -1,0 +1,216 @@
+"""Simulated train/test datasets from one spec, and their cache on disk.
+
+Everything that determines the data is in :class:`SimulationSpec`; its hash keys the cache, so a
+sweep over gridsize, loss or model at one (N, dose, seed) simulates once. Gridsize is not part of
+the key: grouping happens after simulation.
+
+Seeds: ``seed`` fixes the object(s) and the scan positions, ``noise_seed`` (default: ``seed``) the
+Poisson noise; train and test get independent streams of each (``numpy.random.SeedSequence``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptycho.checks import check_dose, check_patch_size, check_positive_int
+from ptycho.data.dataset import DiffractionData, simulate
+from ptycho.data.npz import load_npz, save_npz
+from ptycho.data.objects import ObjectSpec, make_object
+from ptycho.data.probe import ProbeSpec, make_probe
+from ptycho.data.scan import ScanSpec, make_positions
+
+__all__ = [
+    "CACHE_FORMAT",
+    "DatasetPair",
+    "SimulationSpec",
+    "cache_key",
+    "load_or_simulate",
+    "make_datasets",
+]
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+"""Bump when the simulator's numbers change: old cache entries are then never matched."""
+
+TEST_OBJECT_MODES = ("same", "independent")
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    """Everything that determines a simulated train/test pair."""
+
+    N: int
+    dose: float
+    n_train: int
+    n_test: int
+    seed: int = 0
+    noise_seed: int | None = None
+    obj: ObjectSpec = field(default_factory=ObjectSpec)
+    probe: ProbeSpec = field(default_factory=ProbeSpec)
+    scan: ScanSpec = field(default_factory=ScanSpec)
+    test_object: str = "same"
+    """``same``: test positions scan the training object (reconstruct what you measured);
+    ``independent``: a second realisation of the object (generalisation)."""
+
+    def __post_init__(self) -> None:
+        check_patch_size(self.N)
+        object.__setattr__(self, "dose", check_dose(self.dose))
+        check_positive_int(self.n_train, "n_train")
+        check_positive_int(self.n_test, "n_test")
+        for name in ("seed", "noise_seed"):
+            value = getattr(self, name)
+            if value is None and name == "noise_seed":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.test_object not in TEST_OBJECT_MODES:
+            raise ValueError(
+                f"test_object must be one of {TEST_OBJECT_MODES}, got {self.test_object!r}"
+            )
+        if self.obj.kind != "npz" and self.obj.size < self.N + 1:
+            raise ValueError(
+                f"object size {self.obj.size} is smaller than a patch of N={self.N} "
+                f"(needs >= {self.N + 1})"
+            )
+
+    @property
+    def effective_noise_seed(self) -> int:
+        return self.seed if self.noise_seed is None else int(self.noise_seed)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON-able description of the data: the spec with file inputs named by content hash."""
+        return {
+            "format": CACHE_FORMAT,
+            "N": self.N,
+            "dose": self.dose,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "seed": self.seed,
+            "noise_seed": self.effective_noise_seed,
+            "obj": self.obj.fingerprint(),
+            "probe": self.probe.fingerprint(),
+            "scan": {k: getattr(self.scan, k) for k in self.scan.__dataclass_fields__},
+            "test_object": self.test_object,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetPair:
+    train: DiffractionData
+    test: DiffractionData
+
+
+def cache_key(spec: SimulationSpec) -> str:
+    """sha256 (hex, 24 chars) of the spec's fingerprint."""
+    blob = json.dumps(spec.fingerprint(), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def _seeds(entropy: int, salt: int, count: int) -> list[int]:
+    state = np.random.SeedSequence([int(entropy), salt]).generate_state(count, dtype=np.uint32)
+    return [int(value) for value in state]
+
+
+def make_datasets(spec: SimulationSpec) -> DatasetPair:
+    """Simulate the train and test sets of ``spec`` (no cache)."""
+    obj_seed, train_scan_seed, test_scan_seed, test_obj_seed = _seeds(spec.seed, 0x0B1EC7, 4)
+    train_noise_seed, test_noise_seed = _seeds(spec.effective_noise_seed, 0x9015E, 2)
+    obj = make_object(spec.obj, obj_seed)
+    test_obj = obj if spec.test_object == "same" else make_object(spec.obj, test_obj_seed)
+    probe = make_probe(spec.probe, spec.N)
+    fingerprint = spec.fingerprint()
+    sets = []
+    for split, split_obj, scan_seed, noise_seed, n in (
+        ("train", obj, train_scan_seed, train_noise_seed, spec.n_train),
+        ("test", test_obj, test_scan_seed, test_noise_seed, spec.n_test),
+    ):
+        positions = make_positions(spec.scan, n, split_obj.shape, spec.N, seed=scan_seed)
+        sets.append(
+            simulate(
+                split_obj,
+                probe,
+                positions,
+                dose=spec.dose,
+                seed=noise_seed,
+                metadata={"split": split, "spec": fingerprint},
+            )
+        )
+    return DatasetPair(train=sets[0], test=sets[1])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_entry(entry: Path) -> DatasetPair:
+    """Load a cache entry, verifying every file against the manifest; raise on any defect."""
+    manifest = json.loads((entry / "manifest.json").read_text())
+    for name in ("train.npz", "test.npz"):
+        if _sha256(entry / name) != manifest["files"][name]:
+            raise ValueError(f"checksum mismatch for {name}")
+    return DatasetPair(train=load_npz(entry / "train.npz"), test=load_npz(entry / "test.npz"))
+
+
+def _write_entry(entry: Path, pair: DatasetPair, spec: SimulationSpec) -> None:
+    """Write to a temporary folder and rename it into place, so a reader never sees half a file."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        files = {}
+        for name, data in (("train.npz", pair.train), ("test.npz", pair.test)):
+            save_npz(staging / name, data)
+            files[name] = _sha256(staging / name)
+        manifest = {"spec": spec.fingerprint(), "files": files, "created": time.time()}
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        if entry.exists():
+            shutil.rmtree(entry, ignore_errors=True)
+        try:
+            os.replace(staging, entry)
+        except OSError:
+            # Another process wrote the same entry first: keep theirs (same content by key).
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def load_or_simulate(
+    spec: SimulationSpec, cache_dir: str | Path | None
+) -> tuple[DatasetPair, bool]:
+    """The datasets of ``spec``, from ``cache_dir`` when a valid entry exists, else simulated and
+    stored there. A truncated or corrupt entry is detected (checksums), logged and rebuilt.
+
+    Returns:
+        ``(pair, cache_hit)``.
+    """
+    if cache_dir is None:
+        return make_datasets(spec), False
+    entry = Path(cache_dir) / cache_key(spec)
+    if (entry / "manifest.json").is_file():
+        try:
+            pair = _read_entry(entry)
+            log.info("dataset cache hit %s", entry)
+            return pair, True
+        except Exception as error:  # any defect means: do not trust it, rebuild
+            log.warning("dataset cache entry %s is unreadable (%s): rebuilding", entry, error)
+    elif entry.exists():
+        log.warning("dataset cache entry %s has no manifest: rebuilding", entry)
+    pair = make_datasets(spec)
+    _write_entry(entry, pair, spec)
+    return pair, False

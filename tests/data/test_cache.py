@@ -1,0 +1,60 @@
+"""Dataset cache: keyed by everything that determines the data; corrupt entries are rebuilt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ptycho.data import ObjectSpec, SimulationSpec, cache_key, load_or_simulate
+
+
+def _spec(**overrides: object) -> SimulationSpec:
+    fields = {"N": 16, "dose": 1e3, "n_train": 10, "n_test": 4, "obj": ObjectSpec(size=40)}
+    fields.update(overrides)
+    return SimulationSpec(**fields)  # type: ignore[arg-type]
+
+
+def test_second_call_is_a_hit_with_identical_data(tmp_path: Path) -> None:
+    first, hit = load_or_simulate(_spec(), tmp_path)
+    assert not hit
+    second, hit = load_or_simulate(_spec(), tmp_path)
+    assert hit
+    np.testing.assert_array_equal(first.train.counts, second.train.counts)
+    np.testing.assert_array_equal(first.test.positions, second.test.positions)
+
+
+def test_key_depends_on_everything_that_determines_the_data() -> None:
+    keys = {
+        cache_key(_spec()),
+        cache_key(_spec(dose=1e4)),
+        cache_key(_spec(N=32, obj=ObjectSpec(size=40))),
+        cache_key(_spec(seed=1)),
+        cache_key(_spec(noise_seed=1)),
+        cache_key(_spec(obj=ObjectSpec(size=40, kind="grf"))),
+        cache_key(_spec(test_object="independent")),
+    }
+    assert len(keys) == 7
+    assert cache_key(_spec()) == cache_key(_spec())
+    assert cache_key(_spec(noise_seed=0)) == cache_key(_spec())  # noise_seed defaults to seed
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest"])
+def test_a_corrupt_entry_is_detected_and_rebuilt(tmp_path: Path, damage: str) -> None:
+    original, _ = load_or_simulate(_spec(), tmp_path)
+    entry = tmp_path / cache_key(_spec())
+    target = entry / "train.npz"
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    elif damage == "flip":
+        blob = bytearray(target.read_bytes())
+        blob[len(blob) // 2] ^= 0xFF
+        target.write_bytes(bytes(blob))
+    else:
+        (entry / "manifest.json").write_text("{not json")
+    rebuilt, hit = load_or_simulate(_spec(), tmp_path)
+    assert not hit
+    np.testing.assert_array_equal(rebuilt.train.counts, original.train.counts)
+    _, hit = load_or_simulate(_spec(), tmp_path)
+    assert hit  # the rebuilt entry is valid again

@@ -1,0 +1,160 @@
+"""Simulated datasets: seeded, independent train/test, validated arguments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ptycho.data import (
+    DiffractionData,
+    ObjectSpec,
+    ProbeSpec,
+    ScanSpec,
+    SimulationSpec,
+    disc_probe,
+    make_datasets,
+    make_object,
+    simulate,
+)
+
+
+def _spec(**overrides: object) -> SimulationSpec:
+    fields = {"N": 16, "dose": 1e4, "n_train": 24, "n_test": 8, "seed": 3,
+              "obj": ObjectSpec(size=40)}
+    fields.update(overrides)
+    return SimulationSpec(**fields)  # type: ignore[arg-type]
+
+
+def _assert_identical(a: DiffractionData, b: DiffractionData) -> None:
+    for name in ("counts", "positions", "probe", "obj", "patches"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.measured_dose == b.measured_dose
+
+
+def test_same_seed_gives_a_bit_identical_dataset() -> None:
+    first, again = make_datasets(_spec()), make_datasets(_spec())
+    _assert_identical(first.train, again.train)
+    _assert_identical(first.test, again.test)
+
+
+def test_noise_seed_changes_only_the_noise() -> None:
+    base = make_datasets(_spec())
+    other = make_datasets(_spec(noise_seed=99))
+    np.testing.assert_array_equal(base.train.positions, other.train.positions)
+    np.testing.assert_array_equal(base.train.obj, other.train.obj)
+    np.testing.assert_array_equal(base.train.patches, other.train.patches)
+    assert np.any(base.train.counts != other.train.counts)
+    assert np.any(base.test.counts != other.test.counts)
+
+
+def test_seed_changes_positions_and_object() -> None:
+    base, other = make_datasets(_spec()), make_datasets(_spec(seed=4))
+    assert not np.allclose(base.train.positions, other.train.positions)
+    assert not np.allclose(base.train.obj, other.train.obj)
+
+
+def test_train_and_test_positions_are_independent() -> None:
+    pair = make_datasets(_spec())
+    assert not np.intersect1d(pair.train.positions[:, 0], pair.test.positions[:, 0]).size
+    assert not np.intersect1d(pair.train.positions[:, 1], pair.test.positions[:, 1]).size
+    np.testing.assert_array_equal(pair.train.obj, pair.test.obj)  # same object by default
+    independent = make_datasets(_spec(test_object="independent"))
+    assert not np.allclose(independent.train.obj, independent.test.obj)
+
+
+def test_dataset_fields_have_documented_shapes_and_dtypes() -> None:
+    pair = make_datasets(_spec(scan=ScanSpec(kind="raster", jitter=0.5)))
+    train = pair.train
+    assert train.counts.shape == (24, 16, 16) and train.counts.dtype == np.float32
+    assert train.positions.shape == (24, 2) and train.positions.dtype == np.float64
+    assert train.probe.shape == (16, 16) and train.probe.dtype == np.complex64
+    assert train.patches.shape == (24, 16, 16) and train.patches.dtype == np.complex64
+    assert train.obj.shape == (40, 40) and train.obj.dtype == np.complex64
+    assert train.dose == 1e4
+    assert abs(train.measured_dose - 1e4) < 3 * np.sqrt(1e4 / 24) + 1e-9
+    assert train.metadata["split"] == "train"
+
+
+@pytest.mark.parametrize("kind", ["lines", "grf"])
+@pytest.mark.parametrize("phase", ["none", "structure", "independent"])
+def test_objects_are_seeded_and_bounded(kind: str, phase: str) -> None:
+    spec = ObjectSpec(kind=kind, size=32, phase=phase)
+    obj = make_object(spec, seed=1)
+    np.testing.assert_array_equal(obj, make_object(spec, seed=1))
+    assert not np.array_equal(obj, make_object(spec, seed=2))
+    amplitude = np.abs(obj)
+    assert amplitude.min() >= spec.amplitude_min - 1e-6
+    assert amplitude.max() <= spec.amplitude_max + 1e-6
+    assert amplitude.std() > 0.01
+    phase_values = np.angle(obj)
+    if phase == "none":
+        assert np.all(phase_values == 0)
+    else:
+        assert phase_values.std() > 0.01
+
+
+def test_disc_probe_is_centred_soft_and_peak_normalised() -> None:
+    probe = disc_probe(64, radius_fraction=0.17, phase_curvature=1.0)
+    amplitude = np.abs(probe)
+    assert amplitude.max() == pytest.approx(1.0)
+    assert amplitude[32, 32] == pytest.approx(1.0, abs=1e-3)
+    assert amplitude[0, 0] < 1e-6
+    assert 0.0 < amplitude[32, 32 + 11] < 1.0  # soft edge at r ≈ 0.17·64
+    assert np.angle(probe[32, 32 + 5]) == pytest.approx((5 / 10.88) ** 2, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name", "value"),
+    [
+        ({"N": 48}, "N", "48"),
+        ({"N": 8}, "N", "8"),
+        ({"N": 32.0}, "N", "32.0"),
+        ({"dose": 0}, "dose", "0"),
+        ({"dose": -1.0}, "dose", "-1.0"),
+        ({"dose": float("nan")}, "dose", "nan"),
+        ({"dose": float("inf")}, "dose", "inf"),
+        ({"dose": "abc"}, "dose", "'abc'"),
+        ({"n_train": 0}, "n_train", "0"),
+        ({"obj": ObjectSpec(size=16)}, "object size", "16"),
+        ({"test_object": "other"}, "test_object", "'other'"),
+    ],
+)
+def test_invalid_spec_is_refused_naming_argument_and_value(
+    overrides: dict, name: str, value: str
+) -> None:
+    with pytest.raises(ValueError) as raised:
+        _spec(**overrides)
+    assert name in str(raised.value) and value in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("factory", "name", "value"),
+    [
+        (lambda: ObjectSpec(kind="circles"), "object kind", "'circles'"),
+        (lambda: ObjectSpec(kind="npz", path="/no/such.npz"), "path", "'/no/such.npz'"),
+        (lambda: ProbeSpec(radius_fraction=0.0), "radius_fraction", "0.0"),
+        (lambda: ScanSpec(kind="spiral"), "scan kind", "'spiral'"),
+    ],
+)
+def test_invalid_component_specs_are_refused(factory, name: str, value: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        factory()
+    assert name in str(raised.value) and value in str(raised.value)
+
+
+def test_simulate_refuses_an_object_smaller_than_a_patch() -> None:
+    with pytest.raises(ValueError, match=r"obj of shape \(12, 40\) is smaller than a patch"):
+        simulate(np.ones((12, 40), np.complex64), disc_probe(16), np.array([[8.0, 6.0]]),
+                 dose=1e3, seed=0)
+
+
+def test_simulate_refuses_positions_outside_the_object() -> None:
+    with pytest.raises(ValueError, match=r"positions: 1 patch centres fall outside"):
+        simulate(np.ones((40, 40), np.complex64), disc_probe(16),
+                 np.array([[20.0, 20.0], [35.0, 20.0]]), dose=1e3, seed=0)
+
+
+def test_simulate_refuses_a_bad_dose() -> None:
+    with pytest.raises(ValueError, match=r"dose .* got -5"):
+        simulate(np.ones((40, 40), np.complex64), disc_probe(16), np.array([[20.0, 20.0]]),
+                 dose=-5, seed=0)
