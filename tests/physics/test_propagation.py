@@ -38,7 +38,8 @@ def test_flat_field_has_its_dc_at_the_centre(N: int) -> None:
 def test_illuminate_multiplies_by_the_probe_on_every_patch() -> None:
     probe = _random_field((16, 16), seed=1)
     patches = _random_field((3, 16, 16), seed=2)
-    np.testing.assert_allclose(physics.illuminate(probe, patches).numpy(), patches * probe, rtol=1e-6)
+    exit_wave = physics.illuminate(probe, patches).numpy()
+    np.testing.assert_allclose(exit_wave, patches * probe, rtol=1e-6)
 
 
 def test_far_field_matches_numpy_and_runs_under_xla() -> None:
