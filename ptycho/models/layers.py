@@ -1,0 +1,211 @@
+"""Thin Keras layers over :mod:`ptycho.physics`: the PINN's physics head.
+
+Each layer validates its constructor arguments (``ValueError`` quoting the value), computes in
+float32/complex64 whatever the global dtype policy is, and round-trips through ``get_config``.
+Tensors are channels-last like the network: ``(B, N, N, C)`` with ``C = gridsize²``.
+
+Learned physical quantities (the probe, the intensity scale) are tracked weights created with
+``add_weight`` inside the layer: they are trained when asked, saved and loaded with the model, and
+belong to exactly one model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ptycho import physics
+from ptycho.checks import check_gridsize, check_patch_size
+
+__all__ = [
+    "ComplexPatches",
+    "FarFieldIntensity",
+    "IntensityScale",
+    "OverlapConstraint",
+    "ProbeIllumination",
+]
+
+_PHYSICS_DTYPE = "float32"
+
+
+def _channels_first(tensor: tf.Tensor) -> tf.Tensor:
+    return tf.transpose(tensor, (0, 3, 1, 2))
+
+
+def _channels_last(tensor: tf.Tensor) -> tf.Tensor:
+    return tf.transpose(tensor, (0, 2, 3, 1))
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class ComplexPatches(keras.layers.Layer):
+    """``(amplitude, phase)`` float32 ``(B, N, N, C)`` → complex64 patches ``a · exp(iφ)``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", _PHYSICS_DTYPE)
+        super().__init__(**kwargs)
+
+    def call(self, amplitude: tf.Tensor, phase: tf.Tensor) -> tf.Tensor:
+        amplitude = tf.cast(amplitude, tf.float32)
+        phase = tf.cast(phase, tf.float32)
+        return tf.complex(amplitude * tf.cos(phase), amplitude * tf.sin(phase))
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class OverlapConstraint(keras.layers.Layer):
+    """Merge a group's ``C`` patches on one canvas and re-cut them (PHYSICS.md §4).
+
+    The canvas is per sample (samples are never mixed): normalised overlap-add of the patches at
+    their offsets from the group centre, then extraction at the same offsets.
+
+    Args:
+        N: patch side, a power of two ≥ 16.
+        gridsize: g ≥ 1 (``C = g²``); with g = 1 the layer returns its input.
+        canvas_size: canvas side ``M``, ≥ ``N + 2``; use :func:`ptycho.data.canvas_size`.
+
+    Call:
+        patches ``(B, N, N, C)`` complex64, offsets ``(B, C, 2)`` float32 ``(x, y)`` pixels →
+        ``(B, N, N, C)`` complex64.
+    """
+
+    def __init__(self, N: int, gridsize: int, canvas_size: int, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", _PHYSICS_DTYPE)
+        super().__init__(**kwargs)
+        self.N = check_patch_size(N)
+        self.gridsize = check_gridsize(gridsize)
+        if isinstance(canvas_size, bool) or not isinstance(canvas_size, int | np.integer):
+            raise ValueError(f"canvas_size must be an integer, got {canvas_size!r}")
+        if canvas_size < self.N + 2:
+            raise ValueError(f"canvas_size must be >= N + 2 = {self.N + 2}, got {canvas_size!r}")
+        self.canvas_size = int(canvas_size)
+
+    def call(self, patches: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+        if self.gridsize == 1:
+            return patches
+        centre = self.canvas_size / 2
+        positions = tf.cast(offsets, tf.float32) + centre
+        canvas, _ = physics.overlap_add(
+            _channels_first(patches), positions, (self.canvas_size, self.canvas_size)
+        )
+        return _channels_last(physics.extract_patches(canvas, positions, self.N))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "N": self.N,
+            "gridsize": self.gridsize,
+            "canvas_size": self.canvas_size,
+        }
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class ProbeIllumination(keras.layers.Layer):
+    """Exit wave ``ψ = P · o``; the probe ``P`` is a tracked weight (real and imaginary parts).
+
+    Args:
+        N: probe side, a power of two ≥ 16.
+        trainable_probe: whether training refines the probe.
+        probe: ``(N, N)`` complex initial probe; ``None`` (e.g. when rebuilding before loading
+            weights) starts from zeros. Not part of the config: the probe lives in the weights.
+
+    Call:
+        object patches ``(B, N, N, C)`` complex64 → exit waves ``(B, N, N, C)`` complex64.
+    """
+
+    def __init__(
+        self,
+        N: int,
+        trainable_probe: bool = False,
+        probe: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("dtype", _PHYSICS_DTYPE)
+        super().__init__(**kwargs)
+        self.N = check_patch_size(N)
+        if not isinstance(trainable_probe, bool):
+            raise ValueError(f"trainable_probe must be a bool, got {trainable_probe!r}")
+        self.trainable_probe = trainable_probe
+        if probe is not None:
+            probe = np.asarray(probe)
+            if probe.shape != (self.N, self.N) or not np.all(np.isfinite(probe)):
+                raise ValueError(
+                    f"probe must be a finite ({self.N}, {self.N}) array, got shape {probe.shape}"
+                )
+        initial = np.zeros((self.N, self.N), np.complex64) if probe is None else probe
+        self.probe_real = self.add_weight(
+            name="probe_real",
+            shape=(self.N, self.N),
+            initializer=keras.initializers.Constant(np.real(initial).astype(np.float32)),
+            trainable=trainable_probe,
+            dtype="float32",
+        )
+        self.probe_imag = self.add_weight(
+            name="probe_imag",
+            shape=(self.N, self.N),
+            initializer=keras.initializers.Constant(np.imag(initial).astype(np.float32)),
+            trainable=trainable_probe,
+            dtype="float32",
+        )
+
+    def probe(self) -> tf.Tensor:
+        """The current probe, ``(N, N)`` complex64."""
+        return tf.complex(
+            tf.convert_to_tensor(self.probe_real), tf.convert_to_tensor(self.probe_imag)
+        )
+
+    def call(self, obj_patches: tf.Tensor) -> tf.Tensor:
+        return _channels_last(physics.illuminate(self.probe(), _channels_first(obj_patches)))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "N": self.N, "trainable_probe": self.trainable_probe}
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class FarFieldIntensity(keras.layers.Layer):
+    """``|fftshift(FFT2(ψ)) / N|²`` per channel: ``(B, N, N, C)`` complex64 → float32."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", _PHYSICS_DTYPE)
+        super().__init__(**kwargs)
+
+    def call(self, exit_wave: tf.Tensor) -> tf.Tensor:
+        far = physics.far_field(_channels_first(exit_wave))
+        return _channels_last(physics.intensity(far))
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class IntensityScale(keras.layers.Layer):
+    """Expected counts ``λ = s² · I`` with a learned scale, stored as ``log s`` (so ``s > 0``).
+
+    Args:
+        log_scale: initial ``log s`` (natural log); see :func:`ptycho.models.initial_log_scale`.
+        trainable: whether training refines the scale (default: yes).
+
+    Call:
+        far-field intensity ``(B, N, N, C)`` float32 → expected photons per pixel, same shape.
+    """
+
+    def __init__(self, log_scale: float = 0.0, trainable: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", _PHYSICS_DTYPE)
+        super().__init__(trainable=trainable, **kwargs)
+        if isinstance(log_scale, bool) or not isinstance(log_scale, int | float | np.floating):
+            raise ValueError(f"log_scale must be a finite float, got {log_scale!r}")
+        if not math.isfinite(float(log_scale)):
+            raise ValueError(f"log_scale must be a finite float, got {log_scale!r}")
+        self.initial_log_scale = float(log_scale)
+        self.log_scale = self.add_weight(
+            name="log_scale",
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_log_scale),
+            trainable=True,
+            dtype="float32",
+        )
+
+    def call(self, far_intensity: tf.Tensor) -> tf.Tensor:
+        return tf.cast(far_intensity, tf.float32) * tf.exp(2.0 * self.log_scale)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "log_scale": self.initial_log_scale}

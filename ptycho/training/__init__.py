@@ -1,0 +1,24 @@
+"""Losses and the training loop (XLA, schedule, early stopping, divergence guard, timings)."""
+
+from ptycho.training.fit import FitResult, TrainingDiverged, fit, predict
+from ptycho.training.losses import (
+    LOSSES,
+    amplitude_mae,
+    get_loss,
+    poisson_nll,
+    poisson_nll_per_photon,
+    supervised_mae,
+)
+
+__all__ = [
+    "LOSSES",
+    "FitResult",
+    "TrainingDiverged",
+    "amplitude_mae",
+    "fit",
+    "get_loss",
+    "poisson_nll",
+    "poisson_nll_per_photon",
+    "predict",
+    "supervised_mae",
+]

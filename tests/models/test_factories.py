@@ -1,0 +1,129 @@
+"""Factories: fresh models every call, any N and gridsize, tracked physics weights, per-sample
+forward pass, XLA agreement, save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ptycho import runtime
+from ptycho.data import disc_probe
+from ptycho.models import build_baseline, build_pinn, load_model, save_model
+from ptycho.training import predict
+from tests.helpers import feed, tiny_pair, tiny_pinn
+
+REFERENCE_PARAMS_N64 = 2.33e6
+
+
+def test_parameter_count_at_N64_is_within_half_of_the_reference() -> None:
+    runtime.reset(0)
+    models = build_pinn(N=64, gridsize=1, probe=disc_probe(64))
+    count = models.params_count
+    print(f"PINN N=64 g=1 trainable parameters: {count:,}")
+    assert 0.5 * REFERENCE_PARAMS_N64 <= count <= 1.5 * REFERENCE_PARAMS_N64
+
+
+@pytest.mark.parametrize(("N", "gridsize"), [(16, 1), (16, 3), (32, 2), (64, 1), (128, 2)])
+def test_any_power_of_two_and_gridsize_builds_with_the_right_shapes(N: int, gridsize: int) -> None:
+    runtime.reset(0)
+    channels = gridsize**2
+    models = build_pinn(N=N, gridsize=gridsize, probe=disc_probe(N), canvas_size=N + 8)
+    diffraction = np.random.default_rng(0).random((2, N, N, channels)).astype(np.float32)
+    inputs = [diffraction]
+    if gridsize > 1:
+        inputs.append(np.zeros((2, channels, 2), np.float32))
+    counts = models.train(inputs if gridsize > 1 else diffraction)
+    assert counts.shape == (2, N, N, channels)
+    amplitude, phase = models.inference(diffraction)
+    assert amplitude.shape == phase.shape == (2, N, N, channels)
+    assert np.all((amplitude.numpy() > 0) & (amplitude.numpy() < 1))
+    assert np.all(np.abs(phase.numpy()) < np.pi)
+    baseline = build_baseline(N=N, gridsize=gridsize)
+    assert baseline.train(diffraction).shape == (2, N, N, 2 * channels)
+
+
+def test_bad_sizes_are_refused_naming_the_value() -> None:
+    with pytest.raises(ValueError, match="N must be an integer power of two >= 16, got 48"):
+        build_pinn(N=48, gridsize=1, probe=None)
+    with pytest.raises(ValueError, match="gridsize must be an integer >= 1, got 0"):
+        build_baseline(N=32, gridsize=0)
+    with pytest.raises(ValueError, match="canvas_size must be >= N \\+ 2 = 34"):
+        build_pinn(N=32, gridsize=2, probe=None, canvas_size=0)
+
+
+def test_each_call_builds_fresh_independent_models() -> None:
+    runtime.reset(0)
+    first = build_pinn(N=16, gridsize=2, probe=disc_probe(16), canvas_size=24, log_scale=1.0)
+    second = build_pinn(N=16, gridsize=2, probe=disc_probe(16), canvas_size=24, log_scale=1.0)
+    first_ids = {id(w) for w in first.train.weights}
+    assert first_ids.isdisjoint({id(w) for w in second.train.weights})
+    scale = first.train.get_layer("intensity_scale").log_scale
+    scale.assign(5.0)
+    assert float(second.train.get_layer("intensity_scale").log_scale.numpy()) == 1.0
+
+
+def test_probe_and_intensity_scale_are_tracked_weights() -> None:
+    frozen = build_pinn(N=16, gridsize=1, probe=disc_probe(16), log_scale=2.0)
+    names = {w.path for w in frozen.train.weights}
+    assert {"probe_illumination/probe_real", "probe_illumination/probe_imag",
+            "intensity_scale/log_scale"} <= names
+    trainable = {w.path for w in frozen.train.trainable_weights}
+    assert "intensity_scale/log_scale" in trainable
+    assert "probe_illumination/probe_real" not in trainable
+    refined = build_pinn(N=16, gridsize=1, probe=disc_probe(16), trainable_probe=True)
+    assert "probe_illumination/probe_real" in {w.path for w in refined.train.trainable_weights}
+    # Inference shares the generator's weights with training.
+    assert {id(w) for w in frozen.inference.weights} <= {id(w) for w in frozen.train.weights}
+
+
+@pytest.mark.parametrize("batch", [1, 15, 16, 17])
+def test_pinn_forward_pass_is_per_sample_at_gridsize_two(batch: int) -> None:
+    runtime.reset(0)
+    models = build_pinn(N=16, gridsize=2, probe=disc_probe(16), canvas_size=26, log_scale=3.0)
+    rng = np.random.default_rng(batch)
+    diffraction = rng.random((batch, 16, 16, 4)).astype(np.float32)
+    offsets = rng.uniform(-4, 4, (batch, 4, 2)).astype(np.float32)
+    before = models.train([diffraction, offsets]).numpy()
+    j = batch // 2
+    diffraction[j] += 0.5
+    offsets[j] += 1.0
+    after = models.train([diffraction, offsets]).numpy()
+    others = np.arange(batch) != j
+    scale = np.abs(before).max()
+    np.testing.assert_allclose(after[others], before[others], rtol=0, atol=1e-6 * scale)
+    assert np.abs(after[j] - before[j]).max() > 1e-3 * scale
+
+
+@pytest.mark.parametrize("gridsize", [1, 2])
+def test_xla_and_eager_forward_passes_agree(gridsize: int) -> None:
+    runtime.reset(0)
+    pair = tiny_pair(32, n_train=16)
+    models, inputs, _ = tiny_pinn(pair, gridsize)
+    batch = feed(models, inputs)
+    eager = models.train(batch).numpy()
+    xla = tf.function(lambda x: models.train(x), jit_compile=True)(batch).numpy()
+    np.testing.assert_allclose(xla, eager, rtol=1e-5, atol=1e-5 * np.abs(eager).max())
+
+
+def test_save_then_load_gives_identical_predictions(tmp_path: Path) -> None:
+    runtime.reset(0)
+    pair = tiny_pair(16, n_train=12)
+    models, inputs, _ = tiny_pinn(pair, 2)
+    models.train.get_layer("intensity_scale").log_scale.assign(4.2)
+    folder = save_model(tmp_path / "model", models, input_scale=0.123)
+    loaded = load_model(folder)
+    assert loaded.input_scale == 0.123
+    assert loaded.models.spec == models.spec
+    batch = feed(models, inputs)
+    np.testing.assert_array_equal(loaded.models.train(batch).numpy(), models.train(batch).numpy())
+    for original, restored in zip(predict(models.inference, inputs),
+                                  predict(loaded.models.inference, inputs), strict=True):
+        np.testing.assert_array_equal(restored, original)
+
+
+def test_loading_a_folder_without_a_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"model\.json is missing"):
+        load_model(tmp_path)

@@ -1,0 +1,198 @@
+"""Training: losses, learning on a real problem, the divergence guard, what fit reports, and
+models of different N and gridsize trained in one process matching fresh processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ptycho import runtime
+from ptycho.data import group_positions
+from ptycho.training import (
+    TrainingDiverged,
+    amplitude_mae,
+    fit,
+    get_loss,
+    poisson_nll,
+    poisson_nll_per_photon,
+    predict,
+)
+from tests.helpers import tiny_pair, tiny_pinn, train_steps
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_poisson_nll_is_minimised_at_the_counts() -> None:
+    counts = tf.constant(np.random.default_rng(0).poisson(20.0, (2, 8, 8, 1)), tf.float32)
+    at_truth = float(poisson_nll(counts, counts + 1e-3))
+    assert at_truth < float(poisson_nll(counts, counts * 1.2))
+    assert at_truth < float(poisson_nll(counts, counts * 0.8))
+    assert float(amplitude_mae(counts, counts)) == pytest.approx(0.0, abs=1e-4)
+    assert float(amplitude_mae(tf.zeros((1, 2)), tf.fill((1, 2), 4.0))) == pytest.approx(2.0)
+
+
+def test_full_nll_per_photon_matches_scipy() -> None:
+    from scipy.stats import poisson
+
+    rng = np.random.default_rng(1)
+    expected = rng.uniform(0.5, 30, (3, 8, 8))
+    counts = rng.poisson(expected).astype(np.float64)
+    reference = -poisson.logpmf(counts, expected).sum() / counts.sum()
+    assert float(poisson_nll_per_photon(counts, expected)) == pytest.approx(reference, rel=1e-4)
+
+
+def test_unknown_loss_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match=r"loss must be one of .* got 'foo'"):
+        get_loss("foo")
+
+
+def _amplitude_error(models, inputs, pair, groups) -> float:
+    """Mean |s·â − a| in the probe's bright disc, after the best global scale s."""
+    amplitude = predict(models.inference, inputs)[0][..., 0]
+    truth = np.abs(pair.train.patches[groups.indices[:, 0]])
+    N = truth.shape[-1]
+    yy, xx = np.mgrid[0:N, 0:N]
+    disc = np.hypot(yy - N / 2, xx - N / 2) < 0.12 * N
+    a, t = amplitude[:, disc], truth[:, disc]
+    scale = (a * t).sum() / (a * a).sum()
+    return float(np.abs(scale * a - t).mean())
+
+
+@pytest.mark.slow
+def test_training_lowers_the_nll_and_the_amplitude_error() -> None:
+    runtime.reset(0)
+    pair = tiny_pair(32, n_train=256, dose=1e6, object_size=96)
+    models, inputs, targets = tiny_pinn(pair, 1)
+    groups = group_positions(pair.train.positions, 1)
+    untrained_error = _amplitude_error(models, inputs, pair, groups)
+
+    def nll() -> float:
+        return float(poisson_nll(targets, predict(models.train, inputs)[0]))
+
+    untrained_nll = nll()
+    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=4, batch_size=8,
+                 seed=0)
+    trained_error, trained_nll = _amplitude_error(models, inputs, pair, groups), nll()
+    print(f"amplitude error {untrained_error:.4f} -> {trained_error:.4f}; "
+          f"NLL {untrained_nll:.2f} -> {trained_nll:.2f}")
+    assert trained_nll < untrained_nll
+    assert trained_error < 0.8 * untrained_error
+    assert result.xla
+    assert result.epochs_run == 4 and len(result.history["val_loss"]) == 4
+
+
+def test_fit_reports_what_ran() -> None:
+    runtime.reset(0)
+    pair = tiny_pair(16, n_train=40)
+    models, inputs, targets = tiny_pinn(pair, 2)
+    seen = []
+    result = fit(models.train, inputs, targets, loss="mae", epochs=2, batch_size=8,
+                 validation_fraction=0.1, on_epoch=lambda e, logs: seen.append((e, logs)))
+    assert result.steps_per_epoch == 36 // 8
+    assert result.patterns_per_step == 8 * 4
+    assert len(result.step_times_s) == 2 * result.steps_per_epoch
+    assert result.compile_time_s > result.step_time_s > 0
+    assert result.epoch_time_s == pytest.approx(result.step_time_s * result.steps_per_epoch)
+    assert result.patterns_per_s == pytest.approx(32 / result.step_time_s)
+    assert [e for e, _ in seen] == [1, 2]
+    assert set(seen[0][1]) == {"loss", "val_loss", "learning_rate"}
+    assert 1 <= result.best_epoch <= 2
+    assert result.xla is True
+
+
+def test_jit_compile_false_is_honoured() -> None:
+    runtime.reset(0)
+    models, inputs, targets = tiny_pinn(tiny_pair(16, n_train=16), 1)
+    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=1, batch_size=8,
+                 validation_fraction=0.0, jit_compile=False)
+    assert result.xla is False
+
+
+DETERMINISM_PROBE = """
+import json, warnings
+import tensorflow as tf
+from ptycho import runtime
+from ptycho.training import fit
+from tests.helpers import tiny_pair, tiny_pinn
+runtime.reset(0)
+models, inputs, targets = tiny_pinn(tiny_pair(16, n_train=16), 1)
+tf.config.experimental.enable_op_determinism()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=1, batch_size=8,
+                 validation_fraction=0.0, jit_compile=True)
+print(json.dumps({"xla": result.xla, "warned": any("jit_compile" in str(w.message)
+                                                   for w in caught)}))
+"""
+
+
+def test_xla_downgraded_by_op_determinism_is_reported_truthfully() -> None:
+    """Keras silently turns XLA off under op determinism; fit must say so. (A subprocess: op
+    determinism cannot be switched off again in a process.)"""
+    result = subprocess.run([sys.executable, "-c", DETERMINISM_PROBE], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"xla": False, "warned": True}
+
+
+def test_a_divergent_learning_rate_stops_with_a_clear_report() -> None:
+    runtime.reset(0)
+    models, inputs, targets = tiny_pinn(tiny_pair(16, n_train=32), 1)
+    with pytest.raises(TrainingDiverged, match=r"training diverged: loss became (nan|inf)") as e:
+        fit(models.train, inputs, targets, loss="poisson_nll", epochs=5, batch_size=8,
+            learning_rate=1e6, validation_fraction=0.0)
+    assert "learning rate" in e.value.report
+    for values in e.value.history.values():
+        assert all(np.isfinite(values))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+        ({"batch_size": 100}, "batch_size=100 exceeds the 16 training groups"),
+        ({"learning_rate": -1.0}, "learning_rate must be a positive finite number, got -1.0"),
+        ({"validation_fraction": 1.0}, r"validation_fraction must lie in \[0, 1\), got 1.0"),
+        ({"loss": "l2"}, "loss must be one of"),
+    ],
+)
+def test_bad_fit_arguments_are_refused(kwargs: dict, message: str) -> None:
+    models, inputs, targets = tiny_pinn(tiny_pair(16, n_train=16), 1)
+    arguments = {"loss": "poisson_nll", "validation_fraction": 0.0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        fit(models.train, inputs, targets, **arguments)
+
+
+SEQUENCE = [(32, 1), (64, 2), (32, 2), (64, 1), (16, 3)]
+
+
+@pytest.mark.slow
+def test_models_of_any_size_train_in_one_process_like_in_fresh_ones() -> None:
+    """The failure that motivated ptycho: N and gridsize change between jobs of one process."""
+    alone = {}
+    processes = {
+        config: subprocess.Popen(
+            [sys.executable, "-c",
+             "import json; from tests.helpers import train_steps; "
+             f"print(json.dumps(train_steps({config[0]}, {config[1]})))"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for config in SEQUENCE
+    }
+    in_process = {config: train_steps(*config) for config in SEQUENCE}
+    for config, process in processes.items():
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-2000:]
+        alone[config] = json.loads(out.strip().splitlines()[-1])
+    for config in SEQUENCE:
+        ours, fresh = in_process[config], alone[config]
+        assert ours["xla"] and fresh["xla"], config
+        assert ours["steps"] == fresh["steps"] == 2
+        np.testing.assert_allclose(ours["loss"], fresh["loss"], rtol=1e-5, err_msg=str(config))
