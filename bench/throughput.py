@@ -68,8 +68,7 @@ def run_one(N: int, gridsize: int, jit: bool, steps: int, batch: int) -> dict:
     import numpy as np
 
     from ptycho import runtime
-    from ptycho.data import ObjectSpec, SimulationSpec, canvas_size, group_positions
-    from ptycho.data import make_datasets
+    from ptycho.data import ObjectSpec, SimulationSpec, canvas_size, group_positions, make_datasets
     from ptycho.models import (
         build_pinn,
         compute_input_scale,

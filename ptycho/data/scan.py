@@ -35,6 +35,8 @@ class ScanSpec:
     """Extra border (pixels) kept free beyond the patch half-width."""
     jitter: float = 0.5
     """Uniform jitter ± pixels applied to raster points (``raster`` only)."""
+    subpixel: bool = True
+    """False rounds positions to whole pixels (exact patch extraction and stitching)."""
 
     def __post_init__(self) -> None:
         if self.kind not in SCAN_KINDS:
@@ -94,10 +96,15 @@ def make_positions(
 ) -> np.ndarray:
     """Positions of ``spec``: ``(n, 2)`` float64 ``(x, y)`` pixels."""
     if spec.kind == "raster":
-        return raster_positions(
+        positions = raster_positions(
             n, object_shape, N, seed=seed, margin=spec.margin, jitter=spec.jitter
         )
-    return random_positions(n, object_shape, N, seed=seed, margin=spec.margin)
+    else:
+        positions = random_positions(n, object_shape, N, seed=seed, margin=spec.margin)
+    if not spec.subpixel:
+        bounds = valid_range(object_shape, N, spec.margin)
+        positions = np.clip(np.round(positions), np.ceil(bounds[:, 0]), np.floor(bounds[:, 1]))
+    return positions
 
 
 def check_positions(positions: np.ndarray, object_shape: tuple[int, int], N: int) -> np.ndarray:

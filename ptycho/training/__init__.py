@@ -9,10 +9,12 @@ from ptycho.training.losses import (
     poisson_nll_per_photon,
     supervised_mae,
 )
+from ptycho.training.reconstruct import Reconstruction, reconstruct
 
 __all__ = [
     "LOSSES",
     "FitResult",
+    "Reconstruction",
     "TrainingDiverged",
     "amplitude_mae",
     "fit",
@@ -20,5 +22,6 @@ __all__ = [
     "poisson_nll",
     "poisson_nll_per_photon",
     "predict",
+    "reconstruct",
     "supervised_mae",
 ]

@@ -1,0 +1,32 @@
+"""Evaluation: stitching, alignment and amplitude/phase metrics against ground truth."""
+
+from ptycho.evaluation.alignment import (
+    PHASE_ALIGNMENTS,
+    align_amplitude,
+    align_phase,
+    register,
+    scanned_region,
+    wrap,
+)
+from ptycho.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate
+from ptycho.evaluation.metrics import FRCCurve, frc, frc_crossing, image_metrics, psnr_legacy255
+from ptycho.evaluation.stitching import central_size, stitch
+
+__all__ = [
+    "METRIC_KEYS",
+    "PHASE_ALIGNMENTS",
+    "Evaluation",
+    "FRCCurve",
+    "align_amplitude",
+    "align_phase",
+    "central_size",
+    "evaluate",
+    "frc",
+    "frc_crossing",
+    "image_metrics",
+    "psnr_legacy255",
+    "register",
+    "scanned_region",
+    "stitch",
+    "wrap",
+]

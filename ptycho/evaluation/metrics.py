@@ -1,0 +1,107 @@
+"""Image-quality metrics for one real image against its ground truth (PHYSICS.md §7, step 4).
+
+PSNR and SSIM come from ``skimage.metrics`` with an explicit ``data_range`` (the truth's range).
+FRC is written here because scikit-image has none: Fourier ring correlation per integer ring,
+with the first crossings of 0.5 and 1/7 interpolated between rings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+__all__ = ["FRCCurve", "frc", "frc_crossing", "image_metrics", "psnr_legacy255"]
+
+FRC_THRESHOLDS = {"frc50": 0.5, "frc17": 1.0 / 7.0}
+
+
+@dataclass(frozen=True)
+class FRCCurve:
+    """FRC per ring (``rings[i] = i``, in pixels⁻¹·side units) up to Nyquist (``side / 2``)."""
+
+    rings: np.ndarray
+    values: np.ndarray
+    nyquist: int
+
+    def crossing(self, threshold: float) -> float:
+        return frc_crossing(self.values, threshold)
+
+
+def frc(first: np.ndarray, second: np.ndarray) -> FRCCurve:
+    """Fourier ring correlation of two equal-shape real images.
+
+    Non-square images are cropped to their central square so rings are circles.
+    """
+    first = np.asarray(first, np.float64)
+    second = np.asarray(second, np.float64)
+    if first.shape != second.shape or first.ndim != 2:
+        raise ValueError(f"frc needs two equal 2-D images, got {first.shape} and {second.shape}")
+    side = min(first.shape)
+    r0, c0 = (first.shape[0] - side) // 2, (first.shape[1] - side) // 2
+    first = first[r0 : r0 + side, c0 : c0 + side]
+    second = second[r0 : r0 + side, c0 : c0 + side]
+    f1 = np.fft.fftshift(np.fft.fft2(first))
+    f2 = np.fft.fftshift(np.fft.fft2(second))
+    yy, xx = np.indices((side, side))
+    radius = np.rint(np.hypot(yy - side // 2, xx - side // 2)).astype(int).ravel()
+    nyquist = side // 2
+    keep = radius <= nyquist
+    radius = radius[keep]
+    cross = np.bincount(radius, (f1 * np.conj(f2)).real.ravel()[keep], nyquist + 1)
+    power1 = np.bincount(radius, (np.abs(f1) ** 2).ravel()[keep], nyquist + 1)
+    power2 = np.bincount(radius, (np.abs(f2) ** 2).ravel()[keep], nyquist + 1)
+    denominator = np.sqrt(power1 * power2)
+    values = np.divide(cross, denominator, out=np.zeros_like(cross), where=denominator > 0)
+    return FRCCurve(rings=np.arange(nyquist + 1), values=values, nyquist=nyquist)
+
+
+def frc_crossing(values: np.ndarray, threshold: float) -> float:
+    """First ring ``r ≥ 1`` where the FRC falls below ``threshold``, interpolated linearly from
+    ring ``r − 1``; the last ring (Nyquist) when it never does."""
+    values = np.asarray(values, np.float64)
+    for ring in range(1, len(values)):
+        if values[ring] < threshold:
+            previous = values[ring - 1]
+            if previous < threshold:
+                return float(ring - 1)
+            return float(ring - 1 + (previous - threshold) / (previous - values[ring]))
+    return float(len(values) - 1)
+
+
+def psnr_legacy255(truth: np.ndarray, reconstruction: np.ndarray) -> float:
+    """``10·log10(255² / MSE)``: the peak the published tables used (adds 48.13 dB to a unit-peak
+    PSNR). For comparison with those tables only."""
+    mse = float(np.mean((np.asarray(truth, np.float64) - reconstruction) ** 2))
+    return float(10.0 * np.log10(255.0**2 / max(mse, 1e-30)))
+
+
+def image_metrics(
+    truth: np.ndarray, reconstruction: np.ndarray, data_range: float
+) -> tuple[dict[str, float], FRCCurve]:
+    """MAE, MSE, PSNR, SSIM, FRC50, FRC1/7 (ring indices) and legacy PSNR of one image pair.
+
+    Args:
+        truth, reconstruction: equal-shape real images (aligned), same units.
+        data_range: the value range PSNR and SSIM refer to (the truth's range), > 0.
+    """
+    truth = np.asarray(truth, np.float64)
+    reconstruction = np.asarray(reconstruction, np.float64)
+    if not data_range > 0:
+        raise ValueError(f"data_range must be > 0, got {data_range!r}")
+    difference = reconstruction - truth
+    mse = float(np.mean(difference**2))
+    curve = frc(truth, reconstruction)
+    metrics = {
+        "mae": float(np.mean(np.abs(difference))),
+        "mse": mse,
+        "psnr": float(peak_signal_noise_ratio(truth, reconstruction, data_range=data_range))
+        if mse > 0
+        else float(10.0 * np.log10(data_range**2 / 1e-30)),
+        "ssim": float(structural_similarity(truth, reconstruction, data_range=data_range)),
+        "frc50": curve.crossing(FRC_THRESHOLDS["frc50"]),
+        "frc17": curve.crossing(FRC_THRESHOLDS["frc17"]),
+        "psnr_legacy255": psnr_legacy255(truth, reconstruction),
+    }
+    return metrics, curve

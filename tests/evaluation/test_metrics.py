@@ -1,0 +1,94 @@
+"""Metrics against independent computations; alignment removes exactly the gauges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from ptycho.data import ObjectSpec, make_object
+from ptycho.evaluation import (
+    align_amplitude,
+    align_phase,
+    frc,
+    frc_crossing,
+    image_metrics,
+    psnr_legacy255,
+)
+
+
+@pytest.fixture(scope="module")
+def truth() -> np.ndarray:
+    return np.abs(make_object(ObjectSpec(size=64), seed=0)).astype(np.float64)
+
+
+def test_psnr_and_ssim_equal_skimage(truth: np.ndarray) -> None:
+    noisy = truth + np.random.default_rng(0).normal(0, 0.05, truth.shape)
+    data_range = float(truth.max() - truth.min())
+    metrics, _ = image_metrics(truth, noisy, data_range)
+    assert metrics["psnr"] == pytest.approx(
+        peak_signal_noise_ratio(truth, noisy, data_range=data_range), rel=1e-12)
+    assert metrics["ssim"] == pytest.approx(
+        structural_similarity(truth, noisy, data_range=data_range), rel=1e-12)
+
+
+def test_mse_and_psnr_of_a_constant_offset_have_the_closed_form(truth: np.ndarray) -> None:
+    offset, data_range = 0.1, 0.5
+    metrics, _ = image_metrics(truth, truth + offset, data_range)
+    assert metrics["mse"] == pytest.approx(offset**2, rel=1e-9)
+    assert metrics["mae"] == pytest.approx(offset, rel=1e-9)
+    assert metrics["psnr"] == pytest.approx(10 * np.log10(data_range**2 / offset**2), rel=1e-9)
+
+
+def test_legacy_psnr_differs_by_the_peak_ratio(truth: np.ndarray) -> None:
+    noisy = truth + np.random.default_rng(1).normal(0, 0.02, truth.shape)
+    for data_range in (1.0, 0.5, np.pi):
+        metrics, _ = image_metrics(truth, noisy, data_range)
+        assert metrics["psnr_legacy255"] - metrics["psnr"] == pytest.approx(
+            20 * np.log10(255 / data_range), abs=1e-9)
+    assert psnr_legacy255(np.zeros(4), np.full(4, 1.0)) == pytest.approx(48.1308, abs=1e-4)
+
+
+def test_frc_of_an_image_with_itself_is_one_at_every_ring(truth: np.ndarray) -> None:
+    curve = frc(truth, truth)
+    assert curve.nyquist == 32 and len(curve.values) == 33
+    np.testing.assert_allclose(curve.values, 1.0, atol=1e-12)
+    assert curve.crossing(0.5) == 32.0  # never drops: Nyquist
+
+
+def test_frc50_of_independent_noise_is_near_zero() -> None:
+    rng = np.random.default_rng(2)
+    crossings = [frc(rng.normal(size=(128, 128)), rng.normal(size=(128, 128))).crossing(0.5)
+                 for _ in range(5)]
+    # The first rings hold only a few pixels (FRC noise ≈ 1/√pixels): near 0 of 64 rings.
+    assert max(crossings) < 3.0
+    assert np.mean(crossings) < 1.5
+
+
+def test_frc_crossing_interpolates_between_rings() -> None:
+    assert frc_crossing(np.array([1.0, 0.9, 0.7, 0.3, 0.1]), 0.5) == pytest.approx(2.5)
+    assert frc_crossing(np.array([1.0, 0.4, 0.2]), 0.5) == pytest.approx(0 + 0.5 / 0.6)
+
+
+def test_scaled_amplitude_and_phase_plane_align_to_zero_error(truth: np.ndarray) -> None:
+    phase_truth = np.angle(make_object(ObjectSpec(size=64), seed=3))
+    rows, cols = np.indices(truth.shape)
+    plane = 0.4 + 0.02 * rows - 0.015 * cols
+    amplitude = align_amplitude(0.7 * truth, truth)
+    phase = align_phase(phase_truth + plane, phase_truth, "plane")
+    assert np.abs(amplitude - truth).mean() < 1e-6
+    assert np.abs(phase - phase_truth).mean() < 1e-6
+
+
+@pytest.mark.parametrize("mode", ["mean", "plane"])
+@pytest.mark.parametrize("offset", [0.3, -2.9, 3.1])
+def test_a_global_phase_offset_is_removed(mode: str, offset: float) -> None:
+    phase_truth = np.angle(make_object(ObjectSpec(size=48), seed=4))
+    shifted = np.angle(np.exp(1j * (phase_truth + offset)))  # wrapped, as a network outputs it
+    aligned = align_phase(shifted, phase_truth, mode)
+    assert np.abs(aligned - phase_truth).max() < 1e-6
+
+
+def test_unknown_phase_alignment_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"phase alignment must be one of .* got 'tilt'"):
+        align_phase(np.zeros((4, 4)), np.zeros((4, 4)), "tilt")
