@@ -54,24 +54,24 @@ class ObjectSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECT_KINDS:
-            raise ValueError(f"object kind must be one of {OBJECT_KINDS}, got {self.kind!r}")
+            raise ValueError(f"kind must be one of {OBJECT_KINDS}, got {self.kind!r}")
         if self.phase not in PHASE_MODES:
-            raise ValueError(f"object phase must be one of {PHASE_MODES}, got {self.phase!r}")
+            raise ValueError(f"phase must be one of {PHASE_MODES}, got {self.phase!r}")
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 16:
-            raise ValueError(f"object size must be an integer >= 16 pixels, got {self.size!r}")
+            raise ValueError(f"size must be an integer >= 16 pixels, got {self.size!r}")
         if not 0.0 < self.amplitude_min <= self.amplitude_max:
             raise ValueError(
-                "object amplitude range must satisfy 0 < amplitude_min <= amplitude_max, got "
+                "amplitude_min/amplitude_max must satisfy 0 < amplitude_min <= amplitude_max, got "
                 f"({self.amplitude_min!r}, {self.amplitude_max!r})"
             )
         if not 0.0 <= self.phase_max <= np.pi:
-            raise ValueError(f"object phase_max must lie in [0, pi], got {self.phase_max!r}")
+            raise ValueError(f"phase_max must lie in [0, pi], got {self.phase_max!r}")
         if self.lines_density <= 0:
-            raise ValueError(f"object lines_density must be > 0, got {self.lines_density!r}")
+            raise ValueError(f"lines_density must be > 0, got {self.lines_density!r}")
         if self.grf_exponent <= 0:
-            raise ValueError(f"object grf_exponent must be > 0, got {self.grf_exponent!r}")
+            raise ValueError(f"grf_exponent must be > 0, got {self.grf_exponent!r}")
         if self.kind == "npz" and not Path(self.path).is_file():
-            raise ValueError(f"object kind 'npz' needs an existing file, got path {self.path!r}")
+            raise ValueError(f"path must be an existing NPZ file for kind 'npz', got {self.path!r}")
 
     def fingerprint(self) -> dict[str, object]:
         """The fields that determine the object, with an NPZ named by its content hash."""

@@ -36,15 +36,15 @@ class ProbeSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in PROBE_KINDS:
-            raise ValueError(f"probe kind must be one of {PROBE_KINDS}, got {self.kind!r}")
+            raise ValueError(f"kind must be one of {PROBE_KINDS}, got {self.kind!r}")
         if not 0.0 < self.radius_fraction <= 0.5:
             raise ValueError(
-                f"probe radius_fraction must lie in (0, 0.5], got {self.radius_fraction!r}"
+                f"radius_fraction must lie in (0, 0.5], got {self.radius_fraction!r}"
             )
         if self.edge_sigma < 0:
-            raise ValueError(f"probe edge_sigma must be >= 0 pixels, got {self.edge_sigma!r}")
+            raise ValueError(f"edge_sigma must be >= 0 pixels, got {self.edge_sigma!r}")
         if self.kind == "npz" and not self.path:
-            raise ValueError("probe kind 'npz' needs probe path (data.probe.path), got ''")
+            raise ValueError("path must name an NPZ file for kind 'npz', got ''")
 
     def fingerprint(self) -> dict[str, object]:
         """The fields that determine the probe, with an NPZ named by its content hash."""

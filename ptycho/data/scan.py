@@ -40,11 +40,11 @@ class ScanSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in SCAN_KINDS:
-            raise ValueError(f"scan kind must be one of {SCAN_KINDS}, got {self.kind!r}")
+            raise ValueError(f"kind must be one of {SCAN_KINDS}, got {self.kind!r}")
         if self.margin < 0:
-            raise ValueError(f"scan margin must be >= 0 pixels, got {self.margin!r}")
+            raise ValueError(f"margin must be >= 0 pixels, got {self.margin!r}")
         if self.jitter < 0:
-            raise ValueError(f"scan jitter must be >= 0 pixels, got {self.jitter!r}")
+            raise ValueError(f"jitter must be >= 0 pixels, got {self.jitter!r}")
 
 
 def valid_range(object_shape: tuple[int, int], N: int, margin: float = 0.0) -> np.ndarray:

@@ -81,7 +81,7 @@ class SimulationSpec:
             )
         if self.obj.kind != "npz" and self.obj.size < self.N + 1:
             raise ValueError(
-                f"object size {self.obj.size} is smaller than a patch of N={self.N} "
+                f"object.size={self.obj.size} is smaller than a patch of N={self.N} "
                 f"(needs >= {self.N + 1})"
             )
 

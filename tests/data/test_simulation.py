@@ -115,7 +115,7 @@ def test_disc_probe_is_centred_soft_and_peak_normalised() -> None:
         ({"dose": float("inf")}, "dose", "inf"),
         ({"dose": "abc"}, "dose", "'abc'"),
         ({"n_train": 0}, "n_train", "0"),
-        ({"obj": ObjectSpec(size=16)}, "object size", "16"),
+        ({"obj": ObjectSpec(size=16)}, "object.size", "16"),
         ({"test_object": "other"}, "test_object", "'other'"),
     ],
 )
@@ -130,10 +130,10 @@ def test_invalid_spec_is_refused_naming_argument_and_value(
 @pytest.mark.parametrize(
     ("factory", "name", "value"),
     [
-        (lambda: ObjectSpec(kind="circles"), "object kind", "'circles'"),
+        (lambda: ObjectSpec(kind="circles"), "kind", "'circles'"),
         (lambda: ObjectSpec(kind="npz", path="/no/such.npz"), "path", "'/no/such.npz'"),
         (lambda: ProbeSpec(radius_fraction=0.0), "radius_fraction", "0.0"),
-        (lambda: ScanSpec(kind="spiral"), "scan kind", "'spiral'"),
+        (lambda: ScanSpec(kind="spiral"), "kind", "'spiral'"),
     ],
 )
 def test_invalid_component_specs_are_refused(factory, name: str, value: str) -> None:

@@ -1,0 +1,203 @@
+"""Hydra glue: the job context, the sweep's parent run, the end-of-sweep summary.
+
+The only module (besides ``run.py``) that touches Hydra. A multirun gets one parent MLflow run,
+created once in the launching process before any job starts (``on_multirun_start``) and written
+to ``<sweep dir>/.ptycho/parent.json``, where every job (in this process or another) reads it.
+Each job appends its outcome to ``<sweep dir>/.ptycho/jobs.jsonl``; ``on_multirun_end`` prints the
+summary table, closes the parent and exits non-zero when a job failed. If a sweep dies before
+that, an ``atexit`` handler still closes the parent (FAILED).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from ptycho.job import HEADLINE_METRICS, JobContext, JobOutcome, tracker_for
+from ptycho.tracking import git_state
+
+__all__ = ["SweepCallback", "expand_sweep", "job_context", "record_outcome", "summary_table"]
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".ptycho"
+
+
+def _state(sweep_dir: str | Path) -> Path:
+    return Path(sweep_dir) / STATE_DIR
+
+
+def project_root_of(config: DictConfig) -> Path:
+    """The folder holding ``conf/`` (the project root), from Hydra's config sources."""
+    for source in config.hydra.runtime.config_sources:
+        if source.provider == "main" and str(source.path).startswith("file://"):
+            return Path(str(source.path).removeprefix("file://")).resolve().parent
+    return Path.cwd()
+
+
+def expand_sweep(config: DictConfig) -> list[list[str]]:
+    """The job override lists the basic sweeper will produce (config params, then the command
+    line, which wins), for counting jobs before they run."""
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.params or {}).items()]
+    arguments = list(config.hydra.overrides.task)
+    overrides = OverridesParser.create().parse_overrides(params + arguments)
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper.split_arguments(overrides, None)[0]
+
+
+def job_context(project_root: Path) -> JobContext:
+    """What Hydra knows about the running job, as a :class:`JobContext`."""
+    hydra = HydraConfig.get()
+    output_dir = Path(hydra.runtime.output_dir)
+    overrides = tuple(hydra.overrides.task)
+    if hydra.mode != RunMode.MULTIRUN:
+        return JobContext(project_root=project_root, output_dir=output_dir, overrides=overrides)
+    state = _state(hydra.sweep.dir) / "parent.json"
+    parent: dict[str, Any] = json.loads(state.read_text()) if state.is_file() else {}
+    return JobContext(
+        project_root=project_root,
+        output_dir=output_dir,
+        job_index=int(hydra.job.num),
+        job_total=int(parent.get("job_total", 0)) or int(hydra.job.num) + 1,
+        parent_run_id=parent.get("parent_run_id"),
+        experiment_id=parent.get("experiment_id"),
+        overrides=overrides,
+        sweep=True,
+    )
+
+
+def record_outcome(outcome: JobOutcome, job_index: int) -> None:
+    """Append a multirun job's outcome to the sweep's ``jobs.jsonl`` (no-op for single runs)."""
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        return
+    folder = _state(hydra.sweep.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"job_index": job_index, **outcome.to_dict()})
+    with (folder / "jobs.jsonl").open("a") as handle:
+        handle.write(line + "\n")
+
+
+def read_outcomes(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    path = _state(sweep_dir) / "jobs.jsonl"
+    if not path.is_file():
+        return []
+    outcomes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted(outcomes, key=lambda o: o["job_index"])
+
+
+def summary_table(outcomes: list[dict[str, Any]]) -> str:
+    """A fixed-width table: job, status, headline metrics, and the error of failed jobs."""
+    header = f"{'#':>3}  {'job':<42} {'status':<9}" + "".join(f" {k:>11}" for k in
+                                                                  HEADLINE_METRICS)
+    lines = [header, "-" * len(header)]
+    for outcome in outcomes:
+        values = "".join(
+            f" {outcome['metrics'][k]:>11.4g}" if k in outcome.get("metrics", {}) else
+            f" {'-':>11}" for k in HEADLINE_METRICS
+        )
+        lines.append(f"{outcome['job_index'] + 1:>3}  {outcome['name']:<42} "
+                     f"{outcome['status']:<9}{values}")
+        if outcome.get("error"):
+            lines.append(f"{'':>5}-> {outcome['error'][:300]}")
+    return "\n".join(lines)
+
+
+class SweepCallback(Callback):
+    """Creates the parent run before jobs and closes it, with a summary, after them."""
+
+    def __init__(self) -> None:
+        self._parent: dict[str, Any] | None = None
+        self._closed = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        state = _state(sweep_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "jobs.jsonl").unlink(missing_ok=True)
+        jobs = expand_sweep(config)
+        info: dict[str, Any] = {"job_total": len(jobs), "sweep_dir": str(sweep_dir)}
+        print(f"sweep: {len(jobs)} jobs -> {sweep_dir}", flush=True)
+        if config.dry_run:
+            (state / "parent.json").write_text(json.dumps(info))
+            return
+        root = project_root_of(config)
+        tracking = OmegaConf.to_container(config.tracking, resolve=True)
+        tracker = tracker_for(tracking, root)
+        experiment_id = tracker.ensure_experiment(str(config.tracking.experiment))
+        overrides = list(config.hydra.overrides.task)
+        params = {str(k): str(v) for k, v in (config.hydra.sweeper.params or {}).items()}
+        name = f"sweep_{sweep_dir.parent.name}_{sweep_dir.name}"
+        parent_run_id = tracker.create_run(
+            experiment_id,
+            name,
+            tags={
+                "ptycho.role": "sweep",
+                "sweep.overrides": json.dumps(overrides),
+                "sweep.params": json.dumps(params),
+                "sweep.dir": str(sweep_dir),
+                "sweep.jobs": str(len(jobs)),
+                **git_state(root),
+            },
+        )
+        tracker.log_params(parent_run_id, {"sweep_jobs": len(jobs), **{
+            f"sweep.{k}": v for k, v in params.items()}})
+        info.update(parent_run_id=parent_run_id, experiment_id=experiment_id,
+                    tracking_uri=tracker.uri)
+        (state / "parent.json").write_text(json.dumps(info, indent=2))
+        self._parent = {**info, "tracker": tracker}
+        atexit.register(self._close_on_exit)
+        log.info("sweep parent run %s in experiment %s (%s)", parent_run_id,
+                 config.tracking.experiment, tracker.uri)
+
+    def _close(self, status: str) -> None:
+        if self._parent is None or self._closed:
+            return
+        self._closed = True
+        tracker = self._parent["tracker"]
+        try:
+            tracker.end_run(self._parent["parent_run_id"], status)
+        except Exception:
+            log.exception("could not close the sweep parent run")
+
+    def _close_on_exit(self) -> None:
+        if self._parent is not None and not self._closed:
+            log.error("sweep ended before its summary: closing parent run as FAILED")
+            self._close("FAILED")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        outcomes = read_outcomes(sweep_dir)
+        failed = [o for o in outcomes if o["status"] not in ("FINISHED", "SKIPPED", "DRY_RUN")]
+        table = summary_table(outcomes)
+        (_state(sweep_dir) / "summary.txt").write_text(table + "\n")
+        print("\n" + table, flush=True)
+        if self._parent is not None:
+            tracker = self._parent["tracker"]
+            parent_run_id = self._parent["parent_run_id"]
+            try:
+                tracker.log_metrics(parent_run_id, {
+                    "jobs_total": len(outcomes),
+                    "jobs_failed": len(failed),
+                    "jobs_skipped": sum(o["status"] == "SKIPPED" for o in outcomes),
+                })
+                tracker.log_artifact(parent_run_id, _state(sweep_dir) / "summary.txt")
+            except Exception:
+                log.exception("could not log the sweep summary to the parent run")
+            self._close("FAILED" if failed else "FINISHED")
+            print(f"\nMLflow: parent run {parent_run_id} in experiment "
+                  f"'{config.tracking.experiment}' ({tracker.uri})", flush=True)
+        if failed:
+            print(f"\n{len(failed)} of {len(outcomes)} jobs failed.", file=sys.stderr, flush=True)
+            raise SystemExit(1)

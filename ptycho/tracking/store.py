@@ -1,0 +1,200 @@
+"""The MLflow store: experiments, parent and child runs, params, metrics, artifacts.
+
+Default store (ours): the embedded SQLite file ``<project>/outputs/mlflow.db`` with artifacts under
+``<project>/outputs/mlartifacts``, both absolute, never MLflow's working-directory default.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+
+__all__ = ["EXPERIMENT_KIND_TAG", "RunRecord", "Tracker", "default_store", "flatten"]
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+PARENT_TAG = "mlflow.parentRunId"
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAM_LENGTH = 6000
+
+
+def default_store(project_root: str | Path) -> tuple[str, str]:
+    """``(tracking_uri, artifact_location)`` of the default SQLite store under ``outputs/``."""
+    outputs = Path(project_root).resolve() / "outputs"
+    outputs.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{outputs / 'mlflow.db'}", (outputs / "mlartifacts").as_uri()
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping → ``{"a.b.c": "value"}`` with string values (MLflow params)."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a sweep summary needs of a run."""
+
+    run_id: str
+    name: str
+    status: str
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+
+
+class Tracker:
+    """Thin wrapper over ``MlflowClient`` with explicit run ids.
+
+    Args:
+        uri: tracking URI (``sqlite:///abs/path.db``, ``http://host:port``, ...).
+        artifact_location: artifact root for experiments this tracker creates (``None``: the
+            server's or MLflow's default).
+    """
+
+    def __init__(self, uri: str, artifact_location: str | None = None) -> None:
+        self.uri = uri
+        self.artifact_location = artifact_location
+        self.client = MlflowClient(tracking_uri=uri)
+
+    # experiments -------------------------------------------------------------------------------
+
+    def ensure_experiment(self, name: str) -> str:
+        """Id of experiment ``name``, created (tagged for the training-runs UI) when missing."""
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                location = None
+                if self.artifact_location:
+                    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "experiment"
+                    location = f"{self.artifact_location.rstrip('/')}/{slug}"
+                return self.client.create_experiment(
+                    name,
+                    artifact_location=location,
+                    tags={EXPERIMENT_KIND_TAG[0]: EXPERIMENT_KIND_TAG[1]},
+                )
+            except MlflowException as error:  # created meanwhile by another process
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise error from None
+        if experiment.lifecycle_stage == "deleted":
+            self.client.restore_experiment(experiment.experiment_id)
+        if experiment.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
+            self.client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND_TAG)
+        return experiment.experiment_id
+
+    # runs --------------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        experiment_id: str,
+        name: str,
+        *,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """A new RUNNING run; a child of ``parent_run_id`` when given. Returns its id."""
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
+        return run.info.run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """Close a run as FINISHED, FAILED or KILLED."""
+        RunStatus.from_string(status)  # validates the name
+        self.client.set_terminated(run_id, status=status)
+
+    def run_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        items = [RunTag(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in tags.items()]
+        if items:
+            self.client.log_batch(run_id, tags=items)
+
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        items = [Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[start : start + _MAX_PARAMS_PER_BATCH])
+
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], step: int = 0
+    ) -> None:
+        """Log finite metrics; a non-finite value is refused (never written as NaN)."""
+        now = int(time.time() * 1000)
+        items = []
+        for key, value in metrics.items():
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"metric {key!r} is not finite ({value}); refusing to log it")
+            items.append(Metric(key, value, now, step))
+        for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=items[start : start + _MAX_METRICS_PER_BATCH])
+
+    def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None):
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None):
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    # queries -----------------------------------------------------------------------------------
+
+    def find_finished(self, experiment_id: str, config_hash: str) -> str | None:
+        """Id of a FINISHED, not deleted run with this ``config_hash`` tag, if any."""
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def find_runs(self, experiment_id: str, filter_string: str) -> list[RunRecord]:
+        """Active runs of an experiment matching an MLflow filter, oldest first."""
+        records: list[RunRecord] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id], filter_string=filter_string, run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1000, order_by=["attributes.start_time ASC"], page_token=token,
+            )
+            records.extend(_record(run) for run in page)
+            token = page.token
+            if not token:
+                return records
+
+    def children(self, experiment_id: str, parent_run_id: str) -> list[RunRecord]:
+        return self.find_runs(experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+
+
+def _record(run: Any) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        name=run.info.run_name,
+        status=run.info.status,
+        metrics=dict(run.data.metrics),
+        params=dict(run.data.params),
+        tags=dict(run.data.tags),
+    )
