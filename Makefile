@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test lint install
+.PHONY: test study ui lint install bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +17,29 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+## make test: ruff, then the whole test suite (CPU, ~15 min on 2 cores)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
+## make study: the quickstart dose-response study (12 jobs, <= 15 min on 2 CPU cores)
+study: $(STAMP)
+	@start=$$(date +%s); \
+	$(PY) run.py -m experiment=quickstart; status=$$?; \
+	echo ""; echo "study wall time: $$(( $$(date +%s) - start )) s"; \
+	report=$$(ls -td outputs/sweeps/*/*/report 2>/dev/null | head -n 1); \
+	echo "results: MLflow store outputs/mlflow.db (experiment 'quickstart'); open it with: make ui"; \
+	if [ -n "$$report" ]; then echo "report: $$report/report.html"; fi; \
+	exit $$status
+
+## make ui: the MLflow UI on http://127.0.0.1:5000 over the default store
+ui: $(STAMP)
+	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db \
+		--host 127.0.0.1 --port 5000
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/throughput.py --quick
+	$(PY) bench/sweep.py

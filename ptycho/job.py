@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ptycho import physics, runtime, viz
-from ptycho.config import ConfigError, JobSettings, validate
+from ptycho.config import ConfigError, JobSettings, format_dose, validate
 from ptycho.data import DatasetPair, Groups, canvas_size, group_positions, load_or_simulate
 from ptycho.evaluation import Evaluation, evaluate
 from ptycho.models import (
@@ -209,8 +209,6 @@ def _invalid(cfg: DictConfig | dict[str, Any], context: JobContext, message: str
 
 def _raw(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
-        from omegaconf import OmegaConf
-
         raw = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     else:
         raw = dict(cfg)
@@ -222,8 +220,6 @@ def _raw_name(raw: Mapping[str, Any]) -> str:
     model = raw.get("model", {}).get("kind", "?") if isinstance(raw.get("model"), Mapping) else "?"
     dose = raw.get("dose")
     try:
-        from ptycho.config import format_dose
-
         dose_text = format_dose(float(dose))
     except (TypeError, ValueError):
         dose_text = str(dose)

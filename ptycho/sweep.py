@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
@@ -51,8 +52,7 @@ def expand_sweep(config: DictConfig) -> list[list[str]]:
     params = [f"{key}={value}" for key, value in (config.hydra.sweeper.params or {}).items()]
     arguments = list(config.hydra.overrides.task)
     overrides = OverridesParser.create().parse_overrides(params + arguments)
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
+    # The basic sweeper's own expansion (a static method), so the count is the one it will run.
     return BasicSweeper.split_arguments(overrides, None)[0]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -18,8 +19,10 @@ from ptycho.evaluation import Evaluation, FRCCurve
 
 __all__ = [
     "diffraction_figure",
+    "dose_response_figure",
     "frc_figure",
     "reconstruction_figure",
+    "reconstruction_grid_figure",
     "training_curves_figure",
 ]
 
@@ -142,4 +145,84 @@ def frc_figure(curves: Mapping[str, FRCCurve], title: str = "") -> Figure:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     axes.set_title(title or "Fourier ring correlation", fontsize=10)
+    return figure
+
+
+def dose_response_figure(
+    summary: pd.DataFrame,
+    failures: pd.DataFrame,
+    metrics: Sequence[tuple[str, str]] = (
+        ("amp_frc50", "amplitude FRC50 (ring)"),
+        ("amp_psnr", "amplitude PSNR (dB)"),
+        ("amp_ssim", "amplitude SSIM"),
+        ("phase_frc50", "phase FRC50 (ring)"),
+        ("phase_psnr", "phase PSNR (dB)"),
+        ("phase_ssim", "phase SSIM"),
+    ),
+    title: str = "",
+) -> Figure:
+    """Metric versus dose (log x), one line per arm with the seed spread (min–max) as a band and
+    a red × on the dose axis where runs of that arm failed.
+
+    Args:
+        summary: one row per (arm, dose) with columns ``arm``, ``dose`` and ``<metric>_mean``,
+            ``<metric>_min``, ``<metric>_max``.
+        failures: one row per (arm, dose) with ``n_failed`` > 0.
+    """
+    columns = 3
+    rows = -(-len(metrics) // columns)
+    figure = _figure(5.0 * columns, 3.8 * rows)
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    arms = sorted(summary["arm"].unique()) if len(summary) else []
+    colours = {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
+    for ax, (metric, label) in zip(axes, metrics, strict=False):
+        for arm in arms:
+            part = summary[summary["arm"] == arm].sort_values("dose")
+            if f"{metric}_mean" not in part or part[f"{metric}_mean"].isna().all():
+                continue
+            ax.plot(part["dose"], part[f"{metric}_mean"], "-o", color=colours[arm], label=arm,
+                    markersize=4)
+            ax.fill_between(part["dose"], part[f"{metric}_min"], part[f"{metric}_max"],
+                            color=colours[arm], alpha=0.18, linewidth=0)
+        failed = failures[failures["n_failed"] > 0] if len(failures) else failures
+        for _, row in failed.iterrows():
+            ax.plot([row["dose"]], [0.0], "x", color="red", markersize=9,
+                    transform=ax.get_xaxis_transform(), clip_on=False)
+        ax.set_xscale("log")
+        ax.set_xlabel("dose (photons per pattern)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    if arms:
+        axes[0].legend(fontsize=7, loc="best")
+    figure.suptitle(title or "dose response (band: min-max over seeds; red x: failed runs)",
+                    fontsize=11)
+    return figure
+
+
+def reconstruction_grid_figure(
+    images: Mapping[tuple[float, str], np.ndarray],
+    doses: Sequence[float],
+    arms: Sequence[str],
+    title: str = "",
+) -> Figure:
+    """Reconstructed amplitudes, rows = dose, columns = arm; an empty cell where none exists."""
+    figure = _figure(2.4 * max(1, len(arms)) + 0.5, 2.3 * max(1, len(doses)) + 0.6)
+    axes = np.array(figure.subplots(max(1, len(doses)), max(1, len(arms)), squeeze=False))
+    for i, dose in enumerate(doses):
+        for j, arm in enumerate(arms):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            image = images.get((dose, arm))
+            if image is None:
+                ax.text(0.5, 0.5, "no run", ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.imshow(image, cmap="gray", interpolation="nearest")
+            if i == 0:
+                ax.set_title(arm, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"dose {dose:.0e}", fontsize=8)
+    figure.suptitle(title or "reconstructed amplitude (rows: dose, columns: arm)", fontsize=10)
     return figure

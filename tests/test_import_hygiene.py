@@ -13,7 +13,7 @@ import textwrap
 
 PROBE = textwrap.dedent(
     r"""
-    import importlib, inspect, json, os, pkgutil, sys
+    import importlib, json, os, pkgutil, sys
     # Third-party imports first: only ptycho's own behaviour is under test.
     import numpy, scipy, tensorflow as tf, keras
     import ptycho
@@ -35,10 +35,15 @@ PROBE = textwrap.dedent(
             return super().__contains__(key)
 
         def _note(self, key):
-            for frame in inspect.stack()[2:6]:
-                if frame.filename.startswith(package_dir):
-                    env_reads.append(f"{key} at {frame.filename}:{frame.lineno}")
+            # The first frames outside os/importlib machinery: is the reader ptycho code?
+            frame = sys._getframe(2)
+            for _ in range(4):
+                if frame is None:
                     break
+                if frame.f_code.co_filename.startswith(package_dir):
+                    env_reads.append(f"{key} at {frame.f_code.co_filename}:{frame.f_lineno}")
+                    break
+                frame = frame.f_back
 
     spy = Spy(os.environ._data, os.environ.encodekey, os.environ.decodekey,
               os.environ.encodevalue, os.environ.decodevalue)

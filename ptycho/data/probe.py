@@ -29,8 +29,9 @@ class ProbeSpec:
     """Disc radius as a fraction of ``N`` (the reference's default ≈ 0.17)."""
     edge_sigma: float = 1.0
     """Gaussian blur of the disc edge, pixels."""
-    phase_curvature: float = 0.0
-    """Quadratic phase at the disc edge, radians (0: flat phase)."""
+    phase_curvature: float = 2.0
+    """Quadratic phase at the disc edge, radians. Nonzero by default: a real, centro-symmetric
+    probe leaves the twin-image ambiguity o(r) ↔ conj(o(−r)) of a single pattern unresolved."""
     path: str = ""
     """NPZ file with a ``probeGuess`` (or ``probe``) ``(N, N)`` complex array (``npz`` only)."""
 

@@ -30,10 +30,10 @@ SCAN_KINDS = ("random", "raster")
 class ScanSpec:
     """How scan positions are drawn (enters the dataset-cache key)."""
 
-    kind: str = "random"
+    kind: str = "raster"
     margin: float = 0.0
     """Extra border (pixels) kept free beyond the patch half-width."""
-    jitter: float = 0.5
+    jitter: float = 1.0
     """Uniform jitter ± pixels applied to raster points (``raster`` only)."""
     subpixel: bool = True
     """False rounds positions to whole pixels (exact patch extraction and stitching)."""
@@ -78,13 +78,15 @@ def raster_positions(
     n: int, object_shape: tuple[int, int], N: int, *, seed: int, margin: float = 0.0,
     jitter: float = 0.5,
 ) -> np.ndarray:
-    """``(n, 2)`` float64: the first ``n`` points of a square raster spanning the valid region,
-    each moved by a seeded uniform jitter of ± ``jitter`` pixels and clipped to the region."""
+    """``(n, 2)`` float64: ``n`` points of a raster spanning the valid region (``⌈√n⌉`` columns,
+    rows filled in order, so only the last row may be partial), each moved by a seeded uniform
+    jitter of ± ``jitter`` pixels and clipped to the region."""
     n = check_positive_int(n, "number of positions")
     bounds = valid_range(object_shape, N, margin)
-    side = math.ceil(math.sqrt(n))
-    xs = np.linspace(bounds[0, 0], bounds[0, 1], side)
-    ys = np.linspace(bounds[1, 0], bounds[1, 1], side)
+    columns = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    xs = np.linspace(bounds[0, 0], bounds[0, 1], columns)
+    ys = np.linspace(bounds[1, 0], bounds[1, 1], rows)
     grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)[:n]
     rng = np.random.default_rng(seed)
     grid = grid + rng.uniform(-jitter, jitter, size=grid.shape)

@@ -41,7 +41,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bump when the simulator's numbers change: old cache entries are then never matched."""
 
 TEST_OBJECT_MODES = ("same", "independent")

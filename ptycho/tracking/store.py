@@ -156,6 +156,44 @@ class Tracker:
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None):
         self.client.log_artifact(run_id, str(path), artifact_path)
 
+    def download_artifact(self, run_id: str, path: str, destination: str | Path) -> Path:
+        """Copy artifact ``path`` of a run into ``destination``; returns the local path."""
+        return Path(self.client.download_artifacts(run_id, path, str(destination)))
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return _record(self.client.get_run(run_id))
+
+    def experiment_name(self, experiment_id: str) -> str:
+        return self.client.get_experiment(experiment_id).name
+
+    def latest_sweep(self) -> tuple[str, str] | None:
+        """``(experiment_id, parent_run_id)`` of the most recently started sweep, any experiment."""
+        experiments = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+        if not experiments:
+            return None
+        runs = self.client.search_runs(
+            [e.experiment_id for e in experiments],
+            filter_string="tags.`ptycho.role` = 'sweep'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return (runs[0].info.experiment_id, runs[0].info.run_id) if runs else None
+
+    def latest_sweep_in(self, experiment_name: str) -> tuple[str, str] | None:
+        """``(experiment_id, parent_run_id)`` of the newest sweep of one experiment."""
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            return None
+        runs = self.client.search_runs(
+            [experiment.experiment_id],
+            filter_string="tags.`ptycho.role` = 'sweep'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return (experiment.experiment_id, runs[0].info.run_id) if runs else None
+
     # queries -----------------------------------------------------------------------------------
 
     def find_finished(self, experiment_id: str, config_hash: str) -> str | None:

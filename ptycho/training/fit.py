@@ -187,7 +187,7 @@ def fit(
     loss: str,
     epochs: int = 50,
     batch_size: int = 16,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 5e-4,
     validation_fraction: float = 0.05,
     plateau_factor: float = 0.5,
     plateau_patience: int = 2,

@@ -54,10 +54,13 @@ def test_seed_changes_positions_and_object() -> None:
 
 
 def test_train_and_test_positions_are_independent() -> None:
-    pair = make_datasets(_spec())
+    """The reference hard-coded a seed in its simulator: train and test shared x-coordinates."""
+    pair = make_datasets(_spec(scan=ScanSpec(kind="random")))
     assert not np.intersect1d(pair.train.positions[:, 0], pair.test.positions[:, 0]).size
     assert not np.intersect1d(pair.train.positions[:, 1], pair.test.positions[:, 1]).size
     np.testing.assert_array_equal(pair.train.obj, pair.test.obj)  # same object by default
+    raster = make_datasets(_spec(n_test=24))  # same raster, independent jitter
+    assert not np.allclose(raster.train.positions, raster.test.positions)
     independent = make_datasets(_spec(test_object="independent"))
     assert not np.allclose(independent.train.obj, independent.test.obj)
 

@@ -18,7 +18,7 @@ from tests.helpers import tiny_pair, tiny_pinn
 @pytest.mark.slow
 def test_train_evaluate_and_draw(tmp_path: Path) -> None:
     runtime.reset(0)
-    pair = tiny_pair(32, n_train=256, n_test=128, dose=1e6, object_size=96)
+    pair = tiny_pair(32, n_train=512, n_test=144, dose=1e6, object_size=96)
     models, inputs, targets = tiny_pinn(pair, 1)
     scale = compute_input_scale(pair.train.counts)
     test_groups = group_positions(pair.test.positions, 1)
@@ -28,7 +28,7 @@ def test_train_evaluate_and_draw(tmp_path: Path) -> None:
         return evaluate(recon.patches, recon.positions, pair.test.obj)
 
     before = score()
-    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=4, batch_size=8)
+    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=6, batch_size=16)
     after = score()
     assert set(after.metrics) == set(METRIC_KEYS)
     assert all(isinstance(v, float) and math.isfinite(v) for v in after.metrics.values())

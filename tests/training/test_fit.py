@@ -67,7 +67,7 @@ def _amplitude_error(models, inputs, pair, groups) -> float:
 @pytest.mark.slow
 def test_training_lowers_the_nll_and_the_amplitude_error() -> None:
     runtime.reset(0)
-    pair = tiny_pair(32, n_train=256, dose=1e6, object_size=96)
+    pair = tiny_pair(32, n_train=512, dose=1e6, object_size=96)
     models, inputs, targets = tiny_pinn(pair, 1)
     groups = group_positions(pair.train.positions, 1)
     untrained_error = _amplitude_error(models, inputs, pair, groups)
@@ -76,7 +76,7 @@ def test_training_lowers_the_nll_and_the_amplitude_error() -> None:
         return float(poisson_nll(targets, predict(models.train, inputs)[0]))
 
     untrained_nll = nll()
-    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=4, batch_size=8,
+    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=6, batch_size=16,
                  seed=0)
     trained_error, trained_nll = _amplitude_error(models, inputs, pair, groups), nll()
     print(f"amplitude error {untrained_error:.4f} -> {trained_error:.4f}; "
@@ -84,7 +84,7 @@ def test_training_lowers_the_nll_and_the_amplitude_error() -> None:
     assert trained_nll < untrained_nll
     assert trained_error < 0.8 * untrained_error
     assert result.xla
-    assert result.epochs_run == 4 and len(result.history["val_loss"]) == 4
+    assert len(result.history["val_loss"]) == result.epochs_run >= 4
 
 
 def test_fit_reports_what_ran() -> None:

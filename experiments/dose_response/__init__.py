@@ -1,0 +1,1 @@
+"""The dose-response report: a sweep's MLflow runs → tables, figures, HTML/Markdown report."""

@@ -1,0 +1,315 @@
+"""From a sweep's MLflow runs to the dose-response report a paper needs.
+
+    python -m experiments.dose_response.report                      # newest sweep, default store
+    python -m experiments.dose_response.report --experiment quickstart
+    python -m experiments.dose_response.report --parent-run <id> --out some/folder
+
+Writes ``runs.csv`` (every child run, with status), ``summary.csv`` (per arm and dose: mean, min,
+max and count over seeds, failed runs counted separately), ``dose_efficiency.csv``, the
+dose-response and reconstruction-grid figures, a self-contained ``report.html`` and a
+``report.md``, and logs them all as artifacts (``report/``) of the sweep's parent run.
+
+Runs are grouped by their logged params, never by folder names. An arm is (N, gridsize, loss,
+model); the seeds of an arm at one dose are its spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import math
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ptycho import viz
+from ptycho.evaluation import METRIC_KEYS
+from ptycho.tracking import RunRecord, Tracker, default_store
+
+__all__ = [
+    "AXES",
+    "Report",
+    "collect",
+    "dose_efficiency",
+    "make_report",
+    "summarise",
+]
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+AXES = ("N", "gridsize", "dose", "loss", "model", "seed")
+ARM = ("N", "gridsize", "loss", "model")
+EXTRA_METRICS = ("measured_dose", "time_train_s", "time_eval_s", "time_compile_s",
+                 "train_patterns_per_s")
+SUMMARY_METRICS = (*METRIC_KEYS, "measured_dose", "time_train_s")
+DEFAULT_THRESHOLDS = {"amp_frc50": 5.0, "amp_psnr": 15.0}
+
+
+@dataclass(frozen=True)
+class Report:
+    folder: Path
+    html: Path
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    efficiency: pd.DataFrame
+
+
+def _axis_values(record: RunRecord) -> dict[str, object]:
+    params = record.params
+
+    def number(key: str, kind: type) -> object:
+        try:
+            return kind(float(params[key])) if kind is int else kind(params[key])
+        except (KeyError, ValueError):
+            return np.nan
+
+    return {
+        "N": number("N", int),
+        "gridsize": number("gridsize", int),
+        "dose": number("dose", float),
+        "loss": params.get("loss", ""),
+        "model": params.get("model.kind", record.tags.get("model", "")),
+        "seed": number("seed", int),
+    }
+
+
+def arm_label(row: pd.Series | dict) -> str:
+    return f"N{int(row['N'])} g{int(row['gridsize'])} {row['loss']} {row['model']}"
+
+
+def collect(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """One row per run: run id, name, status, the axes (from params) and every metric."""
+    rows = []
+    for record in records:
+        row = {"run_id": record.run_id, "name": record.name, "status": record.status,
+               **_axis_values(record), "error": record.tags.get("error", "")}
+        for key in (*METRIC_KEYS, *EXTRA_METRICS):
+            row[key] = record.metrics.get(key, np.nan)
+        rows.append(row)
+    columns = ["run_id", "name", "status", *AXES, "error", *METRIC_KEYS, *EXTRA_METRICS]
+    table = pd.DataFrame(rows, columns=columns)
+    if len(table):
+        table["arm"] = table.apply(arm_label, axis=1)
+    else:
+        table["arm"] = pd.Series(dtype=str)
+    return table.sort_values(["arm", "dose", "seed"], kind="stable").reset_index(drop=True)
+
+
+def summarise(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
+    """Per (arm, dose): mean, min, max and count of each metric over FINISHED runs (the seeds),
+    and ``n_failed`` (runs that did not finish) counted apart, never dropped."""
+    if runs.empty:
+        return pd.DataFrame(columns=["arm", *ARM, "dose", "n_finished", "n_failed"])
+    finished = runs[runs["status"] == "FINISHED"]
+    keys = ["arm", *ARM, "dose"]
+    counts = runs.groupby(keys, dropna=False).agg(
+        n_runs=("run_id", "count"),
+        n_finished=("status", lambda s: int((s == "FINISHED").sum())),
+    ).reset_index()
+    counts["n_failed"] = counts["n_runs"] - counts["n_finished"]
+    present = [m for m in metrics if m in finished]
+    if finished.empty or not present:
+        return counts
+    stats = finished.groupby(keys, dropna=False)[present].agg(["mean", "min", "max", "count"])
+    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    return counts.merge(stats.reset_index(), on=keys, how="left")
+
+
+def dose_efficiency(
+    summary: pd.DataFrame, metric: str, threshold: float
+) -> pd.DataFrame:
+    """Lowest dose at which each arm's mean ``metric`` reaches ``threshold``.
+
+    Between two measured doses the crossing is interpolated linearly in log10(dose). An arm that
+    meets the threshold at its lowest dose gets that dose with ``bound="<="``; one that never
+    does gets NaN with ``bound="not reached"``.
+    """
+    rows = []
+    column = f"{metric}_mean"
+    for arm, part in summary.groupby("arm"):
+        part = part.dropna(subset=[column]).sort_values("dose")
+        doses, values = part["dose"].to_numpy(float), part[column].to_numpy(float)
+        dose, bound = math.nan, "not reached"
+        for i, (d, v) in enumerate(zip(doses, values, strict=True)):
+            if v >= threshold:
+                if i == 0:
+                    dose, bound = d, "<="
+                else:
+                    d0, v0 = doses[i - 1], values[i - 1]
+                    fraction = (threshold - v0) / (v - v0)
+                    dose = 10 ** (math.log10(d0) + fraction * (math.log10(d) - math.log10(d0)))
+                    bound = "="
+                break
+        rows.append({"arm": arm, "metric": metric, "threshold": threshold,
+                     "dose_reached": dose, "bound": bound})
+    return pd.DataFrame(rows, columns=["arm", "metric", "threshold", "dose_reached", "bound"])
+
+
+def _markdown(table: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
+    """A GitHub Markdown table (pandas' to_markdown needs the extra ``tabulate`` package)."""
+    if table.empty:
+        return "_(none)_"
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else floatfmt.format(value)
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
+    return "\n".join([header, rule, *body])
+
+
+def _image_tag(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def _reconstructions(
+    tracker: Tracker, runs: pd.DataFrame, scratch: Path
+) -> dict[tuple[float, str], np.ndarray]:
+    """Amplitude images of the lowest-seed FINISHED run of each (dose, arm)."""
+    images: dict[tuple[float, str], np.ndarray] = {}
+    finished = runs[runs["status"] == "FINISHED"].sort_values("seed")
+    for (dose, arm), part in finished.groupby(["dose", "arm"]):
+        run_id = part.iloc[0]["run_id"]
+        try:
+            path = tracker.download_artifact(run_id, "reconstruction.npz", scratch / run_id)
+            with np.load(path, allow_pickle=False) as npz:
+                images[(float(dose), str(arm))] = npz["amplitude"]
+        except Exception as error:  # a missing artifact leaves an empty cell, said in the log
+            log.warning("no reconstruction for run %s (%s)", run_id, error)
+    return images
+
+
+def make_report(
+    *,
+    tracking_uri: str | None = None,
+    parent_run_id: str | None = None,
+    experiment: str | None = None,
+    out: str | Path | None = None,
+    thresholds: dict[str, float] | None = None,
+    log_to_parent: bool = True,
+) -> Report:
+    """Build the report of one sweep (default: the newest in the store) and return its paths."""
+    if tracking_uri is None:
+        tracking_uri, _ = default_store(PROJECT_ROOT)
+    tracker = Tracker(tracking_uri)
+    if parent_run_id is None:
+        found = tracker.latest_sweep_in(experiment) if experiment else tracker.latest_sweep()
+        if found is None:
+            where = f"experiment {experiment!r}" if experiment else "the store"
+            raise ValueError(f"no sweep (parent run) found in {where} at {tracking_uri}")
+        experiment_id, parent_run_id = found
+    else:
+        parent = tracker.client.get_run(parent_run_id)
+        experiment_id = parent.info.experiment_id
+    parent_record = tracker.get_run(parent_run_id)
+    experiment_name = tracker.experiment_name(experiment_id)
+    runs = collect(tracker.children(experiment_id, parent_run_id))
+    summary = summarise(runs)
+    thresholds = thresholds or DEFAULT_THRESHOLDS
+    efficiency = pd.concat(
+        [dose_efficiency(summary, metric, value) for metric, value in thresholds.items()
+         if f"{metric}_mean" in summary],
+        ignore_index=True,
+    ) if len(summary) else pd.DataFrame()
+
+    folder = Path(out) if out else PROJECT_ROOT / "outputs" / "reports" / parent_run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(folder / "runs.csv", index=False)
+    summary.to_csv(folder / "summary.csv", index=False)
+    efficiency.to_csv(folder / "dose_efficiency.csv", index=False)
+
+    failures = summary[["arm", "dose", "n_failed"]] if len(summary) else pd.DataFrame(
+        columns=["arm", "dose", "n_failed"])
+    title = f"{experiment_name}: sweep {parent_record.name}"
+    figure = viz.dose_response_figure(summary, failures, title=title)
+    figure.savefig(folder / "dose_response.png", dpi=100)
+    doses = sorted(runs["dose"].dropna().unique().tolist())
+    arms = sorted(runs["arm"].unique().tolist())
+    with tempfile.TemporaryDirectory(prefix="ptycho-report-") as scratch:
+        images = _reconstructions(tracker, runs, Path(scratch))
+    grid = viz.reconstruction_grid_figure(images, doses, arms, title=f"{title}: amplitude")
+    grid.savefig(folder / "reconstructions.png", dpi=100)
+
+    failed = runs[runs["status"] != "FINISHED"][["name", "status", "error"]]
+    overrides = parent_record.tags.get("sweep.overrides", "[]")
+    commit = parent_record.tags.get("git_commit", "unknown")
+    dirty = parent_record.tags.get("git_dirty", "unknown")
+    headline = ["arm", "dose", "n_finished", "n_failed", "amp_frc50_mean", "amp_psnr_mean",
+                "amp_ssim_mean", "phase_frc50_mean", "phase_ssim_mean"]
+    brief = summary[[c for c in headline if c in summary]]
+    sections = {
+        "Sweep": (f"experiment `{experiment_name}`, parent run `{parent_run_id}`, "
+                  f"{len(runs)} runs ({int((runs['status'] == 'FINISHED').sum())} finished, "
+                  f"{len(failed)} not), git `{commit}` (dirty: {dirty}), overrides "
+                  f"`{' '.join(json.loads(overrides))}`"),
+    }
+    markdown = [f"# Dose-response report: {experiment_name}", "", sections["Sweep"], "",
+                "## Summary (mean over seeds)", "", _markdown(brief), "",
+                "## Dose efficiency", "", _markdown(efficiency), "",
+                "## Failed runs", "", _markdown(failed), "",
+                "![dose response](dose_response.png)", "",
+                "![reconstructions](reconstructions.png)", ""]
+    (folder / "report.md").write_text("\n".join(markdown))
+    html = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>Dose-response report: {experiment_name}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
+table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px}}
+</style></head><body>
+<h1>Dose-response report: {experiment_name}</h1><p>{sections['Sweep']}</p>
+<h2>Dose response</h2>{_image_tag(folder / 'dose_response.png')}
+<h2>Reconstructions</h2>{_image_tag(folder / 'reconstructions.png')}
+<h2>Summary (mean over seeds)</h2>{brief.to_html(index=False, float_format='{:.4g}'.format)}
+<h2>Dose efficiency</h2>
+<p>Lowest dose at which each arm's mean reaches the threshold (log-dose interpolation).</p>
+{efficiency.to_html(index=False, float_format='{:.4g}'.format)}
+<h2>Failed runs</h2>{failed.to_html(index=False) if len(failed) else '<p>none</p>'}
+<h2>All runs</h2>{runs.drop(columns=['error']).to_html(index=False, float_format='{:.4g}'.format)}
+</body></html>"""
+    (folder / "report.html").write_text(html)
+    if log_to_parent:
+        tracker.log_artifacts(parent_run_id, folder, "report")
+    return Report(folder=folder, html=folder / "report.html", runs=runs, summary=summary,
+                  efficiency=efficiency)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Dose-response report of a sweep.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--parent-run", help="the sweep's parent run id")
+    source.add_argument("--experiment", help="newest sweep of this MLflow experiment")
+    parser.add_argument("--tracking-uri", help="default: sqlite:///<project>/outputs/mlflow.db")
+    parser.add_argument("--out", help="output folder (default: outputs/reports/<parent id>)")
+    parser.add_argument("--frc50", type=float, default=DEFAULT_THRESHOLDS["amp_frc50"],
+                        help="amplitude FRC50 threshold (ring) for the dose-efficiency table")
+    parser.add_argument("--psnr", type=float, default=DEFAULT_THRESHOLDS["amp_psnr"],
+                        help="amplitude PSNR threshold (dB) for the dose-efficiency table")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        report = make_report(
+            tracking_uri=args.tracking_uri, parent_run_id=args.parent_run,
+            experiment=args.experiment, out=args.out,
+            thresholds={"amp_frc50": args.frc50, "amp_psnr": args.psnr},
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.summary.to_string(max_cols=12, max_colwidth=28))
+    print(f"\nreport: {report.html}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The dose-response report: tables equal the runs' metrics, failures counted, files written."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from experiments.dose_response.report import dose_efficiency, make_report, summarise
+from ptycho.evaluation import METRIC_KEYS
+from tests.test_run import run
+
+
+def test_dose_efficiency_finds_known_crossings() -> None:
+    summary = pd.DataFrame({
+        "arm": ["nll"] * 4 + ["mae"] * 4 + ["never"] * 2 + ["always"] * 2,
+        "dose": [1e3, 1e4, 1e5, 1e6] * 2 + [1e3, 1e4] * 2,
+        "amp_frc50_mean": [2.0, 6.0, 10.0, 12.0,     # crosses 8 halfway (in log) 1e4 -> 1e5
+                           1.0, 2.0, 4.0, 8.0,        # reaches 8 exactly at 1e6
+                           1.0, 2.0,
+                           9.0, 9.5],
+    })
+    table = dose_efficiency(summary, "amp_frc50", 8.0).set_index("arm")
+    assert table.loc["nll", "dose_reached"] == pytest.approx(10**4.5)
+    assert table.loc["nll", "bound"] == "="
+    assert table.loc["mae", "dose_reached"] == pytest.approx(1e6)
+    assert math.isnan(table.loc["never", "dose_reached"])
+    assert table.loc["never", "bound"] == "not reached"
+    assert table.loc["always", "dose_reached"] == 1e3 and table.loc["always", "bound"] == "<="
+    # the published comparison: NLL reaches the resolution at ~10x less dose than MAE
+    ratio = table.loc["mae", "dose_reached"] / table.loc["nll", "dose_reached"]
+    assert ratio == pytest.approx(10**1.5)
+
+
+def test_summary_counts_failures_apart_and_ignores_their_metrics() -> None:
+    runs = pd.DataFrame({
+        "run_id": list("abcd"), "arm": ["x"] * 4, "N": 16, "gridsize": 1, "loss": "mae",
+        "model": "pinn", "dose": [1e3] * 4, "seed": [0, 1, 2, 3],
+        "status": ["FINISHED", "FINISHED", "FAILED", "KILLED"],
+        "amp_ssim": [0.2, 0.4, 99.0, np.nan],
+    })
+    row = summarise(runs, ["amp_ssim"]).iloc[0]
+    assert (row["n_runs"], row["n_finished"], row["n_failed"]) == (4, 2, 2)
+    assert row["amp_ssim_mean"] == pytest.approx(0.3)
+    assert (row["amp_ssim_min"], row["amp_ssim_max"], row["amp_ssim_count"]) == (0.2, 0.4, 2)
+
+
+@pytest.mark.slow
+def test_report_of_a_smoke_sweep_matches_the_store(tmp_path: Path) -> None:
+    done = run(["-m", "experiment=smoke", "dose=1e3,1e5", "loss=poisson_nll,mae", "seed=0,1"],
+               tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "report: " in done.stdout  # the end-of-sweep callback produced one too
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("smoke")
+    parent = client.search_runs([experiment.experiment_id],
+                                filter_string="tags.`ptycho.role` = 'sweep'")[0]
+    children = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 8
+    crashed = children[0]  # as if its machine died: the report must count it as failed
+    client.set_terminated(crashed.info.run_id, "FAILED")
+
+    report = make_report(tracking_uri=uri, parent_run_id=parent.info.run_id,
+                         out=tmp_path / "report")
+    summary = pd.read_csv(report.folder / "summary.csv")
+    runs = pd.read_csv(report.folder / "runs.csv")
+    assert len(runs) == 8 and (runs["status"] == "FAILED").sum() == 1
+    assert len(summary) == 4  # 2 losses x 2 doses, one arm per loss
+    assert summary["n_failed"].sum() == 1 and summary["n_finished"].sum() == 7
+
+    by_cell: dict[tuple[str, float], list] = {}
+    for child in children:
+        if child.info.run_id == crashed.info.run_id:
+            continue
+        key = (child.data.params["loss"], float(child.data.params["dose"]))
+        by_cell.setdefault(key, []).append(child.data.metrics)
+    for _, row in summary.iterrows():
+        values = by_cell[(row["loss"], row["dose"])]
+        assert row["n_finished"] == len(values)
+        for metric in METRIC_KEYS:
+            observed = [m[metric] for m in values]
+            assert row[f"{metric}_mean"] == pytest.approx(np.mean(observed), rel=1e-9)
+            assert row[f"{metric}_min"] == pytest.approx(min(observed), rel=1e-9)
+            assert row[f"{metric}_max"] == pytest.approx(max(observed), rel=1e-9)
+            assert row[f"{metric}_count"] == len(observed)
+
+    for name in ("dose_response.png", "reconstructions.png", "report.html", "report.md",
+                 "runs.csv", "summary.csv", "dose_efficiency.csv"):
+        assert (report.folder / name).stat().st_size > 100, name
+    assert (report.folder / "dose_response.png").stat().st_size > 20_000
+    assert "data:image/png;base64," in report.html.read_text()
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/summary.csv", "report/dose_response.png"} <= logged
