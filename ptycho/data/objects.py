@@ -21,6 +21,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.draw import line_aa
 
+from ptycho.data.arrays import read_npz_array
+
 __all__ = [
     "OBJECT_KINDS",
     "PHASE_MODES",
@@ -148,14 +150,7 @@ def make_object(spec: ObjectSpec, seed: int) -> np.ndarray:
 
 def load_object_npz(path: str | Path) -> np.ndarray:
     """Read a 2-D complex object from key ``objectGuess`` (or ``object``) of an NPZ file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"object path does not exist: {str(path)!r}")
-    with np.load(path, allow_pickle=False) as npz:
-        key = next((k for k in ("objectGuess", "object") if k in npz.files), None)
-        if key is None:
-            raise ValueError(f"object file {str(path)!r} has no key 'objectGuess' (or 'object')")
-        obj = np.asarray(npz[key])
+    obj, key = read_npz_array(path, ("objectGuess", "object"), "object")
     if obj.ndim != 2 or not np.all(np.isfinite(obj)):
         raise ValueError(
             f"object file {str(path)!r}: key {key!r} must be a finite 2-D array, "

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from ptycho.checks import check_patch_size
+from ptycho.data.arrays import read_npz_array
 
 __all__ = ["PROBE_KINDS", "ProbeSpec", "disc_probe", "load_probe_npz", "make_probe"]
 
@@ -80,14 +81,7 @@ def disc_probe(
 
 def load_probe_npz(path: str | Path, N: int) -> np.ndarray:
     """Read an ``(N, N)`` complex probe from key ``probeGuess`` (or ``probe``), peak set to 1."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"probe path does not exist: {str(path)!r}")
-    with np.load(path, allow_pickle=False) as npz:
-        key = next((k for k in ("probeGuess", "probe") if k in npz.files), None)
-        if key is None:
-            raise ValueError(f"probe file {str(path)!r} has no key 'probeGuess' (or 'probe')")
-        probe = np.asarray(npz[key])
+    probe, key = read_npz_array(path, ("probeGuess", "probe"), "probe")
     if probe.shape != (N, N):
         raise ValueError(f"probe file {str(path)!r}: key {key!r} has shape {probe.shape}, "
                          f"expected ({N}, {N})")

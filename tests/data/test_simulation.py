@@ -161,3 +161,21 @@ def test_simulate_refuses_a_bad_dose() -> None:
     with pytest.raises(ValueError, match=r"dose .* got -5"):
         simulate(np.ones((40, 40), np.complex64), disc_probe(16), np.array([[20.0, 20.0]]),
                  dose=-5, seed=0)
+
+
+def test_objects_and_probes_can_come_from_npz_files(tmp_path) -> None:
+    from ptycho.data import make_probe
+
+    obj = make_object(ObjectSpec(size=40), seed=9)
+    probe = 2.0 * disc_probe(16, phase_curvature=1.0)
+    np.savez(tmp_path / "sample.npz", objectGuess=obj, probeGuess=probe)
+    spec = _spec(obj=ObjectSpec(kind="npz", path=str(tmp_path / "sample.npz")),
+                 probe=ProbeSpec(kind="npz", path=str(tmp_path / "sample.npz")))
+    pair = make_datasets(spec)
+    np.testing.assert_array_equal(pair.train.obj, obj)
+    np.testing.assert_allclose(pair.train.probe, probe / 2.0, rtol=1e-6)  # peak normalised
+    np.savez(tmp_path / "wrong.npz", something=obj)
+    with pytest.raises(ValueError, match="has no key 'objectGuess' or 'object'"):
+        make_object(ObjectSpec(kind="npz", path=str(tmp_path / "wrong.npz")), seed=0)
+    with pytest.raises(ValueError, match=r"key 'probeGuess' has shape \(16, 16\), expected"):
+        make_probe(ProbeSpec(kind="npz", path=str(tmp_path / "sample.npz")), 32)
