@@ -92,3 +92,16 @@ def test_a_global_phase_offset_is_removed(mode: str, offset: float) -> None:
 def test_unknown_phase_alignment_is_refused() -> None:
     with pytest.raises(ValueError, match=r"phase alignment must be one of .* got 'tilt'"):
         align_phase(np.zeros((4, 4)), np.zeros((4, 4)), "tilt")
+
+
+def test_frc_is_not_inflated_by_the_crop_edges() -> None:
+    """Two images sharing only a smooth ramp (a jump at the crop's edges, as a phase plane or an
+    amplitude offset makes) and independent fine detail: high rings must not correlate."""
+    rng = np.random.default_rng(7)
+    rows, cols = np.indices((96, 96))
+    ramp = 0.05 * rows + 0.03 * cols
+    first = ramp + rng.normal(0, 0.3, (96, 96))
+    second = ramp + rng.normal(0, 0.3, (96, 96))
+    curve = frc(first, second)
+    assert np.abs(curve.values[curve.nyquist // 2 :]).mean() < 0.1
+    assert curve.crossing(0.5) < curve.nyquist / 4
