@@ -51,6 +51,7 @@ EXTRA_METRICS = ("measured_dose", "time_train_s", "time_eval_s", "time_compile_s
                  "train_patterns_per_s")
 SUMMARY_METRICS = (*METRIC_KEYS, "measured_dose", "time_train_s")
 DEFAULT_THRESHOLDS = {"amp_frc50": 5.0, "amp_psnr": 15.0}
+TRUTH = "ground truth"
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,8 @@ def _image_tag(path: Path) -> str:
 def _reconstructions(
     tracker: Tracker, runs: pd.DataFrame, scratch: Path
 ) -> dict[tuple[float, str], np.ndarray]:
-    """Amplitude images of the lowest-seed FINISHED run of each (dose, arm)."""
+    """Amplitude images of the lowest-seed FINISHED run of each (dose, arm), and the ground truth
+    of each dose's first such run under the arm name ``ground truth``."""
     images: dict[tuple[float, str], np.ndarray] = {}
     finished = runs[runs["status"] == "FINISHED"].sort_values("seed")
     for (dose, arm), part in finished.groupby(["dose", "arm"]):
@@ -186,6 +188,7 @@ def _reconstructions(
             path = tracker.download_artifact(run_id, "reconstruction.npz", scratch / run_id)
             with np.load(path, allow_pickle=False) as npz:
                 images[(float(dose), str(arm))] = npz["amplitude"]
+                images.setdefault((float(dose), TRUTH), npz["amplitude_truth"])
         except Exception as error:  # a missing artifact leaves an empty cell, said in the log
             log.warning("no reconstruction for run %s (%s)", run_id, error)
     return images
@@ -236,7 +239,7 @@ def make_report(
     figure = viz.dose_response_figure(summary, failures, title=title)
     figure.savefig(folder / "dose_response.png", dpi=100)
     doses = sorted(runs["dose"].dropna().unique().tolist())
-    arms = sorted(runs["arm"].unique().tolist())
+    arms = [TRUTH, *sorted(runs["arm"].unique().tolist())]
     with tempfile.TemporaryDirectory(prefix="ptycho-report-") as scratch:
         images = _reconstructions(tracker, runs, Path(scratch))
     grid = viz.reconstruction_grid_figure(images, doses, arms, title=f"{title}: amplitude")

@@ -3,7 +3,7 @@
 PSNR and SSIM come from ``skimage.metrics`` with an explicit ``data_range`` (the truth's range).
 FRC is written here because scikit-image has none: Fourier ring correlation per integer ring of the
 mean-removed, Hann-apodised images, with the first crossings of 0.5 and 1/7 interpolated between
-rings (ring 0, the removed mean, is not searched).
+rings (ring 0, the removed mean, is 1 by convention).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def frc(first: np.ndarray, second: np.ndarray) -> FRCCurve:
     power2 = np.bincount(radius, (np.abs(f2) ** 2).ravel()[keep], nyquist + 1)
     denominator = np.sqrt(power1 * power2)
     values = np.divide(cross, denominator, out=np.zeros_like(cross), where=denominator > 0)
+    values[0] = 1.0  # the DC ring, emptied by the mean removal: 1 by convention
     return FRCCurve(rings=np.arange(nyquist + 1), values=values, nyquist=nyquist)
 
 
