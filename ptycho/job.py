@@ -137,7 +137,9 @@ def run_job(cfg: DictConfig | dict[str, Any], context: JobContext) -> JobOutcome
         if done:
             log.info("%s skipping %s: config_hash %s already FINISHED as run %s "
                      "(resume=false reruns it)", prefix, name, config_hash, done)
-            return JobOutcome(name, "SKIPPED", run_id=done, config_hash=config_hash)
+            previous = tracker.get_run(done).metrics
+            return JobOutcome(name, "SKIPPED", run_id=done, metrics=previous,
+                              config_hash=config_hash)
 
     log.info("%s starting %s (config_hash %s)", prefix, name, config_hash)
     run_id = tracker.create_run(

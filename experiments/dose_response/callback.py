@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ptycho.sweep import STATE_DIR
+from ptycho.sweep import STATE_DIR, read_outcomes
 
 
 class ReportCallback(Callback):
@@ -32,9 +32,11 @@ class ReportCallback(Callback):
         try:
             from experiments.dose_response.report import make_report
 
+            reused = [o["run_id"] for o in read_outcomes(sweep_dir)
+                      if o["status"] == "SKIPPED" and o.get("run_id")]
             report = make_report(tracking_uri=parent["tracking_uri"],
                                  parent_run_id=parent["parent_run_id"],
-                                 out=sweep_dir / "report")
+                                 out=sweep_dir / "report", reused_run_ids=reused)
             print(f"\nreport: {report.html}", flush=True)
         except Exception:
             print("\nthe dose-response report failed (the jobs' results are unaffected):\n"

@@ -202,8 +202,13 @@ def make_report(
     out: str | Path | None = None,
     thresholds: dict[str, float] | None = None,
     log_to_parent: bool = True,
+    reused_run_ids: Sequence[str] = (),
 ) -> Report:
-    """Build the report of one sweep (default: the newest in the store) and return its paths."""
+    """Build the report of one sweep (default: the newest in the store) and return its paths.
+
+    ``reused_run_ids``: FINISHED runs of earlier sweeps that this one skipped (``resume=true``);
+    they belong to the study's result and are reported beside the sweep's own children.
+    """
     if tracking_uri is None:
         tracking_uri, _ = default_store(PROJECT_ROOT)
     tracker = Tracker(tracking_uri)
@@ -218,7 +223,11 @@ def make_report(
         experiment_id = parent.info.experiment_id
     parent_record = tracker.get_run(parent_run_id)
     experiment_name = tracker.experiment_name(experiment_id)
-    runs = collect(tracker.children(experiment_id, parent_run_id))
+    own = tracker.children(experiment_id, parent_run_id)
+    seen = {record.run_id for record in own}
+    reused = [tracker.get_run(run_id) for run_id in dict.fromkeys(reused_run_ids)
+              if run_id not in seen]
+    runs = collect([*own, *reused])
     summary = summarise(runs)
     thresholds = thresholds or DEFAULT_THRESHOLDS
     efficiency = pd.concat(
@@ -255,7 +264,8 @@ def make_report(
     sections = {
         "Sweep": (f"experiment `{experiment_name}`, parent run `{parent_run_id}`, "
                   f"{len(runs)} runs ({int((runs['status'] == 'FINISHED').sum())} finished, "
-                  f"{len(failed)} not), git `{commit}` (dirty: {dirty}), overrides "
+                  f"{len(failed)} not; {len(reused)} reused from earlier sweeps), "
+                  f"git `{commit}` (dirty: {dirty}), overrides "
                   f"`{' '.join(json.loads(overrides))}`"),
     }
     markdown = [f"# Dose-response report: {experiment_name}", "", sections["Sweep"], "",

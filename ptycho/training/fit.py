@@ -259,6 +259,10 @@ def fit(
         loss=loss_fn,
         jit_compile=bool(jit_compile),
     )
+    # Create the optimizer's slots eagerly: created on the first traced step they become
+    # cond-initialised variables whose graphs TensorFlow keeps for the life of the process
+    # (measured: ~45 MB per job in a sequential sweep).
+    model.optimizer.build(model.trainable_variables)
     timer, guard, progress = _StepTimer(), _Guard(), _Progress(epochs, on_epoch)
     stopper = keras.callbacks.EarlyStopping(
         monitor=monitor, patience=early_stopping_patience, restore_best_weights=True
