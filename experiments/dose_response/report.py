@@ -213,7 +213,7 @@ def make_report(
         tracking_uri, _ = default_store(PROJECT_ROOT)
     tracker = Tracker(tracking_uri)
     if parent_run_id is None:
-        found = tracker.latest_sweep_in(experiment) if experiment else tracker.latest_sweep()
+        found = tracker.latest_sweep(experiment)
         if found is None:
             where = f"experiment {experiment!r}" if experiment else "the store"
             raise ValueError(f"no sweep (parent run) found in {where} at {tracking_uri}")

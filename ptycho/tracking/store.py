@@ -166,33 +166,25 @@ class Tracker:
     def experiment_name(self, experiment_id: str) -> str:
         return self.client.get_experiment(experiment_id).name
 
-    def latest_sweep(self) -> tuple[str, str] | None:
-        """``(experiment_id, parent_run_id)`` of the most recently started sweep, any experiment."""
-        experiments = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
-        if not experiments:
+    def latest_sweep(self, experiment_name: str | None = None) -> tuple[str, str] | None:
+        """``(experiment_id, parent_run_id)`` of the most recently started sweep, in one
+        experiment or (``None``) in any."""
+        if experiment_name is None:
+            ids = [e.experiment_id
+                   for e in self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+        else:
+            experiment = self.client.get_experiment_by_name(experiment_name)
+            ids = [] if experiment is None else [experiment.experiment_id]
+        if not ids:
             return None
         runs = self.client.search_runs(
-            [e.experiment_id for e in experiments],
+            ids,
             filter_string="tags.`ptycho.role` = 'sweep'",
             run_view_type=ViewType.ACTIVE_ONLY,
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
         return (runs[0].info.experiment_id, runs[0].info.run_id) if runs else None
-
-    def latest_sweep_in(self, experiment_name: str) -> tuple[str, str] | None:
-        """``(experiment_id, parent_run_id)`` of the newest sweep of one experiment."""
-        experiment = self.client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            return None
-        runs = self.client.search_runs(
-            [experiment.experiment_id],
-            filter_string="tags.`ptycho.role` = 'sweep'",
-            run_view_type=ViewType.ACTIVE_ONLY,
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        return (experiment.experiment_id, runs[0].info.run_id) if runs else None
 
     # queries -----------------------------------------------------------------------------------
 
