@@ -8,7 +8,13 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
-__all__ = ["check_dose", "check_gridsize", "check_patch_size", "check_positive_int"]
+__all__ = [
+    "check_dose",
+    "check_gridsize",
+    "check_patch_size",
+    "check_positive_int",
+    "validation_count",
+]
 
 
 def check_patch_size(N: object, name: str = "N") -> int:
@@ -45,3 +51,13 @@ def check_dose(dose: object, name: str = "dose") -> float:
     if not math.isfinite(value) or value <= 0.0:
         raise ValueError(f"{name} must be a positive finite number of photons, got {dose!r}")
     return value
+
+
+def validation_count(n_groups: int, fraction: float) -> int:
+    """Groups held out for validation: ``round(fraction · n_groups)``, at least 1 when validating.
+
+    Shared by config validation (to refuse a batch size before any work) and ``fit``.
+    """
+    if fraction <= 0:
+        return 0
+    return max(1, round(fraction * n_groups))

@@ -18,7 +18,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ptycho.checks import check_dose, check_gridsize, check_patch_size, check_positive_int
+from ptycho.checks import (
+    check_dose,
+    check_gridsize,
+    check_patch_size,
+    check_positive_int,
+    validation_count,
+)
 from ptycho.data.objects import ObjectSpec
 from ptycho.data.probe import ProbeSpec
 from ptycho.data.scan import ScanSpec
@@ -356,9 +362,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> JobSettings:
             integer=True)
     _choice("train.dtype_policy", train["dtype_policy"],
             ("float32", "mixed_float16", "mixed_bfloat16"))
-    n_val = round(train["validation_fraction"] * n_train)
-    if train["validation_fraction"] > 0:
-        n_val = max(1, n_val)
+    n_val = validation_count(n_train, train["validation_fraction"])
     if n_train - n_val < batch_size:
         raise _fail("train.batch_size", batch_size,
                     f"exceeds the {n_train - n_val} training groups (data.n_train={n_train})")

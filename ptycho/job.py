@@ -280,6 +280,8 @@ def _execute(
 ) -> dict[str, float]:
     """The work of a job; returns the metrics it logged."""
     start = time.perf_counter()
+    # First job of the process: GPU memory grows on demand (later calls only report devices).
+    runtime.configure_devices()
     runtime.reset(settings.seed, settings.train.dtype_policy)
     cache_dir = None
     if settings.cache:

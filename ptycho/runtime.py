@@ -1,18 +1,18 @@
 """Process and per-job runtime state: Keras session reset, seeds, dtype policy, devices.
 
-This is the only module that reads environment variables or changes TensorFlow's global
-configuration. Nothing runs at import: each function does its work when called.
+This is the only module that changes TensorFlow's global configuration (and the only place an
+environment variable may be read; none is today). Nothing runs at import: each function does
+its work when called.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 import keras
 import tensorflow as tf
 
-__all__ = ["configure_devices", "describe_devices", "environment_flag", "reset"]
+__all__ = ["configure_devices", "describe_devices", "reset"]
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,3 @@ def describe_devices() -> dict[str, str]:
         "gpu_names": ",".join(names) if names else "none",
         "gpu_count": str(len(gpus)),
     }
-
-
-def environment_flag(name: str, default: str = "") -> str:
-    """Read one environment variable (the only sanctioned way in ``ptycho``)."""
-    return os.environ.get(name, default)

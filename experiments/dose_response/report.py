@@ -261,14 +261,12 @@ def make_report(
     headline = ["arm", "dose", "n_finished", "n_failed", "amp_frc50_mean", "amp_psnr_mean",
                 "amp_ssim_mean", "phase_frc50_mean", "phase_ssim_mean"]
     brief = summary[[c for c in headline if c in summary]]
-    sections = {
-        "Sweep": (f"experiment `{experiment_name}`, parent run `{parent_run_id}`, "
+    sweep_line = (f"experiment `{experiment_name}`, parent run `{parent_run_id}`, "
                   f"{len(runs)} runs ({int((runs['status'] == 'FINISHED').sum())} finished, "
                   f"{len(failed)} not; {len(reused)} reused from earlier sweeps), "
                   f"git `{commit}` (dirty: {dirty}), overrides "
-                  f"`{' '.join(json.loads(overrides))}`"),
-    }
-    markdown = [f"# Dose-response report: {experiment_name}", "", sections["Sweep"], "",
+                  f"`{' '.join(json.loads(overrides))}`")
+    markdown = [f"# Dose-response report: {experiment_name}", "", sweep_line, "",
                 "## Summary (mean over seeds)", "", _markdown(brief), "",
                 "## Dose efficiency", "", _markdown(efficiency), "",
                 "## Failed runs", "", _markdown(failed), "",
@@ -280,7 +278,7 @@ def make_report(
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
 table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px}}
 </style></head><body>
-<h1>Dose-response report: {experiment_name}</h1><p>{sections['Sweep']}</p>
+<h1>Dose-response report: {experiment_name}</h1><p>{sweep_line}</p>
 <h2>Dose response</h2>{_image_tag(folder / 'dose_response.png')}
 <h2>Reconstructions</h2>{_image_tag(folder / 'reconstructions.png')}
 <h2>Summary (mean over seeds)</h2>{brief.to_html(index=False, float_format='{:.4g}'.format)}

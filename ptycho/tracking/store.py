@@ -123,9 +123,6 @@ class Tracker:
         RunStatus.from_string(status)  # validates the name
         self.client.set_terminated(run_id, status=status)
 
-    def run_status(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.status
-
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         items = [RunTag(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in tags.items()]
         if items:
@@ -214,9 +211,6 @@ class Tracker:
 
     def children(self, experiment_id: str, parent_run_id: str) -> list[RunRecord]:
         return self.find_runs(experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
-
-    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
 
 
 def _record(run: Any) -> RunRecord:

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ptycho.checks import check_positive_int
+from ptycho.checks import check_positive_int, validation_count
 from ptycho.training.losses import get_loss
 
 __all__ = ["FitResult", "TrainingDiverged", "fit", "predict"]
@@ -73,6 +73,10 @@ class FitResult:
         return self.patterns_per_step / self.step_time_s if self.step_time_s > 0 else math.nan
 
 
+def _learning_rate(model: keras.Model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
 class _StepTimer(keras.callbacks.Callback):
     def __init__(self) -> None:
         super().__init__()
@@ -99,15 +103,12 @@ class _Guard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
 
-    def _learning_rate(self) -> float:
-        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss) and self.report is None:
             self.report = (
                 f"training diverged: loss became {loss} at epoch {self.epoch + 1}, step "
-                f"{batch + 1} (learning rate {self._learning_rate():g})"
+                f"{batch + 1} (learning rate {_learning_rate(self.model):g})"
             )
             self.model.stop_training = True
 
@@ -116,7 +117,7 @@ class _Guard(keras.callbacks.Callback):
             if key.endswith("loss") and not math.isfinite(float(value)) and self.report is None:
                 self.report = (
                     f"training diverged: {key} became {float(value)} at epoch {epoch + 1} "
-                    f"(learning rate {self._learning_rate():g})"
+                    f"(learning rate {_learning_rate(self.model):g})"
                 )
                 self.model.stop_training = True
 
@@ -140,9 +141,7 @@ class _Progress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         values = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "val_loss")}
-        values["learning_rate"] = float(
-            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-        )
+        values["learning_rate"] = _learning_rate(self.model)
         if not all(math.isfinite(v) for v in values.values()):
             return  # the guard reports it; nothing non-finite reaches the history or the hook
         for key, value in values.items():
@@ -229,9 +228,7 @@ def fit(
         raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction!r}")
     loss_fn = get_loss(loss)
     n_groups = len(targets)
-    n_val = round(validation_fraction * n_groups) if validation_fraction > 0 else 0
-    if validation_fraction > 0:
-        n_val = max(1, n_val)
+    n_val = validation_count(n_groups, validation_fraction)
     n_train = n_groups - n_val
     if n_train < batch_size:
         raise ValueError(
