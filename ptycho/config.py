@@ -136,6 +136,9 @@ class TrackingConfig:
     artifact_location: str | None = None  # None: <project>/outputs/mlartifacts (file stores)
     experiment: str = "default"  # MLflow experiment: one per study
     log_model: bool = True  # store the trained model folder as an artifact
+    # A RUNNING run with no heartbeat for this long (its job's process on another host) is stale:
+    # a resumed sweep marks it FAILED and reruns its job. Same host: a dead process id suffices.
+    stale_after_s: float = 600.0
 
 
 @dataclass
@@ -147,6 +150,7 @@ class Config:
     seed: int = 0
     resume: bool = True  # skip jobs whose config_hash already has a FINISHED run
     dry_run: bool = False  # validate and print the plan; no training, no runs
+    isolate: bool = False  # run each job's work in a fresh child process (memory, GPU released)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -187,6 +191,7 @@ class TrackingSettings:
     artifact_location: str | None
     experiment: str
     log_model: bool
+    stale_after_s: float
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,7 @@ class JobSettings:
     tracking: TrackingSettings
     resume: bool
     dry_run: bool
+    isolate: bool
     resolved: dict[str, Any] = field(repr=False, compare=False)
 
     @property
@@ -232,11 +238,12 @@ def run_name(N: int, gridsize: int, dose: float, loss: str, model: str, seed: in
     return f"N{N}_g{gridsize}_dose{format_dose(dose)}_{loss}_{model}_s{seed}"
 
 
-_NOT_HASHED = ("tracking", "resume", "dry_run", "hydra")
+_NOT_HASHED = ("tracking", "resume", "dry_run", "isolate", "hydra")
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
-    """sha256 (16 hex) of the resolved config without tracking, hydra, resume and dry_run keys:
+    """sha256 (16 hex) of the resolved config without tracking, hydra, resume, dry_run and
+    isolate keys:
     two jobs with equal hashes compute the same thing."""
     relevant = {k: v for k, v in resolved.items() if k not in _NOT_HASHED}
     blob = json.dumps(relevant, sort_keys=True, default=str).encode()
@@ -375,6 +382,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> JobSettings:
     _number("eval.n_diffraction", evaluation["n_diffraction"], low=1, integer=True)
     if not str(tracking["experiment"]).strip():
         raise _fail("tracking.experiment", tracking["experiment"], "must not be empty")
+    _number("tracking.stale_after_s", tracking["stale_after_s"], low=0, low_open=True)
 
     return JobSettings(
         N=N,
@@ -393,6 +401,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> JobSettings:
         tracking=TrackingSettings(**tracking),
         resume=bool(c["resume"]),
         dry_run=bool(c["dry_run"]),
+        isolate=bool(c["isolate"]),
         resolved=resolved,
     )
 

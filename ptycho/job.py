@@ -12,7 +12,7 @@ import logging
 import tempfile
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,15 +36,27 @@ from ptycho.models import (
     pinn_targets,
     save_model,
 )
-from ptycho.tracking import Tracker, default_store, flatten, git_state, package_versions
-from ptycho.tracking.provenance import host_tags
+from ptycho.tracking import (
+    Heartbeat,
+    Tracker,
+    default_store,
+    flatten,
+    git_state,
+    host_tags,
+    package_versions,
+    stale_reason,
+)
 from ptycho.training import FitResult, fit, poisson_nll_per_photon, predict, reconstruct
 
-__all__ = ["JobContext", "JobOutcome", "run_job"]
+__all__ = ["ArtifactWriteError", "JobContext", "JobOutcome", "run_job"]
 
 log = logging.getLogger(__name__)
 
 HEADLINE_METRICS = ("amp_frc50", "amp_ssim", "amp_psnr", "phase_frc50", "phase_ssim")
+
+
+class ArtifactWriteError(OSError):
+    """A run's artifacts (figures, model, arrays) could not be written: disk full, no access."""
 
 
 @dataclass(frozen=True)
@@ -113,9 +125,21 @@ def _progress_prefix(context: JobContext) -> str:
     return f"[{context.job_index + 1}/{context.job_total}]"
 
 
-def run_job(cfg: DictConfig | dict[str, Any], context: JobContext) -> JobOutcome:
+def run_job(
+    cfg: DictConfig | dict[str, Any],
+    context: JobContext,
+    *,
+    on_killed: Callable[[JobOutcome], None] | None = None,
+) -> JobOutcome:
     """Run one sweep point and track it. Never raises for a failed job (the outcome says so),
-    except ``KeyboardInterrupt``/``SystemExit``, re-raised after the run is marked KILLED."""
+    except ``KeyboardInterrupt`` (Ctrl-C, :class:`ptycho.runtime.Terminated`) and ``SystemExit``:
+    then the run is marked KILLED, ``on_killed`` gets the KILLED outcome, and the interrupt is
+    re-raised.
+
+    With ``resume``, a FINISHED run of the same ``config_hash`` makes the job SKIPPED, and so
+    does a RUNNING one whose process is alive. A RUNNING one whose process is gone (killed
+    outright) is marked FAILED as stale, whatever ``resume`` says, and the job runs.
+    """
     prefix = _progress_prefix(context)
     try:
         settings = validate(cfg)
@@ -132,6 +156,8 @@ def run_job(cfg: DictConfig | dict[str, Any], context: JobContext) -> JobOutcome
         settings.tracking.experiment
     )
     config_hash = settings.config_hash
+    running = _close_stale_runs(tracker, experiment_id, config_hash,
+                                settings.tracking.stale_after_s, prefix)
     if settings.resume:
         done = tracker.find_finished(experiment_id, config_hash)
         if done:
@@ -140,6 +166,14 @@ def run_job(cfg: DictConfig | dict[str, Any], context: JobContext) -> JobOutcome
             previous = tracker.get_run(done).metrics
             return JobOutcome(name, "SKIPPED", run_id=done, metrics=previous,
                               config_hash=config_hash)
+        if running:
+            live = running[0]
+            log.warning("%s skipping %s: config_hash %s is RUNNING as run %s (process %s on "
+                        "%s, alive); resume=false runs it again anyway", prefix, name,
+                        config_hash, live.run_id, live.tags.get("process_id"),
+                        live.tags.get("host"))
+            return JobOutcome(name, "SKIPPED", run_id=live.run_id, config_hash=config_hash,
+                              error=f"running elsewhere as run {live.run_id}")
 
     log.info("%s starting %s (config_hash %s)", prefix, name, config_hash)
     run_id = tracker.create_run(
@@ -148,16 +182,22 @@ def run_job(cfg: DictConfig | dict[str, Any], context: JobContext) -> JobOutcome
     )
     outcome = JobOutcome(name, "RUNNING", run_id=run_id, config_hash=config_hash)
     try:
-        tracker.log_params(run_id, flatten(settings.resolved))
-        tracker.log_metrics(run_id, {"N": settings.N, "gridsize": settings.gridsize,
-                                     "dose": settings.dose, "seed": settings.seed})
-        outcome.metrics = _execute(settings, context, tracker, run_id)
+        with Heartbeat(tracker, run_id):
+            tracker.log_params(run_id, flatten(settings.resolved))
+            tracker.log_metrics(run_id, {"N": settings.N, "gridsize": settings.gridsize,
+                                         "dose": settings.dose, "seed": settings.seed})
+            outcome.metrics = _execute(settings, context, tracker, run_id)
         tracker.end_run(run_id, "FINISHED")
         outcome.status = "FINISHED"
         log.info("%s finished %s: %s", prefix, name, _headline(outcome.metrics))
-    except (KeyboardInterrupt, SystemExit):
-        _close_failed(tracker, run_id, "KILLED", "interrupted", traceback.format_exc())
-        outcome.status, outcome.error = "KILLED", "interrupted"
+    except (KeyboardInterrupt, SystemExit) as interrupt:
+        reason = str(interrupt) if isinstance(interrupt, KeyboardInterrupt) else "exit"
+        reason = reason or "interrupted by SIGINT"
+        log.error("%s %s KILLED: %s", prefix, name, reason)
+        _close_failed(tracker, run_id, "KILLED", reason, traceback.format_exc())
+        outcome.status, outcome.error = "KILLED", reason
+        if on_killed is not None:
+            on_killed(outcome)
         raise
     except Exception as error:  # the job fails; the sweep goes on
         message = f"{type(error).__name__}: {error}"
@@ -165,6 +205,25 @@ def run_job(cfg: DictConfig | dict[str, Any], context: JobContext) -> JobOutcome
         _close_failed(tracker, run_id, "FAILED", message, traceback.format_exc())
         outcome.status, outcome.error = "FAILED", message
     return outcome
+
+
+def _close_stale_runs(tracker: Tracker, experiment_id: str, config_hash: str,
+                      stale_after_s: float, prefix: str) -> list[Any]:
+    """Mark this config's RUNNING runs whose process is gone FAILED (stale); return the others
+    (alive, or on another host with a recent heartbeat)."""
+    alive = []
+    for run in tracker.find_running(experiment_id, f"tags.config_hash = '{config_hash}'"):
+        reason = stale_reason(run, stale_after_s)
+        if reason is None:
+            alive.append(run)
+            continue
+        message = f"stale: left RUNNING, {reason}; its job is run again"
+        log.warning("%s run %s (%s) %s", prefix, run.run_id, run.name, message)
+        try:
+            tracker.close_stale(run.run_id, message)
+        except Exception:  # another sweep may have closed it meanwhile
+            log.exception("could not mark stale run %s FAILED", run.run_id)
+    return alive
 
 
 def _close_failed(tracker: Tracker, run_id: str, status: str, message: str, trace: str) -> None:
@@ -355,8 +414,13 @@ def _execute(
         "best_epoch": float(result.best_epoch),
     }
     tracker.log_metrics(run_id, metrics)
-    _log_artifacts(settings, tracker, run_id, models, input_scale, result, evaluation,
-                   (shown_measured, shown_expected), metrics)
+    try:
+        _log_artifacts(settings, tracker, run_id, models, input_scale, result, evaluation,
+                       (shown_measured, shown_expected), metrics)
+    except OSError as error:  # full disk, unwritable folder: say where, keep the metrics
+        raise ArtifactWriteError(
+            f"could not write this run's artifacts (its metrics are logged): {error}"
+        ) from error
     metrics["time_total_s"] = time.perf_counter() - start
     tracker.log_metrics(run_id, {"time_total_s": metrics["time_total_s"]})
     return metrics

@@ -5,7 +5,12 @@ created once in the launching process before any job starts (``on_multirun_start
 to ``<sweep dir>/.ptycho/parent.json``, where every job (in this process or another) reads it.
 Each job appends its outcome to ``<sweep dir>/.ptycho/jobs.jsonl``; ``on_multirun_end`` prints the
 summary table, closes the parent and exits non-zero when a job failed. If a sweep dies before
-that, an ``atexit`` handler still closes the parent (FAILED).
+that, an ``atexit`` handler still closes the parent: KILLED after a termination signal or a
+KILLED job, else FAILED. A SIGTERM/SIGINT to the launching process is first passed on to its job
+processes (parallel launchers), which close their runs as KILLED.
+
+Sweep parents left RUNNING by a sweep killed outright are marked FAILED (stale) when the next
+sweep of the experiment starts; stale children are handled by each job (``ptycho.job``).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ptycho import runtime
 from ptycho.job import HEADLINE_METRICS, JobContext, JobOutcome, tracker_for
-from ptycho.tracking import git_state
+from ptycho.tracking import Heartbeat, Tracker, git_state, host_tags, stale_reason
 
 __all__ = ["SweepCallback", "expand_sweep", "job_context", "record_outcome", "summary_table"]
 
@@ -114,12 +120,31 @@ def summary_table(outcomes: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _close_stale_parents(tracker: Tracker, experiment_id: str, stale_after_s: float) -> None:
+    """Mark earlier sweeps' parents that were left RUNNING by a dead process FAILED (stale)."""
+    for run in tracker.find_running(experiment_id, "tags.`ptycho.role` = 'sweep'"):
+        reason = stale_reason(run, stale_after_s)
+        if reason is not None:
+            log.warning("sweep parent run %s (%s) was left RUNNING: %s; marking it FAILED",
+                        run.run_id, run.name, reason)
+            try:
+                tracker.close_stale(run.run_id, f"stale: sweep left RUNNING, {reason}")
+            except Exception:
+                log.exception("could not mark stale sweep run %s FAILED", run.run_id)
+
+
 class SweepCallback(Callback):
     """Creates the parent run before jobs and closes it, with a summary, after them."""
 
     def __init__(self) -> None:
         self._parent: dict[str, Any] | None = None
         self._closed = False
+        self._heartbeat: Heartbeat | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Parallel launchers pickle the callbacks into every job process. The parent run's
+        # tracker, heartbeat and closing duty stay with the launching process.
+        return {"_parent": None, "_closed": True, "_heartbeat": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -134,8 +159,10 @@ class SweepCallback(Callback):
             return
         root = project_root_of(config)
         tracking = OmegaConf.to_container(config.tracking, resolve=True)
+        # The store's schema and the experiment: created here, once, before any job process.
         tracker = tracker_for(tracking, root)
         experiment_id = tracker.ensure_experiment(str(config.tracking.experiment))
+        _close_stale_parents(tracker, experiment_id, float(config.tracking.stale_after_s))
         overrides = list(config.hydra.overrides.task)
         params = {str(k): str(v) for k, v in (config.hydra.sweeper.params or {}).items()}
         name = f"sweep_{sweep_dir.parent.name}_{sweep_dir.name}"
@@ -149,6 +176,7 @@ class SweepCallback(Callback):
                 "sweep.dir": str(sweep_dir),
                 "sweep.jobs": str(len(jobs)),
                 **git_state(root),
+                **host_tags(),
             },
         )
         tracker.log_params(parent_run_id, {"sweep_jobs": len(jobs), **{
@@ -158,6 +186,8 @@ class SweepCallback(Callback):
         (state / "parent.json").write_text(json.dumps(info, indent=2))
         self._parent = {**info, "tracker": tracker}
         atexit.register(self._close_on_exit)
+        runtime.install_forwarding_termination_handlers()
+        self._heartbeat = Heartbeat(tracker, parent_run_id).__enter__()
         log.info("sweep parent run %s in experiment %s (%s)", parent_run_id,
                  config.tracking.experiment, tracker.uri)
 
@@ -165,6 +195,8 @@ class SweepCallback(Callback):
         if self._parent is None or self._closed:
             return
         self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.__exit__(None, None, None)
         tracker = self._parent["tracker"]
         try:
             tracker.end_run(self._parent["parent_run_id"], status)
@@ -172,9 +204,20 @@ class SweepCallback(Callback):
             log.exception("could not close the sweep parent run")
 
     def _close_on_exit(self) -> None:
-        if self._parent is not None and not self._closed:
-            log.error("sweep ended before its summary: closing parent run as FAILED")
-            self._close("FAILED")
+        if self._parent is None or self._closed:
+            return
+        outcomes = read_outcomes(self._parent["sweep_dir"])
+        killed = runtime.termination_signal() is not None or any(
+            o["status"] == "KILLED" for o in outcomes)
+        status = "KILLED" if killed else "FAILED"
+        log.error("sweep ended before its summary: closing parent run as %s", status)
+        try:
+            self._parent["tracker"].set_tags(self._parent["parent_run_id"], {
+                "status_reason": "killed" if killed else "crashed",
+                "jobs_recorded": str(len(outcomes))})
+        except Exception:
+            log.exception("could not tag the sweep parent run")
+        self._close(status)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

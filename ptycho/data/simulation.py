@@ -212,5 +212,9 @@ def load_or_simulate(
     elif entry.exists():
         log.warning("dataset cache entry %s has no manifest: rebuilding", entry)
     pair = make_datasets(spec)
-    _write_entry(entry, pair, spec)
+    try:
+        _write_entry(entry, pair, spec)
+    except OSError as error:  # full disk, read-only folder: the job can go on without the cache
+        log.warning("could not store dataset cache entry %s (%s); continuing without caching",
+                    entry, error)
     return pair, False

@@ -4,7 +4,8 @@ Explicit run ids through ``MlflowClient`` everywhere: no fluent active-run stack
 children can be created in any process and order.
 """
 
-from ptycho.tracking.provenance import git_state, package_versions
+from ptycho.tracking.liveness import HEARTBEAT_TAG, Heartbeat, stale_reason
+from ptycho.tracking.provenance import git_state, host_tags, package_versions
 from ptycho.tracking.store import (
     EXPERIMENT_KIND_TAG,
     RunRecord,
@@ -15,10 +16,14 @@ from ptycho.tracking.store import (
 
 __all__ = [
     "EXPERIMENT_KIND_TAG",
+    "HEARTBEAT_TAG",
+    "Heartbeat",
     "RunRecord",
     "Tracker",
     "default_store",
     "flatten",
     "git_state",
+    "host_tags",
     "package_versions",
+    "stale_reason",
 ]

@@ -8,7 +8,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["git_state", "host_tags", "package_versions"]
+__all__ = ["git_state", "host_tags", "package_versions", "process_state"]
 
 _PACKAGES = ("ptycho", "tensorflow", "keras", "mlflow", "hydra-core", "omegaconf", "numpy",
              "scipy", "scikit-image")
@@ -44,6 +44,38 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _start_ticks(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, Linux ``/proc``), or ``None`` when
+    there is no such process or no ``/proc``. Told apart from a later process given the same id."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (command) "
+    if fields[0] in ("Z", "X"):  # a zombie or dead process has exited
+        return None
+    return fields[19]  # field 22 of proc(5): starttime
+
+
 def host_tags() -> dict[str, str]:
-    """Host name and process id of the job (parallel launchers run jobs in other processes)."""
-    return {"host": platform.node(), "process_id": str(os.getpid())}
+    """Host name, process id and process start of the job (parallel launchers run jobs in other
+    processes; :func:`process_state` later tells whether that process still lives)."""
+    pid = os.getpid()
+    return {"host": platform.node(), "process_id": str(pid),
+            "process_start": _start_ticks(pid) or "unknown"}
+
+
+def process_state(host: str | None, pid: str | None, start: str | None) -> str:
+    """``"alive"``, ``"dead"`` or ``"unknown"`` (another host, or no process id) for the process
+    a run's :func:`host_tags` describe."""
+    if not host or host != platform.node() or not pid or not pid.isdigit():
+        return "unknown"
+    if start and start != "unknown" and Path("/proc").is_dir():
+        return "alive" if _start_ticks(int(pid)) == start else "dead"
+    try:
+        os.kill(int(pid), 0)  # no /proc: signal 0 only asks whether the id exists
+    except ProcessLookupError:
+        return "dead"
+    except PermissionError:  # exists, owned by someone else
+        return "alive"
+    return "alive"

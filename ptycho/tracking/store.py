@@ -6,6 +6,7 @@ Default store (ours): the embedded SQLite file ``<project>/outputs/mlflow.db`` w
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
 import re
@@ -59,6 +60,7 @@ class RunRecord:
     metrics: dict[str, float]
     params: dict[str, str]
     tags: dict[str, str]
+    start_time: float = 0.0  # unix seconds
 
 
 class Tracker:
@@ -74,6 +76,22 @@ class Tracker:
         self.uri = uri
         self.artifact_location = artifact_location
         self.client = MlflowClient(tracking_uri=uri)
+        if uri.startswith("sqlite:///"):
+            self._open_sqlite(Path(uri.removeprefix("sqlite:///").split("?")[0]))
+
+    def _open_sqlite(self, database: Path) -> None:
+        """Create a fresh SQLite store's schema under an exclusive file lock.
+
+        Processes that open a fresh store at once otherwise race to create its tables ("table
+        metrics already exists"). After that MLflow's own 20 s busy timeout serialises writers.
+        """
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with open(database.with_name(database.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self.client.search_experiments(max_results=1)  # opens (creates) the schema
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # experiments -------------------------------------------------------------------------------
 
@@ -209,6 +227,17 @@ class Tracker:
             if not token:
                 return records
 
+    def find_running(self, experiment_id: str, filter_string: str) -> list[RunRecord]:
+        """RUNNING runs of an experiment matching an MLflow filter (live or stale alike)."""
+        return self.find_runs(experiment_id,
+                              f"{filter_string} and attributes.status = 'RUNNING'")
+
+    def close_stale(self, run_id: str, reason: str) -> None:
+        """Mark a RUNNING run whose process is gone FAILED, saying why (tags ``error`` and
+        ``status_reason=stale``)."""
+        self.set_tags(run_id, {"error": reason, "status_reason": "stale"})
+        self.end_run(run_id, "FAILED")
+
     def children(self, experiment_id: str, parent_run_id: str) -> list[RunRecord]:
         return self.find_runs(experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
 
@@ -221,4 +250,5 @@ def _record(run: Any) -> RunRecord:
         metrics=dict(run.data.metrics),
         params=dict(run.data.params),
         tags=dict(run.data.tags),
+        start_time=(run.info.start_time or 0) / 1000.0,
     )

@@ -1,0 +1,327 @@
+"""Scaling out and faults: parallel launchers, a tracking server, signals, stale runs, full disks.
+
+Every test drives ``python run.py -m ...`` in a subprocess against its own temporary store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+
+from ptycho.evaluation import METRIC_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"}
+RACE_ERRORS = ("already exists", "already active", "database is locked",
+               "CircularDependencyError", "UNIQUE constraint")
+
+pytestmark = pytest.mark.slow
+
+
+def command(args: list[str], store: Path, uri: str | None = None) -> list[str]:
+    """``python run.py ARGS`` with store, cache and sweep folder under ``store``."""
+    return [
+        sys.executable, "run.py", *args,
+        f"tracking.uri={uri or f'sqlite:///{store}/mlflow.db'}",
+        f"data.cache_dir={store}/cache",
+        f"hydra.sweep.dir={store}/sweeps/{time.time_ns()}",
+        f"hydra.run.dir={store}/runs/{time.time_ns()}",
+    ]
+
+
+def run(args: list[str], store: Path, uri: str | None = None,
+        timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(command(args, store, uri), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False, env=ENV)
+
+
+def start(args: list[str], store: Path) -> subprocess.Popen:
+    """A sweep in the background, in its own process group; output to ``store/sweep.log``."""
+    log = (store / "sweep.log").open("a")
+    return subprocess.Popen(command(args, store), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            text=True, env=ENV, start_new_session=True)
+
+
+def all_runs(uri: str, experiment: str = "smoke") -> list:
+    mlflow = MlflowClient(tracking_uri=uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return mlflow.search_runs([found.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
+                              max_results=1000)
+
+
+def split(runs: list) -> tuple[list, list]:
+    parents = [r for r in runs if r.data.tags.get("ptycho.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
+    """Poll ``condition()`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def training_run(uri: str, epochs: int | None = None):
+    """The RUNNING child that has logged at least one epoch (it is mid-training), if any; only
+    one configured for ``epochs`` epochs when given."""
+    for candidate in split(all_runs(uri))[1]:
+        if (candidate.info.status == "RUNNING" and "train_loss" in candidate.data.metrics
+                and epochs in (None, int(candidate.data.params["train.epochs"]))):
+            return candidate
+    return None
+
+
+def sqlite(store: Path) -> str:
+    return f"sqlite:///{store}/mlflow.db"
+
+
+# --- parallel launchers ---------------------------------------------------------------------
+
+
+def test_joblib_runs_four_smoke_jobs_in_parallel_on_a_fresh_sqlite_store(tmp_path: Path) -> None:
+    done = run(["-m", "experiment=smoke", "N=16,32", "gridsize=1,2",
+                "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    for error in RACE_ERRORS:
+        assert error not in output, f"{error!r} in the sweep's output"
+    parents, children = split(all_runs(sqlite(tmp_path)))
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert {c.info.status for c in children} == {"FINISHED"}
+    for child in children:
+        missing = set(METRIC_KEYS) - set(child.data.metrics)
+        assert not missing, f"{child.info.run_name} lacks {sorted(missing)}"
+        history = MlflowClient(sqlite(tmp_path)).get_metric_history(child.info.run_id,
+                                                                      "train_loss")
+        assert [m.step for m in history] == [1, 2]
+    worker_pids = {c.data.tags["process_id"] for c in children}
+    assert parents[0].data.tags["process_id"] not in worker_pids  # jobs ran in workers
+    assert len(worker_pids) == 2, worker_pids  # two at a time, in reused workers
+
+
+def test_submitit_local_runs_each_job_in_its_own_process(tmp_path: Path) -> None:
+    done = run(["-m", "experiment=smoke", "gridsize=1,2", "hydra/launcher=submitit_local"],
+               tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    parents, children = split(all_runs(sqlite(tmp_path)))
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+    pids = {c.data.tags["process_id"] for c in children}
+    assert len(pids) == 2, pids
+    assert parents[0].data.tags["process_id"] not in pids
+
+
+def test_isolate_gives_every_job_a_fresh_process_even_in_one_reused_worker(
+    tmp_path: Path,
+) -> None:
+    done = run(["-m", "experiment=smoke", "gridsize=1,2", "hydra/launcher=local_parallel",
+                "hydra.launcher.n_jobs=1", "isolate=true"], tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    _, children = split(all_runs(sqlite(tmp_path)))
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+    pids = [int(c.data.tags["process_id"]) for c in children]
+    assert len(set(pids)) == 2
+    assert output.count("(isolate=true)") == 2
+    for pid in pids:  # each child process ended with its job (its memory returned)
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+# --- a shared tracking server ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def rest(base: str, path: str, payload: dict | None = None) -> dict:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(base + path, data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+@pytest.fixture
+def tracking_server(tmp_path: Path) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1 (a free port) over its own SQLite file and artifact
+    folder; stopped (its whole process group) at the end."""
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=5) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    try:
+        wait_for(healthy, 180, "the MLflow server to answer", interval=1.0)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_a_sweep_against_a_tracking_server_is_visible_through_its_rest_api(
+    tmp_path: Path, tracking_server: str
+) -> None:
+    store = tmp_path / "client"
+    store.mkdir()
+    done = run(["-m", "experiment=smoke", "gridsize=1,2"], store, uri=tracking_server)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert not (store / "mlflow.db").exists()  # nothing went to a local store
+
+    experiment = rest(tracking_server, "/api/2.0/mlflow/experiments/get-by-name?"
+                      + urllib.parse.urlencode({"experiment_name": "smoke"}))["experiment"]
+    found = rest(tracking_server, "/api/2.0/mlflow/runs/search",
+                 {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in found]
+    children = [r for r, t in zip(found, tags, strict=True) if "mlflow.parentRunId" in t]
+    parents = [r for r, t in zip(found, tags, strict=True) if t.get("ptycho.role") == "sweep"]
+    assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
+    assert len(children) == 2 and {c["info"]["status"] for c in children} == {"FINISHED"}
+    for child in children:
+        metrics = {m["key"] for m in child["data"]["metrics"]}
+        assert set(METRIC_KEYS) <= metrics
+        run_id = child["info"]["run_id"]
+        listed = rest(tracking_server, "/api/2.0/mlflow/artifacts/list?"
+                      + urllib.parse.urlencode({"run_id": run_id}))
+        names = {f["path"] for f in listed.get("files", [])}
+        assert {"config.yaml", "metrics.json", "figures"} <= names, names
+        # The artifact's bytes come back through the server's artifact proxy.
+        artifact_uri = child["info"]["artifact_uri"]
+        assert artifact_uri.startswith("mlflow-artifacts:"), artifact_uri
+        path = artifact_uri.removeprefix("mlflow-artifacts:").lstrip("/")
+        with urllib.request.urlopen(
+                f"{tracking_server}/api/2.0/mlflow-artifacts/artifacts/{path}/metrics.json",
+                timeout=30) as response:
+            logged = json.loads(response.read())
+        assert logged["amp_ssim"] == pytest.approx(
+            {m["key"]: m["value"] for m in child["data"]["metrics"]}["amp_ssim"])
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+LONG_JOB = ["experiment=smoke", "train.epochs=400", "train.early_stopping_patience=400"]
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_sigterm_during_a_job_marks_its_run_and_the_sweep_killed(
+    tmp_path: Path, launcher: str
+) -> None:
+    extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"]
+    sweep = start(["-m", *LONG_JOB, "seed=0,1", *extra], tmp_path)
+    try:
+        victim = wait_for(lambda: training_run(sqlite(tmp_path)), 180, "a job in training")
+        os.kill(sweep.pid, signal.SIGTERM)  # the launching process, as `kill PID` would
+        code = sweep.wait(timeout=180)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    log = (tmp_path / "sweep.log").read_text()
+    assert code == 128 + signal.SIGTERM, log[-3000:]
+    parents, children = split(all_runs(sqlite(tmp_path)))
+    killed = next(c for c in children if c.info.run_id == victim.info.run_id)
+    assert killed.info.status == "KILLED", log[-3000:]
+    assert killed.data.tags["error"] == "terminated by SIGTERM"
+    assert len(children) == 1  # the second job never started
+    assert parents[0].info.status == "KILLED"
+
+
+def test_a_sweep_killed_outright_resumes_rerunning_only_the_killed_job(tmp_path: Path) -> None:
+    """SIGKILL mid-job leaves a RUNNING run; the resumed sweep marks it FAILED (stale), skips
+    the finished job, reruns the killed one, and keeps one FINISHED run per config_hash."""
+    args = ["-m", "experiment=smoke", "train.epochs=2,30", "resume=true"]
+    sweep = start(args, tmp_path)
+    try:
+        victim = wait_for(lambda: training_run(sqlite(tmp_path), epochs=30), 180,
+                          "the second job in training")
+        first = [c for c in split(all_runs(sqlite(tmp_path)))[1] if c.info.status == "FINISHED"]
+        os.killpg(sweep.pid, signal.SIGKILL)
+        sweep.wait(timeout=60)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert len(first) == 1, "the first job should have finished before the kill"
+    assert MlflowClient(sqlite(tmp_path)).get_run(victim.info.run_id).info.status == "RUNNING"
+
+    done = run(args, tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    parents, children = split(all_runs(sqlite(tmp_path)))
+    stale = next(c for c in children if c.info.run_id == victim.info.run_id)
+    assert stale.info.status == "FAILED"
+    assert stale.data.tags["status_reason"] == "stale"
+    assert "is gone" in stale.data.tags["error"], stale.data.tags["error"]
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    hashes = [c.data.tags["config_hash"] for c in finished]
+    assert len(finished) == 2 and len(set(hashes)) == 2  # no duplicate FINISHED run
+    assert first[0].info.run_id in {c.info.run_id for c in finished}  # skipped, not rerun
+    assert victim.data.tags["config_hash"] in hashes  # the killed job ran again
+    assert "SKIPPED" in output
+    old_parent = next(p for p in parents if p.info.run_id == victim.data.tags[
+        "mlflow.parentRunId"])
+    assert old_parent.info.status == "FAILED"
+    assert old_parent.data.tags["status_reason"] == "stale"
+
+
+def test_an_unwritable_artifact_folder_fails_the_job_clearly_and_harms_nothing(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the artifact folder should be")
+    bad = run(["experiment=smoke", f"tracking.artifact_location={blocker.as_uri()}/artifacts",
+               "tracking.experiment=unwritable"], tmp_path)
+    assert bad.returncode == 1
+    assert "could not write this run's artifacts" in bad.stderr, bad.stderr[-3000:]
+    (failed,) = all_runs(sqlite(tmp_path), "unwritable")
+    assert failed.info.status == "FAILED"
+    assert "Not a directory" in failed.data.tags["error"]
+    assert set(METRIC_KEYS) <= set(failed.data.metrics)  # the metrics were kept
+
+    # The store and the dataset cache still serve the same job, which now succeeds.
+    good = run(["experiment=smoke"], tmp_path)
+    assert good.returncode == 0, good.stderr[-3000:]
+    assert "cache hit" in good.stdout + good.stderr
+    (finished,) = all_runs(sqlite(tmp_path), "smoke")
+    assert finished.info.status == "FINISHED"
+    leftovers = [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
+    assert not leftovers  # no half-written cache entries
