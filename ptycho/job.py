@@ -191,8 +191,10 @@ def run_job(
         outcome.status = "FINISHED"
         log.info("%s finished %s: %s", prefix, name, _headline(outcome.metrics))
     except (KeyboardInterrupt, SystemExit) as interrupt:
-        reason = str(interrupt) if isinstance(interrupt, KeyboardInterrupt) else "exit"
-        reason = reason or "interrupted by SIGINT"
+        if isinstance(interrupt, KeyboardInterrupt):
+            reason = str(interrupt) or "interrupted by SIGINT"
+        else:  # e.g. submitit's exit to requeue a preempted SLURM job
+            reason = f"process exit requested (code {interrupt.code})"
         log.error("%s %s KILLED: %s", prefix, name, reason)
         _close_failed(tracker, run_id, "KILLED", reason, traceback.format_exc())
         outcome.status, outcome.error = "KILLED", reason

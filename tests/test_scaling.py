@@ -243,25 +243,27 @@ def test_a_sweep_against_a_tracking_server_is_visible_through_its_rest_api(
 LONG_JOB = ["experiment=smoke", "train.epochs=400", "train.early_stopping_patience=400"]
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
-def test_sigterm_during_a_job_marks_its_run_and_the_sweep_killed(
-    tmp_path: Path, launcher: str
+@pytest.mark.parametrize(("launcher", "signum"), [("basic", signal.SIGTERM),
+                                                  ("joblib", signal.SIGTERM),
+                                                  ("basic", signal.SIGINT)])
+def test_a_termination_signal_during_a_job_marks_its_run_and_the_sweep_killed(
+    tmp_path: Path, launcher: str, signum: signal.Signals
 ) -> None:
     extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"]
     sweep = start(["-m", *LONG_JOB, "seed=0,1", *extra], tmp_path)
     try:
         victim = wait_for(lambda: training_run(sqlite(tmp_path)), 180, "a job in training")
-        os.kill(sweep.pid, signal.SIGTERM)  # the launching process, as `kill PID` would
+        os.kill(sweep.pid, signum)  # the launching process, as `kill PID` or Ctrl-C would
         code = sweep.wait(timeout=180)
     finally:
         if sweep.poll() is None:
             os.killpg(sweep.pid, signal.SIGKILL)
     log = (tmp_path / "sweep.log").read_text()
-    assert code == 128 + signal.SIGTERM, log[-3000:]
+    assert code == 128 + signum, log[-3000:]
     parents, children = split(all_runs(sqlite(tmp_path)))
     killed = next(c for c in children if c.info.run_id == victim.info.run_id)
     assert killed.info.status == "KILLED", log[-3000:]
-    assert killed.data.tags["error"] == "terminated by SIGTERM"
+    assert killed.data.tags["error"] == f"terminated by {signum.name}"
     assert len(children) == 1  # the second job never started
     assert parents[0].info.status == "KILLED"
 
@@ -325,3 +327,55 @@ def test_an_unwritable_artifact_folder_fails_the_job_clearly_and_harms_nothing(
     assert finished.info.status == "FINISHED"
     leftovers = [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
     assert not leftovers  # no half-written cache entries
+
+
+def test_a_child_process_killed_outright_under_isolate_fails_its_run_and_the_sweep_goes_on(
+    tmp_path: Path,
+) -> None:
+    sweep = start(["-m", *LONG_JOB, "seed=0", "isolate=true"], tmp_path)
+    try:
+        victim = wait_for(lambda: training_run(sqlite(tmp_path)), 180, "a job in training")
+        child = int(victim.data.tags["process_id"])
+        assert child != sweep.pid  # the work runs in a child of the job process
+        os.kill(child, signal.SIGKILL)  # as the out-of-memory killer would
+        code = sweep.wait(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    log = (tmp_path / "sweep.log").read_text()
+    assert code == 1, log[-3000:]  # a failed job: the sweep ends non-zero, not killed
+    parents, children = split(all_runs(sqlite(tmp_path)))
+    (died,) = children
+    assert died.info.status == "FAILED"
+    assert "killed by SIGKILL" in died.data.tags["error"], died.data.tags["error"]
+    assert parents[0].info.status == "FAILED"
+    assert "killed by SIGKILL" in log  # the summary names the cause
+
+
+def test_the_slurm_preset_asks_for_one_gpu_per_job_in_the_partition_given(tmp_path: Path) -> None:
+    """No cluster here: a stand-in ``sbatch`` keeps the script submitit wrote and refuses it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sbatch"
+    fake.write_text('#!/bin/sh\ncp "$1" "$KEEP_SBATCH"\n'
+                    'echo "sbatch: error: no cluster in this test" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for it
+    (bin_dir / "srun").chmod(0o755)
+    kept = tmp_path / "job.sbatch"
+    done = subprocess.run(
+        command(["-m", "experiment=smoke", "gridsize=1,2", "hydra/launcher=slurm",
+                 "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=90"], tmp_path),
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env={**ENV, "PATH": f"{bin_dir}:{ENV['PATH']}", "KEEP_SBATCH": str(kept)},
+    )
+    assert done.returncode != 0
+    script = kept.read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH --time=90", "#SBATCH --mem=64GB", "#SBATCH --array=0-1%2",
+                 "#SBATCH --signal=USR2@120"):
+        assert line in script, f"{line!r} not in\n{script}"
+    assert "submitit.core._submit" in script
+    (parent,) = split(all_runs(sqlite(tmp_path)))[0]
+    assert parent.info.status == "FAILED"  # the submission failed: the parent is closed

@@ -38,6 +38,25 @@ def default_store(project_root: str | Path) -> tuple[str, str]:
     return f"sqlite:///{outputs / 'mlflow.db'}", (outputs / "mlartifacts").as_uri()
 
 
+def _open_sqlite(uri: str) -> MlflowClient:
+    """A client of a SQLite store whose schema exists, created under an exclusive file lock.
+
+    Processes that open a fresh store at once otherwise race to create and migrate its tables
+    ("table metrics already exists", alembic "expected to match one row"). Afterwards MLflow's own
+    20 s busy timeout serialises the writers.
+    """
+    database = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # opens (creates) the schema
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mapping → ``{"a.b.c": "value"}`` with string values (MLflow params)."""
     flat: dict[str, str] = {}
@@ -75,23 +94,10 @@ class Tracker:
     def __init__(self, uri: str, artifact_location: str | None = None) -> None:
         self.uri = uri
         self.artifact_location = artifact_location
-        self.client = MlflowClient(tracking_uri=uri)
         if uri.startswith("sqlite:///"):
-            self._open_sqlite(Path(uri.removeprefix("sqlite:///").split("?")[0]))
-
-    def _open_sqlite(self, database: Path) -> None:
-        """Create a fresh SQLite store's schema under an exclusive file lock.
-
-        Processes that open a fresh store at once otherwise race to create its tables ("table
-        metrics already exists"). After that MLflow's own 20 s busy timeout serialises writers.
-        """
-        database.parent.mkdir(parents=True, exist_ok=True)
-        with open(database.with_name(database.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                self.client.search_experiments(max_results=1)  # opens (creates) the schema
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+            self.client = _open_sqlite(uri)
+        else:
+            self.client = MlflowClient(tracking_uri=uri)
 
     # experiments -------------------------------------------------------------------------------
 
