@@ -7,6 +7,7 @@ figures, artifacts), and the process RSS after the job. Targets: overhead < 10 %
 
     python bench/sweep.py            # K=6 jobs against a temporary store
     python bench/sweep.py --jobs 10
+    python bench/sweep.py --isolate  # each job in a fresh child process (isolate=true)
 """
 
 from __future__ import annotations
@@ -37,12 +38,20 @@ def main() -> int:
                         help="duration of one quickstart job for the 10%% target (default: the "
                              "mean time_total_s of the quickstart experiment in the default "
                              "store, when there is one)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/sweep.json")
+    parser.add_argument("--isolate", action="store_true",
+                        help="run each job in a fresh child process, as isolate=true does; the "
+                             "overhead then includes the child's start and imports")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON results (default bench/results/sweep[_isolate].json)")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = ROOT / f"bench/results/sweep{'_isolate' if args.isolate else ''}.json"
 
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     from ptycho.config import register_configs
+    from ptycho.isolate import run_job_isolated
     from ptycho.job import JobContext, run_job
 
     register_configs()
@@ -59,7 +68,11 @@ def main() -> int:
             context = JobContext(project_root=ROOT, output_dir=store / f"job{index}",
                                  job_index=index, job_total=args.jobs)
             start = time.perf_counter()
-            outcome = run_job(cfg, context)
+            if args.isolate:
+                plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+                outcome = run_job_isolated(plain, context)
+            else:
+                outcome = run_job(cfg, context)
             wall = time.perf_counter() - start
             if outcome.status != "FINISHED":
                 print(f"job {index} {outcome.status}: {outcome.error}", file=sys.stderr)
