@@ -236,8 +236,9 @@ def _close_failed(tracker: Tracker, run_id: str, status: str, message: str, trac
             path = Path(folder) / "traceback.txt"
             path.write_text(trace)
             tracker.log_artifact(run_id, path)
-    except Exception:  # recording must not hide the original failure
-        log.exception("could not record the failure of run %s", run_id)
+    except Exception as error:  # recording must not hide the original failure
+        log.warning("could not store the traceback of run %s (%s: %s)", run_id,
+                    type(error).__name__, error)
     finally:
         try:
             tracker.end_run(run_id, status)

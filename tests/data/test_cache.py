@@ -58,3 +58,14 @@ def test_a_corrupt_entry_is_detected_and_rebuilt(tmp_path: Path, damage: str) ->
     np.testing.assert_array_equal(rebuilt.train.counts, original.train.counts)
     _, hit = load_or_simulate(_spec(), tmp_path)
     assert hit  # the rebuilt entry is valid again
+
+
+def test_an_unwritable_cache_costs_the_cache_not_the_data(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    pair, hit = load_or_simulate(_spec(), blocker / "cache")
+    assert not hit and len(pair.train) == 10
+    assert "continuing without caching" in caplog.text
+    assert blocker.read_text().startswith("a file")  # nothing written over it
