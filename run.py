@@ -2,11 +2,13 @@
 
 Hydra composes ``conf/`` and expands sweeps; everything else happens in ``ptycho.job.run_job``
 (in a fresh child process with ``isolate=true``). SIGTERM and SIGINT stop the job with its run
-closed as KILLED; the process then exits with 128 + the signal's number.
+closed as KILLED; the sweep's own process then exits with 128 + the signal's number, while a
+parallel launcher's worker returns, so the launcher collects the job and goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -17,24 +19,36 @@ from ptycho import runtime
 from ptycho.config import register_configs
 from ptycho.isolate import run_job_isolated
 from ptycho.job import JobOutcome, run_job
-from ptycho.sweep import job_context, record_outcome
+from ptycho.sweep import job_context, job_in_flight, record_outcome, sweep_stopping
 
 PROJECT_ROOT = Path(__file__).resolve().parent
+log = logging.getLogger("ptycho.run")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     context = job_context(PROJECT_ROOT)
+    if sweep_stopping():  # a worker picking up a queued job after the launcher was signalled
+        log.warning("[%d/%d] not started: the sweep is stopping", context.job_index + 1,
+                    context.job_total)
+        return None
 
     def record(outcome: JobOutcome) -> None:
         record_outcome(outcome, context.job_index)
 
-    with runtime.termination_handlers():
-        if cfg.get("isolate"):
-            plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-            outcome = run_job_isolated(plain, context, on_killed=record)  # type: ignore[arg-type]
-        else:
-            outcome = run_job(cfg, context, on_killed=record)
+    try:
+        with job_in_flight(context.job_index), runtime.termination_handlers():
+            if cfg.get("isolate"):
+                plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+                outcome = run_job_isolated(plain, context, on_killed=record)  # type: ignore
+            else:
+                outcome = run_job(cfg, context, on_killed=record)
+    except KeyboardInterrupt:
+        if context.in_launcher:
+            raise  # this process is the sweep (or a single run): it stops
+        # A worker of a parallel launcher: the job is over (its run KILLED, its outcome
+        # recorded); returning lets the launcher collect it, and the sweep's summary say so.
+        return None
     record(outcome)
     if not context.sweep and not outcome.ok:
         print(f"error: {outcome.name} {outcome.status}: {outcome.error}", file=sys.stderr)

@@ -382,7 +382,8 @@ def validate(cfg: DictConfig | dict[str, Any]) -> JobSettings:
     _number("eval.n_diffraction", evaluation["n_diffraction"], low=1, integer=True)
     if not str(tracking["experiment"]).strip():
         raise _fail("tracking.experiment", tracking["experiment"], "must not be empty")
-    _number("tracking.stale_after_s", tracking["stale_after_s"], low=0, low_open=True)
+    # Heartbeats come every 60 s: anything shorter than three would call live runs stale.
+    _number("tracking.stale_after_s", tracking["stale_after_s"], low=180)
 
     return JobSettings(
         N=N,

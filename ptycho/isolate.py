@@ -5,9 +5,10 @@ runs many jobs (the basic launcher's one process, joblib's reused workers) also 
 XLA programs and graph caches. Spawning a fresh interpreter per job costs a few seconds of
 imports and gives the next job on that GPU a clean device and a clean process.
 
-The parent (the launcher's job process) waits for the child, forwards SIGTERM/SIGINT to it (the
-child then closes its run as KILLED), and, if the child dies without reporting (SIGKILL, the
-out-of-memory killer, a crash), closes the run it left RUNNING as FAILED, saying how it died.
+The parent (the launcher's job process) waits for the child. When the parent is stopped (SIGTERM,
+SIGINT, a launcher's exit) it passes SIGTERM on and the child closes its run as KILLED; if the
+child dies without reporting (SIGKILL, the out-of-memory killer, a crash), the parent closes the
+run it left RUNNING as FAILED, saying how it died. The child gets SIGTERM if the parent dies.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _STOP_GRACE_S = 120.0  # how long a signalled child may take to close its run
 def _child(cfg: dict[str, Any], context: JobContext, connection: Connection,
            log_files: list[str], level: int) -> None:
     """The child's whole life: logging like the parent's, run the job, send the outcome."""
+    runtime.follow_parent_process()
     logging.basicConfig(level=level, format=_LOG_FORMAT)
     for path in log_files:
         handler = logging.FileHandler(path)
@@ -46,13 +48,13 @@ def _child(cfg: dict[str, Any], context: JobContext, connection: Connection,
     with runtime.termination_handlers():
         try:
             outcome = run_job(cfg, context, on_killed=connection.send)
+            connection.send(outcome)  # still under the handlers: a late signal cannot cut it
         except KeyboardInterrupt as interrupt:
             connection.close()
             raise SystemExit(runtime.exit_code(interrupt)) from None
         except BaseException:
             connection.send(JobOutcome("?", "FAILED", error=traceback.format_exc(limit=3)))
             raise
-    connection.send(outcome)
     connection.close()
 
 
@@ -75,35 +77,47 @@ def run_job_isolated(
     log_files = [h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)]
     child = spawn.Process(target=_child, name=f"ptycho-job-{context.job_index}",
                           args=(cfg, context, send, log_files, root.getEffectiveLevel()))
-    child.start()
-    send.close()  # the child holds the only writing end: recv() ends when it exits
-    log.info("job %d runs in child process %d (isolate=true)", context.job_index, child.pid)
     outcome: JobOutcome | None = None
-    try:
-        with runtime.termination_handlers():
+    with runtime.termination_handlers():
+        try:
+            child.start()
+            send.close()  # the child holds the only writing end: recv() ends when it exits
+            log.info("job %d runs in child process %d (isolate=true)", context.job_index,
+                     child.pid)
             outcome = _receive(receive)
-            child.join()
-    except KeyboardInterrupt as interrupt:
-        signum = getattr(interrupt, "signum", int(signal.SIGINT))
-        if child.is_alive():
-            os.kill(child.pid, signum)  # a repeat of a signal it already got is ignored there
-        child.join(_STOP_GRACE_S)
-        if child.is_alive():
-            child.kill()
-            child.join()
-        outcome = _receive(receive) if outcome is None else outcome
-        killed = outcome or JobOutcome("?", "KILLED", error=str(interrupt) or "interrupted")
-        if on_killed is not None:
-            on_killed(killed)
-        raise
-    if outcome is not None and outcome.status != "KILLED":
-        return outcome
-    if outcome is not None:  # KILLED by a signal sent to the child alone
-        if on_killed is not None:
-            on_killed(outcome)
-        raise runtime.Terminated(child.exitcode - 128 if (child.exitcode or 0) > 128
-                                 else int(signal.SIGTERM))
+            child.join(_STOP_GRACE_S)
+        except BaseException as stop:  # a signal, or a launcher's exit (e.g. a SLURM requeue)
+            outcome = _stop_child(child, receive, outcome, stop, cfg, context)
+            if outcome.status == "KILLED" and on_killed is not None:
+                on_killed(outcome)
+            raise
+        finally:
+            if child.is_alive():  # hung while exiting after it reported
+                log.warning("job process %d did not exit; killing it", child.pid)
+                child.kill()
+                child.join()
+    if outcome is not None:  # also KILLED, by a signal sent to the child alone: this job ends,
+        return outcome       # the sweep goes on
     return _child_died(cfg, context, child.pid, child.exitcode)
+
+
+def _stop_child(child: Any, receive: Connection, outcome: JobOutcome | None,
+                stop: BaseException, cfg: dict[str, Any], context: JobContext) -> JobOutcome:
+    """This process is being stopped: have the child close its run (SIGTERM, then a grace
+    period), kill it if it does not; returns the outcome it reported or one made here."""
+    if child.pid is not None and child.is_alive():
+        os.kill(child.pid, signal.SIGTERM)  # a repeat of a signal it already got is ignored
+        child.join(_STOP_GRACE_S)
+    if child.pid is not None and child.is_alive():
+        child.kill()
+        child.join()
+    if outcome is None:
+        outcome = _receive(receive)
+    if outcome is None:  # never reported: close what it left RUNNING ourselves
+        reason = str(stop) or type(stop).__name__
+        outcome = _close_left_run(cfg, context, child.pid, "KILLED",
+                                  f"job process {child.pid} stopped: {reason}")
+    return outcome
 
 
 def _receive(connection: Connection) -> JobOutcome | None:
@@ -123,9 +137,15 @@ def _child_died(cfg: dict[str, Any], context: JobContext, pid: int | None,
         how += " (the out-of-memory killer, or kill -9)"
     message = f"job process {pid} {how} before reporting"
     log.error("job %d: %s", context.job_index, message)
+    return _close_left_run(cfg, context, pid, "FAILED", message)
+
+
+def _close_left_run(cfg: dict[str, Any], context: JobContext, pid: int | None, status: str,
+                    message: str) -> JobOutcome:
+    """Close the RUNNING run of this config that process ``pid`` created (if it got that far)
+    with ``status`` and ``message``; the job's outcome says the same."""
     settings = validate(cfg)
-    outcome = JobOutcome(settings.name, "FAILED", error=message,
-                         config_hash=settings.config_hash)
+    outcome = JobOutcome(settings.name, status, error=message, config_hash=settings.config_hash)
     try:
         tracker = tracker_for(settings.resolved["tracking"], context.project_root)
         experiment_id = context.experiment_id or tracker.ensure_experiment(
@@ -134,8 +154,9 @@ def _child_died(cfg: dict[str, Any], context: JobContext, pid: int | None,
         for run in tracker.find_running(
                 experiment_id, f"tags.config_hash = '{settings.config_hash}'"):
             if run.tags.get("process_id") == str(pid) and run.tags.get("host") == here:
-                tracker.set_tags(run.run_id, {"error": message, "status_reason": "died"})
-                tracker.end_run(run.run_id, "FAILED")
+                reason = "died" if status == "FAILED" else "killed"
+                tracker.set_tags(run.run_id, {"error": message, "status_reason": reason})
+                tracker.end_run(run.run_id, status)
                 outcome = replace(outcome, run_id=run.run_id)
     except Exception:
         log.exception("could not close the run left by job process %s", pid)

@@ -70,6 +70,9 @@ class JobContext:
         parent_run_id, experiment_id: the sweep's parent run (``None`` for a single run).
         overrides: the command-line overrides that made this job.
         sweep: whether the job is part of a multirun.
+        in_launcher: whether the job runs in the process that launched the sweep (the basic
+            launcher; a single run). Elsewhere (a parallel launcher's worker) a termination
+            signal ends the job but not the process.
     """
 
     project_root: Path
@@ -80,11 +83,13 @@ class JobContext:
     experiment_id: str | None = None
     overrides: tuple[str, ...] = ()
     sweep: bool = False
+    in_launcher: bool = True
 
 
 @dataclass
 class JobOutcome:
-    """How a job ended. ``status``: FINISHED, FAILED, KILLED, SKIPPED, DRY_RUN or INVALID."""
+    """How a job ended. ``status``: FINISHED, FAILED, KILLED, SKIPPED, ELSEWHERE (its config is
+    RUNNING in a live process elsewhere), DRY_RUN or INVALID."""
 
     name: str
     status: str
@@ -168,12 +173,15 @@ def run_job(
                               config_hash=config_hash)
         if running:
             live = running[0]
-            log.warning("%s skipping %s: config_hash %s is RUNNING as run %s (process %s on "
-                        "%s, alive); resume=false runs it again anyway", prefix, name,
+            log.warning("%s not running %s: config_hash %s is RUNNING as run %s (process %s "
+                        "on %s, alive); resume=false runs it again anyway", prefix, name,
                         config_hash, live.run_id, live.tags.get("process_id"),
                         live.tags.get("host"))
-            return JobOutcome(name, "SKIPPED", run_id=live.run_id, config_hash=config_hash,
-                              error=f"running elsewhere as run {live.run_id}")
+            return JobOutcome(
+                name, "ELSEWHERE", run_id=live.run_id, config_hash=config_hash,
+                error=(f"not run: RUNNING elsewhere as run {live.run_id} (process "
+                       f"{live.tags.get('process_id')} on {live.tags.get('host')}); rerun the "
+                       "sweep once it has ended"))
 
     log.info("%s starting %s (config_hash %s)", prefix, name, config_hash)
     run_id = tracker.create_run(
@@ -187,6 +195,14 @@ def run_job(
             tracker.log_metrics(run_id, {"N": settings.N, "gridsize": settings.gridsize,
                                          "dose": settings.dose, "seed": settings.seed})
             outcome.metrics = _execute(settings, context, tracker, run_id)
+        closed = tracker.get_run(run_id).status
+        if closed != "RUNNING":  # judged stale meanwhile (heartbeat lost) and closed elsewhere
+            message = (f"finished after being closed as {closed} by another sweep (its heartbeat "
+                       "was lost); the results are logged, but the job may have been rerun")
+            tracker.set_tags(run_id, {"error": message})
+            outcome.status, outcome.error = "FAILED", message
+            log.error("%s %s: %s", prefix, name, message)
+            return outcome
         tracker.end_run(run_id, "FINISHED")
         outcome.status = "FINISHED"
         log.info("%s finished %s: %s", prefix, name, _headline(outcome.metrics))
@@ -199,7 +215,10 @@ def run_job(
         _close_failed(tracker, run_id, "KILLED", reason, traceback.format_exc())
         outcome.status, outcome.error = "KILLED", reason
         if on_killed is not None:
-            on_killed(outcome)
+            try:
+                on_killed(outcome)
+            except Exception:  # e.g. a full disk: the interrupt must still end the job
+                log.exception("could not report the KILLED outcome of %s", name)
         raise
     except Exception as error:  # the job fails; the sweep goes on
         message = f"{type(error).__name__}: {error}"

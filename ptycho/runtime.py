@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -26,6 +26,7 @@ __all__ = [
     "configure_devices",
     "describe_devices",
     "exit_code",
+    "follow_parent_process",
     "install_forwarding_termination_handlers",
     "install_termination_handlers",
     "reset",
@@ -50,6 +51,10 @@ class Terminated(KeyboardInterrupt):
         self.signum = int(signum)
         super().__init__(f"terminated by {signal.Signals(self.signum).name}")
 
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        # Rebuilt from its signal number when a worker process sends it back to a launcher.
+        return (type(self), (self.signum,))
+
 
 def exit_code(interrupt: BaseException) -> int:
     """The shell's exit status for a process ended by ``interrupt``: 128 + signal number."""
@@ -58,7 +63,8 @@ def exit_code(interrupt: BaseException) -> int:
 
 
 def termination_signal() -> int | None:
-    """The first termination signal this process received, if any (for end-of-process cleanup)."""
+    """The first termination signal this process received and has not handled, if any (for
+    end-of-process cleanup)."""
     return _received[0] if _received else None
 
 
@@ -99,42 +105,82 @@ def child_processes() -> list[int]:
     return children
 
 
-def install_forwarding_termination_handlers(grace_s: float = 60.0) -> None:
-    """Like :func:`install_termination_handlers`, for a process that launches job processes
-    (a parallel launcher): a termination signal is first passed on to its child processes,
-    which close their runs as KILLED (waiting up to ``grace_s`` for them to exit), then
-    :class:`Terminated` is raised here."""
+def install_forwarding_termination_handlers(
+    *,
+    on_signal: Callable[[int], None],
+    busy: Callable[[], bool],
+    grace_s: float = 60.0,
+) -> None:
+    """Termination handlers for a process that launches job processes (a parallel launcher).
+
+    On the first SIGTERM/SIGINT: ``on_signal(signum)`` (the sweep marks itself stopping, so no
+    queued job starts), SIGTERM to every child process (job processes close their runs as
+    KILLED; SIGTERM because some launchers' controllers pass it on gracefully, not SIGINT), a
+    wait of up to ``grace_s`` while ``busy()`` (jobs still closing), then :class:`Terminated`
+    here. A second signal during the wait ends the wait.
+    """
     if threading.current_thread() is not threading.main_thread():
         return
+    hurry = threading.Event()
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        if not _received:
-            children = child_processes()
-            for pid in children:
-                try:
-                    os.kill(pid, signum)
-                except ProcessLookupError:
-                    pass
+        name = signal.Signals(signum).name
+        if _received:
+            _received.append(signum)
+            log.warning("%s again: no longer waiting for job processes", name)
+            hurry.set()
+            return
+        _received.append(signum)
+        on_signal(signum)
+        children = child_processes()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if children and busy():
+            log.warning("%s: stopping %d job process(es); waiting up to %.0f s for their runs "
+                        "to close (%s again: stop waiting)", name, len(children), grace_s, name)
             deadline = time.monotonic() + grace_s
-            while children and time.monotonic() < deadline:
+            while busy() and time.monotonic() < deadline and not hurry.is_set():
                 time.sleep(0.2)
-                children = [pid for pid in children if pid in child_processes()]
-        _raise_terminated(signum, frame)
+        raise Terminated(signum)
 
     for signum in _TERMINATION_SIGNALS:
         signal.signal(signum, forward)
 
 
+def follow_parent_process() -> None:
+    """For a job's child process: receive SIGTERM when the parent dies (Linux ``prctl``), so an
+    orphan never trains on holding a GPU; and ignore SIGUSR1/SIGUSR2, which cluster schedulers
+    send to every process of a job as a warning and which the parent's launcher handles."""
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError):  # not Linux
+        log.debug("no prctl here: an orphaned job process is not signalled")
+
+
 @contextmanager
 def termination_handlers() -> Iterator[None]:
-    """Within the block SIGTERM and SIGINT raise :class:`Terminated`; the handlers in place
-    before (a launcher's, Python's default) are restored after it."""
+    """Within the block SIGTERM and SIGINT raise :class:`Terminated`; after it, the handlers in
+    place before (a launcher's, Python's default) are restored and the signals received within
+    it count as handled (a worker process that lives on starts its next job afresh)."""
+    received_before = len(_received)
     previous = install_termination_handlers()
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
+        del _received[received_before:]
+
 
 _DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 

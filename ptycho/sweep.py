@@ -18,7 +18,11 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,16 @@ from ptycho import runtime
 from ptycho.job import HEADLINE_METRICS, JobContext, JobOutcome, tracker_for
 from ptycho.tracking import Heartbeat, Tracker, git_state, host_tags, stale_reason
 
-__all__ = ["SweepCallback", "expand_sweep", "job_context", "record_outcome", "summary_table"]
+__all__ = [
+    "SweepCallback",
+    "expand_sweep",
+    "job_context",
+    "job_died",
+    "job_in_flight",
+    "record_outcome",
+    "summary_table",
+    "sweep_stopping",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +93,35 @@ def job_context(project_root: Path) -> JobContext:
         experiment_id=parent.get("experiment_id"),
         overrides=overrides,
         sweep=True,
+        in_launcher=parent.get("launcher_pid") == os.getpid(),
     )
+
+
+def _multirun_state() -> Path | None:
+    hydra = HydraConfig.get()
+    return _state(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None
+
+
+def sweep_stopping() -> bool:
+    """Whether the sweep's launcher got a termination signal (no further job may start)."""
+    state = _multirun_state()
+    return state is not None and (state / "stopping").exists()
+
+
+@contextmanager
+def job_in_flight(job_index: int) -> Iterator[None]:
+    """Marks a multirun job as in flight (``.ptycho/running/<index>``) while the block runs, so a
+    stopping launcher knows when its jobs have closed their runs."""
+    state = _multirun_state()
+    marker = None if state is None else state / "running" / str(job_index)
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
 
 
 def record_outcome(outcome: JobOutcome, job_index: int) -> None:
@@ -95,12 +136,59 @@ def record_outcome(outcome: JobOutcome, job_index: int) -> None:
         handle.write(line + "\n")
 
 
-def read_outcomes(sweep_dir: str | Path) -> list[dict[str, Any]]:
+def job_died(sweep_dir: str | Path, job_index: int, reason: str) -> None:
+    """A launcher saw job ``job_index``'s process die without a result: record it FAILED in the
+    sweep's summary and close the RUNNING run it left (if it got that far), saying why."""
+    state = _state(sweep_dir)
+    try:
+        parent = json.loads((state / "parent.json").read_text())
+    except (OSError, ValueError):
+        parent = {}
+    outcome = {"job_index": job_index, "name": f"job {job_index + 1}", "status": "FAILED",
+               "metrics": {}, "error": reason}
+    if parent.get("parent_run_id") and parent.get("tracking_uri"):
+        try:
+            tracker = Tracker(parent["tracking_uri"])
+            for run in tracker.find_running(
+                    parent["experiment_id"],
+                    f"tags.`mlflow.parentRunId` = '{parent['parent_run_id']}' and "
+                    f"tags.job_index = '{job_index}'"):
+                tracker.set_tags(run.run_id, {"error": reason, "status_reason": "died"})
+                tracker.end_run(run.run_id, "FAILED")
+                outcome.update(name=run.name, run_id=run.run_id,
+                               config_hash=run.tags.get("config_hash"))
+        except Exception:
+            log.exception("could not close the run of dead job %d", job_index)
+    try:
+        with (state / "jobs.jsonl").open("a") as handle:
+            handle.write(json.dumps(outcome) + "\n")
+    except OSError as error:
+        log.error("could not record dead job %d: %s", job_index, error)
+
+
+def read_outcomes(sweep_dir: str | Path, job_total: int | None = None) -> list[dict[str, Any]]:
+    """The recorded outcome of every job, by index: the last one when a job was requeued;
+    unreadable lines are skipped. With ``job_total``, a job that recorded nothing (its process
+    died) is listed as FAILED."""
     path = _state(sweep_dir) / "jobs.jsonl"
-    if not path.is_file():
-        return []
-    outcomes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return sorted(outcomes, key=lambda o: o["job_index"])
+    latest: dict[int, dict[str, Any]] = {}
+    try:
+        lines = path.read_text().splitlines() if path.is_file() else []
+    except OSError as error:
+        log.error("could not read %s: %s", path, error)
+        lines = []
+    for line in lines:
+        try:
+            outcome = json.loads(line)
+            latest[int(outcome["job_index"])] = outcome
+        except (ValueError, KeyError, TypeError):
+            if line.strip():
+                log.warning("skipping an unreadable line of %s: %.80s", path, line)
+    for index in range(job_total or 0):
+        latest.setdefault(index, {
+            "job_index": index, "name": f"job {index + 1}", "status": "FAILED", "metrics": {},
+            "error": "no outcome recorded: its process died or it never started"})
+    return [latest[index] for index in sorted(latest)]
 
 
 def summary_table(outcomes: list[dict[str, Any]]) -> str:
@@ -150,9 +238,12 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         state = _state(sweep_dir)
         state.mkdir(parents=True, exist_ok=True)
-        (state / "jobs.jsonl").unlink(missing_ok=True)
+        for leftover in ("jobs.jsonl", "stopping"):
+            (state / leftover).unlink(missing_ok=True)
+        shutil.rmtree(state / "running", ignore_errors=True)
         jobs = expand_sweep(config)
-        info: dict[str, Any] = {"job_total": len(jobs), "sweep_dir": str(sweep_dir)}
+        info: dict[str, Any] = {"job_total": len(jobs), "sweep_dir": str(sweep_dir),
+                                "launcher_pid": os.getpid()}
         print(f"sweep: {len(jobs)} jobs -> {sweep_dir}", flush=True)
         if config.dry_run:
             (state / "parent.json").write_text(json.dumps(info))
@@ -179,14 +270,22 @@ class SweepCallback(Callback):
                 **host_tags(),
             },
         )
-        tracker.log_params(parent_run_id, {"sweep_jobs": len(jobs), **{
-            f"sweep.{k}": v for k, v in params.items()}})
         info.update(parent_run_id=parent_run_id, experiment_id=experiment_id,
                     tracking_uri=tracker.uri)
-        (state / "parent.json").write_text(json.dumps(info, indent=2))
+        # From here on the parent is closed whatever happens (Hydra swallows callback errors).
         self._parent = {**info, "tracker": tracker}
         atexit.register(self._close_on_exit)
-        runtime.install_forwarding_termination_handlers()
+        tracker.log_params(parent_run_id, {"sweep_jobs": len(jobs), **{
+            f"sweep.{k}": v for k, v in params.items()}})
+        (state / "parent.json").write_text(json.dumps(info, indent=2))
+
+        def stop(signum: int) -> None:
+            (state / "stopping").write_text(str(signum))
+
+        def busy() -> bool:
+            return any((state / "running").glob("*"))
+
+        runtime.install_forwarding_termination_handlers(on_signal=stop, busy=busy)
         self._heartbeat = Heartbeat(tracker, parent_run_id).__enter__()
         log.info("sweep parent run %s in experiment %s (%s)", parent_run_id,
                  config.tracking.experiment, tracker.uri)
@@ -208,7 +307,8 @@ class SweepCallback(Callback):
             return
         outcomes = read_outcomes(self._parent["sweep_dir"])
         killed = runtime.termination_signal() is not None or any(
-            o["status"] == "KILLED" for o in outcomes)
+            o["status"] == "KILLED" for o in outcomes) or (
+            _state(self._parent["sweep_dir"]) / "stopping").exists()
         status = "KILLED" if killed else "FAILED"
         log.error("sweep ended before its summary: closing parent run as %s", status)
         try:
@@ -221,11 +321,16 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        outcomes = read_outcomes(sweep_dir)
+        total = int(self._parent["job_total"]) if self._parent is not None else None
+        outcomes = read_outcomes(sweep_dir, total)
         failed = [o for o in outcomes if o["status"] not in ("FINISHED", "SKIPPED", "DRY_RUN")]
+        killed = [o for o in outcomes if o["status"] == "KILLED"]
         table = summary_table(outcomes)
-        (_state(sweep_dir) / "summary.txt").write_text(table + "\n")
         print("\n" + table, flush=True)
+        try:
+            (_state(sweep_dir) / "summary.txt").write_text(table + "\n")
+        except OSError as error:
+            log.error("could not write the sweep summary: %s", error)
         if self._parent is not None:
             tracker = self._parent["tracker"]
             parent_run_id = self._parent["parent_run_id"]
@@ -238,7 +343,7 @@ class SweepCallback(Callback):
                 tracker.log_artifact(parent_run_id, _state(sweep_dir) / "summary.txt")
             except Exception:
                 log.exception("could not log the sweep summary to the parent run")
-            self._close("FAILED" if failed else "FINISHED")
+            self._close("KILLED" if killed else "FAILED" if failed else "FINISHED")
             print(f"\nMLflow: parent run {parent_run_id} in experiment "
                   f"'{config.tracking.experiment}' ({tracker.uri})", flush=True)
         if failed:

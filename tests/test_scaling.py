@@ -243,17 +243,29 @@ def test_a_sweep_against_a_tracking_server_is_visible_through_its_rest_api(
 LONG_JOB = ["experiment=smoke", "train.epochs=400", "train.early_stopping_patience=400"]
 
 
+def training_runs(uri: str, count: int):
+    """The runs in training, once there are ``count`` of them."""
+    found = [c for c in split(all_runs(uri))[1]
+             if c.info.status == "RUNNING" and "train_loss" in c.data.metrics]
+    return found if len(found) >= count else None
+
+
 @pytest.mark.parametrize(("launcher", "signum"), [("basic", signal.SIGTERM),
-                                                  ("joblib", signal.SIGTERM),
-                                                  ("basic", signal.SIGINT)])
-def test_a_termination_signal_during_a_job_marks_its_run_and_the_sweep_killed(
+                                                  ("basic", signal.SIGINT),
+                                                  ("joblib", signal.SIGTERM)])
+def test_a_termination_signal_to_the_sweep_marks_its_jobs_and_the_sweep_killed(
     tmp_path: Path, launcher: str, signum: signal.Signals
 ) -> None:
-    extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"]
-    sweep = start(["-m", *LONG_JOB, "seed=0,1", *extra], tmp_path)
+    """``kill PID`` or Ctrl-C on the sweep's process. Under joblib (two workers, a third job
+    queued) the signal is passed on to both running jobs, and the queued one never starts."""
+    parallel = launcher == "joblib"
+    extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2"] if parallel else [
+        "seed=0,1"]
+    sweep = start(["-m", *LONG_JOB, *extra], tmp_path)
     try:
-        victim = wait_for(lambda: training_run(sqlite(tmp_path)), 180, "a job in training")
-        os.kill(sweep.pid, signum)  # the launching process, as `kill PID` or Ctrl-C would
+        victims = wait_for(lambda: training_runs(sqlite(tmp_path), 2 if parallel else 1), 240,
+                           "jobs in training")
+        os.kill(sweep.pid, signum)
         code = sweep.wait(timeout=180)
     finally:
         if sweep.poll() is None:
@@ -261,11 +273,40 @@ def test_a_termination_signal_during_a_job_marks_its_run_and_the_sweep_killed(
     log = (tmp_path / "sweep.log").read_text()
     assert code == 128 + signum, log[-3000:]
     parents, children = split(all_runs(sqlite(tmp_path)))
-    killed = next(c for c in children if c.info.run_id == victim.info.run_id)
-    assert killed.info.status == "KILLED", log[-3000:]
-    assert killed.data.tags["error"] == f"terminated by {signum.name}"
-    assert len(children) == 1  # the second job never started
+    assert {c.info.run_id for c in children} == {v.info.run_id for v in victims}  # no new job
+    expected = "terminated by SIGTERM" if parallel else f"terminated by {signum.name}"
+    for child in children:
+        assert child.info.status == "KILLED", log[-3000:]
+        assert child.data.tags["error"] == expected
     assert parents[0].info.status == "KILLED"
+    if parallel:
+        assert len({c.data.tags["process_id"] for c in children}) == 2  # two worker processes
+        assert "not started: the sweep is stopping" in log or len(children) == 2
+
+
+def test_a_signal_to_one_job_process_kills_that_job_and_the_sweep_reports_it(
+    tmp_path: Path,
+) -> None:
+    """As ``scancel`` of one array task: under submitit_local SIGTERM reaches one job's process;
+    that run closes KILLED, the other job finishes, and the sweep ends with its summary."""
+    sweep = start(["-m", "experiment=smoke", "train.epochs=2,400",
+                   "train.early_stopping_patience=400", "hydra/launcher=submitit_local"],
+                  tmp_path)
+    try:
+        victim = wait_for(lambda: training_run(sqlite(tmp_path), epochs=400), 240,
+                          "the long job in training")
+        os.kill(int(victim.data.tags["process_id"]), signal.SIGTERM)
+        code = sweep.wait(timeout=240)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    log = (tmp_path / "sweep.log").read_text()
+    assert code == 1, log[-3000:]
+    parents, children = split(all_runs(sqlite(tmp_path)))
+    status = {int(c.data.params["train.epochs"]): c.info.status for c in children}
+    assert status == {2: "FINISHED", 400: "KILLED"}, log[-3000:]
+    assert parents[0].info.status == "KILLED"
+    assert "KILLED" in log and "terminated by SIGTERM" in log  # the summary table says so
 
 
 def test_a_sweep_killed_outright_resumes_rerunning_only_the_killed_job(tmp_path: Path) -> None:
@@ -350,6 +391,34 @@ def test_a_child_process_killed_outright_under_isolate_fails_its_run_and_the_swe
     assert "killed by SIGKILL" in died.data.tags["error"], died.data.tags["error"]
     assert parents[0].info.status == "FAILED"
     assert "killed by SIGKILL" in log  # the summary names the cause
+
+
+def test_under_local_isolated_a_job_killed_outright_is_summarised_and_the_sweep_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Hydra's own submitit launcher stops waiting when one job dies without a result; ours
+    closes that job's run FAILED, waits for the others, and prints the summary."""
+    sweep = start(["-m", "experiment=smoke", "train.epochs=400,2",
+                   "train.early_stopping_patience=400", "hydra/launcher=local_isolated"],
+                  tmp_path)
+    try:
+        victim = wait_for(lambda: training_run(sqlite(tmp_path), epochs=400), 240,
+                          "the long job in training")
+        os.kill(int(victim.data.tags["process_id"]), signal.SIGKILL)
+        code = sweep.wait(timeout=240)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    log = (tmp_path / "sweep.log").read_text()
+    assert code == 1, log[-3000:]
+    parents, children = split(all_runs(sqlite(tmp_path)))
+    status = {int(c.data.params["train.epochs"]): c for c in children}
+    assert status[2].info.status == "FINISHED"
+    dead = status[400]
+    assert dead.info.status == "FAILED" and dead.data.tags["status_reason"] == "died"
+    assert "produced no result" in dead.data.tags["error"]
+    assert "produced no result" in log and "FINISHED" in log  # the summary table was printed
+    assert parents[0].info.status == "FAILED"
 
 
 def test_the_slurm_preset_asks_for_one_gpu_per_job_in_the_partition_given(tmp_path: Path) -> None:

@@ -99,26 +99,28 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 def test_sigterm_raises_terminated_once_and_the_old_handler_comes_back() -> None:
     done = run_python("""
-        import os, signal
+        import os, pickle, signal
         from ptycho import runtime
         before = signal.getsignal(signal.SIGTERM)
         try:
             with runtime.termination_handlers():
-                os.kill(os.getpid(), signal.SIGTERM)
-                raise SystemExit("signal did not arrive")
-        except runtime.Terminated as stop:
-            print(stop, runtime.exit_code(stop), isinstance(stop, KeyboardInterrupt))
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    raise SystemExit("signal did not arrive")
+                except runtime.Terminated as stop:
+                    print(stop, runtime.exit_code(stop), isinstance(stop, KeyboardInterrupt))
+                os.kill(os.getpid(), signal.SIGTERM)  # a repeat while stopping: ignored
+                print("repeat ignored", runtime.termination_signal())
+        except runtime.Terminated:
+            print("repeat raised")
         print(signal.getsignal(signal.SIGTERM) is before, runtime.termination_signal())
-        with runtime.termination_handlers():
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
-            except runtime.Terminated:
-                print("raised again")
-            print("second signal ignored while stopping")
+        copy = pickle.loads(pickle.dumps(runtime.Terminated(signal.SIGINT)))
+        print(type(copy).__name__, copy.signum, copy)
     """)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == [
-        "terminated by SIGTERM 143 True", "True 15", "second signal ignored while stopping"]
+        "terminated by SIGTERM 143 True", "repeat ignored 15", "True None",
+        "Terminated 2 terminated by SIGINT"]
 
 
 def test_parallel_processes_on_a_fresh_sqlite_store_lose_no_run_and_no_metric(
