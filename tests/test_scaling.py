@@ -284,23 +284,28 @@ def test_a_termination_signal_to_the_sweep_marks_its_jobs_and_the_sweep_killed(
         assert "not started: the sweep is stopping" in log or len(children) == 2
 
 
+def signal_the_long_job(launcher: str, signum: signal.Signals, store: Path) -> tuple[int, str]:
+    """A 2-job sweep (2 and 400 epochs) under ``launcher``; ``signum`` to the long job's process
+    once it trains. Returns the sweep's exit code and log."""
+    sweep = start(["-m", "experiment=smoke", "train.epochs=2,400",
+                   "train.early_stopping_patience=400", f"hydra/launcher={launcher}"], store)
+    try:
+        victim = wait_for(lambda: training_run(sqlite(store), epochs=400), 240,
+                          "the long job in training")
+        os.kill(int(victim.data.tags["process_id"]), signum)
+        code = sweep.wait(timeout=240)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    return code, (store / "sweep.log").read_text()
+
+
 def test_a_signal_to_one_job_process_kills_that_job_and_the_sweep_reports_it(
     tmp_path: Path,
 ) -> None:
     """As ``scancel`` of one array task: under submitit_local SIGTERM reaches one job's process;
     that run closes KILLED, the other job finishes, and the sweep ends with its summary."""
-    sweep = start(["-m", "experiment=smoke", "train.epochs=2,400",
-                   "train.early_stopping_patience=400", "hydra/launcher=submitit_local"],
-                  tmp_path)
-    try:
-        victim = wait_for(lambda: training_run(sqlite(tmp_path), epochs=400), 240,
-                          "the long job in training")
-        os.kill(int(victim.data.tags["process_id"]), signal.SIGTERM)
-        code = sweep.wait(timeout=240)
-    finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-    log = (tmp_path / "sweep.log").read_text()
+    code, log = signal_the_long_job("submitit_local", signal.SIGTERM, tmp_path)
     assert code == 1, log[-3000:]
     parents, children = split(all_runs(sqlite(tmp_path)))
     status = {int(c.data.params["train.epochs"]): c.info.status for c in children}
@@ -398,18 +403,7 @@ def test_under_local_isolated_a_job_killed_outright_is_summarised_and_the_sweep_
 ) -> None:
     """Hydra's own submitit launcher stops waiting when one job dies without a result; ours
     closes that job's run FAILED, waits for the others, and prints the summary."""
-    sweep = start(["-m", "experiment=smoke", "train.epochs=400,2",
-                   "train.early_stopping_patience=400", "hydra/launcher=local_isolated"],
-                  tmp_path)
-    try:
-        victim = wait_for(lambda: training_run(sqlite(tmp_path), epochs=400), 240,
-                          "the long job in training")
-        os.kill(int(victim.data.tags["process_id"]), signal.SIGKILL)
-        code = sweep.wait(timeout=240)
-    finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-    log = (tmp_path / "sweep.log").read_text()
+    code, log = signal_the_long_job("local_isolated", signal.SIGKILL, tmp_path)
     assert code == 1, log[-3000:]
     parents, children = split(all_runs(sqlite(tmp_path)))
     status = {int(c.data.params["train.epochs"]): c for c in children}
