@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-## make test: ruff, then the whole test suite (CPU, ~12 min on 2 cores)
+## make test: ruff, then the whole test suite (CPU, ~14 min on 2 cores)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
