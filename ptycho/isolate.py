@@ -154,9 +154,8 @@ def _close_left_run(cfg: dict[str, Any], context: JobContext, pid: int | None, s
         for run in tracker.find_running(
                 experiment_id, f"tags.config_hash = '{settings.config_hash}'"):
             if run.tags.get("process_id") == str(pid) and run.tags.get("host") == here:
-                reason = "died" if status == "FAILED" else "killed"
-                tracker.set_tags(run.run_id, {"error": message, "status_reason": reason})
-                tracker.end_run(run.run_id, status)
+                tracker.close_run(run.run_id, status,
+                                  "died" if status == "FAILED" else "killed", message)
                 outcome = replace(outcome, run_id=run.run_id)
     except Exception:
         log.exception("could not close the run left by job process %s", pid)

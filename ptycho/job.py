@@ -39,12 +39,12 @@ from ptycho.models import (
 from ptycho.tracking import (
     Heartbeat,
     Tracker,
+    close_stale_runs,
     default_store,
     flatten,
     git_state,
     host_tags,
     package_versions,
-    stale_reason,
 )
 from ptycho.training import FitResult, fit, poisson_nll_per_photon, predict, reconstruct
 
@@ -161,15 +161,14 @@ def run_job(
         settings.tracking.experiment
     )
     config_hash = settings.config_hash
-    running = _close_stale_runs(tracker, experiment_id, config_hash,
-                                settings.tracking.stale_after_s, prefix)
+    running = close_stale_runs(tracker, experiment_id, f"tags.config_hash = '{config_hash}'",
+                               settings.tracking.stale_after_s, "its job is run again")
     if settings.resume:
         done = tracker.find_finished(experiment_id, config_hash)
         if done:
             log.info("%s skipping %s: config_hash %s already FINISHED as run %s "
-                     "(resume=false reruns it)", prefix, name, config_hash, done)
-            previous = tracker.get_run(done).metrics
-            return JobOutcome(name, "SKIPPED", run_id=done, metrics=previous,
+                     "(resume=false reruns it)", prefix, name, config_hash, done.run_id)
+            return JobOutcome(name, "SKIPPED", run_id=done.run_id, metrics=done.metrics,
                               config_hash=config_hash)
         if running:
             live = running[0]
@@ -228,29 +227,9 @@ def run_job(
     return outcome
 
 
-def _close_stale_runs(tracker: Tracker, experiment_id: str, config_hash: str,
-                      stale_after_s: float, prefix: str) -> list[Any]:
-    """Mark this config's RUNNING runs whose process is gone FAILED (stale); return the others
-    (alive, or on another host with a recent heartbeat)."""
-    alive = []
-    for run in tracker.find_running(experiment_id, f"tags.config_hash = '{config_hash}'"):
-        reason = stale_reason(run, stale_after_s)
-        if reason is None:
-            alive.append(run)
-            continue
-        message = f"stale: left RUNNING, {reason}; its job is run again"
-        log.warning("%s run %s (%s) %s", prefix, run.run_id, run.name, message)
-        try:
-            tracker.close_stale(run.run_id, message)
-        except Exception:  # another sweep may have closed it meanwhile
-            log.exception("could not mark stale run %s FAILED", run.run_id)
-    return alive
-
-
 def _close_failed(tracker: Tracker, run_id: str, status: str, message: str, trace: str) -> None:
-    """Record the error (tag + traceback artifact) and close the run; never raises."""
+    """Store the traceback (artifact), then close the run with the error; never raises."""
     try:
-        tracker.set_tags(run_id, {"error": message[:5000], "status_reason": status.lower()})
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "traceback.txt"
             path.write_text(trace)
@@ -258,11 +237,10 @@ def _close_failed(tracker: Tracker, run_id: str, status: str, message: str, trac
     except Exception as error:  # recording must not hide the original failure
         log.warning("could not store the traceback of run %s (%s: %s)", run_id,
                     type(error).__name__, error)
-    finally:
-        try:
-            tracker.end_run(run_id, status)
-        except Exception:
-            log.exception("could not close run %s as %s", run_id, status)
+    try:
+        tracker.close_run(run_id, status, status.lower(), message)
+    except Exception:
+        log.exception("could not close run %s as %s", run_id, status)
 
 
 def _invalid(cfg: DictConfig | dict[str, Any], context: JobContext, message: str) -> JobOutcome:

@@ -35,7 +35,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptycho import runtime
 from ptycho.job import HEADLINE_METRICS, JobContext, JobOutcome, tracker_for
-from ptycho.tracking import Heartbeat, Tracker, git_state, host_tags, stale_reason
+from ptycho.tracking import (
+    ROLE_TAG,
+    Heartbeat,
+    Tracker,
+    close_stale_runs,
+    git_state,
+    host_tags,
+)
 
 __all__ = [
     "SweepCallback",
@@ -43,6 +50,7 @@ __all__ = [
     "job_context",
     "job_died",
     "job_in_flight",
+    "read_parent",
     "record_outcome",
     "summary_table",
     "sweep_stopping",
@@ -82,8 +90,7 @@ def job_context(project_root: Path) -> JobContext:
     overrides = tuple(hydra.overrides.task)
     if hydra.mode != RunMode.MULTIRUN:
         return JobContext(project_root=project_root, output_dir=output_dir, overrides=overrides)
-    state = _state(hydra.sweep.dir) / "parent.json"
-    parent: dict[str, Any] = json.loads(state.read_text()) if state.is_file() else {}
+    parent = read_parent(hydra.sweep.dir)
     return JobContext(
         project_root=project_root,
         output_dir=output_dir,
@@ -136,25 +143,30 @@ def record_outcome(outcome: JobOutcome, job_index: int) -> None:
         handle.write(line + "\n")
 
 
+def read_parent(sweep_dir: str | Path) -> dict[str, Any]:
+    """What ``on_multirun_start`` wrote to ``.ptycho/parent.json``: ``job_total``, ``sweep_dir``,
+    ``launcher_pid`` and, unless a dry run, ``parent_run_id``, ``experiment_id`` and
+    ``tracking_uri``. ``{}`` when it is missing or unreadable."""
+    try:
+        return json.loads((_state(sweep_dir) / "parent.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def job_died(sweep_dir: str | Path, job_index: int, reason: str) -> None:
     """A launcher saw job ``job_index``'s process die without a result: record it FAILED in the
     sweep's summary and close the RUNNING run it left (if it got that far), saying why."""
     state = _state(sweep_dir)
-    try:
-        parent = json.loads((state / "parent.json").read_text())
-    except (OSError, ValueError):
-        parent = {}
+    parent = read_parent(sweep_dir)
     outcome = {"job_index": job_index, "name": f"job {job_index + 1}", "status": "FAILED",
                "metrics": {}, "error": reason}
     if parent.get("parent_run_id") and parent.get("tracking_uri"):
         try:
             tracker = Tracker(parent["tracking_uri"])
-            for run in tracker.find_running(
-                    parent["experiment_id"],
-                    f"tags.`mlflow.parentRunId` = '{parent['parent_run_id']}' and "
-                    f"tags.job_index = '{job_index}'"):
-                tracker.set_tags(run.run_id, {"error": reason, "status_reason": "died"})
-                tracker.end_run(run.run_id, "FAILED")
+            for run in tracker.children(parent["experiment_id"], parent["parent_run_id"]):
+                if run.status != "RUNNING" or run.tags.get("job_index") != str(job_index):
+                    continue
+                tracker.close_run(run.run_id, "FAILED", "died", reason)
                 outcome.update(name=run.name, run_id=run.run_id,
                                config_hash=run.tags.get("config_hash"))
         except Exception:
@@ -208,19 +220,6 @@ def summary_table(outcomes: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _close_stale_parents(tracker: Tracker, experiment_id: str, stale_after_s: float) -> None:
-    """Mark earlier sweeps' parents that were left RUNNING by a dead process FAILED (stale)."""
-    for run in tracker.find_running(experiment_id, "tags.`ptycho.role` = 'sweep'"):
-        reason = stale_reason(run, stale_after_s)
-        if reason is not None:
-            log.warning("sweep parent run %s (%s) was left RUNNING: %s; marking it FAILED",
-                        run.run_id, run.name, reason)
-            try:
-                tracker.close_stale(run.run_id, f"stale: sweep left RUNNING, {reason}")
-            except Exception:
-                log.exception("could not mark stale sweep run %s FAILED", run.run_id)
-
-
 class SweepCallback(Callback):
     """Creates the parent run before jobs and closes it, with a summary, after them."""
 
@@ -253,7 +252,9 @@ class SweepCallback(Callback):
         # The store's schema and the experiment: created here, once, before any job process.
         tracker = tracker_for(tracking, root)
         experiment_id = tracker.ensure_experiment(str(config.tracking.experiment))
-        _close_stale_parents(tracker, experiment_id, float(config.tracking.stale_after_s))
+        # Earlier sweeps' parents left RUNNING by a process killed outright: FAILED (stale).
+        close_stale_runs(tracker, experiment_id, f"tags.`{ROLE_TAG}` = 'sweep'",
+                         float(config.tracking.stale_after_s), "the sweep was killed outright")
         overrides = list(config.hydra.overrides.task)
         params = {str(k): str(v) for k, v in (config.hydra.sweeper.params or {}).items()}
         name = f"sweep_{sweep_dir.parent.name}_{sweep_dir.name}"
@@ -261,7 +262,7 @@ class SweepCallback(Callback):
             experiment_id,
             name,
             tags={
-                "ptycho.role": "sweep",
+                ROLE_TAG: "sweep",
                 "sweep.overrides": json.dumps(overrides),
                 "sweep.params": json.dumps(params),
                 "sweep.dir": str(sweep_dir),
@@ -286,7 +287,7 @@ class SweepCallback(Callback):
             return any((state / "running").glob("*"))
 
         runtime.install_forwarding_termination_handlers(on_signal=stop, busy=busy)
-        self._heartbeat = Heartbeat(tracker, parent_run_id).__enter__()
+        self._heartbeat = Heartbeat(tracker, parent_run_id).start()
         log.info("sweep parent run %s in experiment %s (%s)", parent_run_id,
                  config.tracking.experiment, tracker.uri)
 
@@ -295,7 +296,7 @@ class SweepCallback(Callback):
             return
         self._closed = True
         if self._heartbeat is not None:
-            self._heartbeat.__exit__(None, None, None)
+            self._heartbeat.stop()
         tracker = self._parent["tracker"]
         try:
             tracker.end_run(self._parent["parent_run_id"], status)

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from ptycho.config import format_dose
 from ptycho.evaluation import Evaluation, FRCCurve
 
 __all__ = [
@@ -175,6 +176,7 @@ def dose_response_figure(
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     arms = sorted(summary["arm"].unique()) if len(summary) else []
     colours = {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
+    failed = failures[failures["n_failed"] > 0]
     for ax, (metric, label) in zip(axes, metrics, strict=False):
         for arm in arms:
             part = summary[summary["arm"] == arm].sort_values("dose")
@@ -184,7 +186,6 @@ def dose_response_figure(
                     markersize=4)
             ax.fill_between(part["dose"], part[f"{metric}_min"], part[f"{metric}_max"],
                             color=colours[arm], alpha=0.18, linewidth=0)
-        failed = failures[failures["n_failed"] > 0] if len(failures) else failures
         for _, row in failed.iterrows():
             ax.plot([row["dose"]], [0.0], "x", color="red", markersize=9,
                     transform=ax.get_xaxis_transform(), clip_on=False)
@@ -223,6 +224,6 @@ def reconstruction_grid_figure(
             if i == 0:
                 ax.set_title(arm, fontsize=7)
             if j == 0:
-                ax.set_ylabel(f"dose {dose:.0e}", fontsize=8)
+                ax.set_ylabel(f"dose {format_dose(dose)}", fontsize=8)
     figure.suptitle(title or "reconstructed amplitude (rows: dose, columns: arm)", fontsize=10)
     return figure

@@ -8,7 +8,6 @@ the summary that follows).
 
 from __future__ import annotations
 
-import json
 import sys
 import traceback
 from pathlib import Path
@@ -17,17 +16,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ptycho.sweep import STATE_DIR, read_outcomes
+from ptycho.sweep import read_outcomes, read_parent
 
 
 class ReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        state = sweep_dir / STATE_DIR / "parent.json"
-        if config.dry_run or not state.is_file():
-            return
-        parent = json.loads(state.read_text())
-        if not parent.get("parent_run_id"):
+        parent = read_parent(sweep_dir)
+        if not parent.get("parent_run_id"):  # a dry run, or no sweep state
             return
         try:
             from experiments.dose_response.report import make_report

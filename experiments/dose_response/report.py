@@ -124,6 +124,9 @@ def summarise(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> p
     return counts.merge(stats.reset_index(), on=keys, how="left")
 
 
+EFFICIENCY_COLUMNS = ["arm", "metric", "threshold", "dose_reached", "bound"]
+
+
 def dose_efficiency(
     summary: pd.DataFrame, metric: str, threshold: float
 ) -> pd.DataFrame:
@@ -151,7 +154,7 @@ def dose_efficiency(
                 break
         rows.append({"arm": arm, "metric": metric, "threshold": threshold,
                      "dose_reached": dose, "bound": bound})
-    return pd.DataFrame(rows, columns=["arm", "metric", "threshold", "dose_reached", "bound"])
+    return pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS)
 
 
 def _markdown(table: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
@@ -201,7 +204,6 @@ def make_report(
     experiment: str | None = None,
     out: str | Path | None = None,
     thresholds: dict[str, float] | None = None,
-    log_to_parent: bool = True,
     reused_run_ids: Sequence[str] = (),
 ) -> Report:
     """Build the report of one sweep (default: the newest in the store) and return its paths.
@@ -218,10 +220,8 @@ def make_report(
             where = f"experiment {experiment!r}" if experiment else "the store"
             raise ValueError(f"no sweep (parent run) found in {where} at {tracking_uri}")
         experiment_id, parent_run_id = found
-    else:
-        parent = tracker.client.get_run(parent_run_id)
-        experiment_id = parent.info.experiment_id
     parent_record = tracker.get_run(parent_run_id)
+    experiment_id = parent_record.experiment_id
     experiment_name = tracker.experiment_name(experiment_id)
     own = tracker.children(experiment_id, parent_run_id)
     seen = {record.run_id for record in own}
@@ -230,11 +230,11 @@ def make_report(
     runs = collect([*own, *reused])
     summary = summarise(runs)
     thresholds = thresholds or DEFAULT_THRESHOLDS
-    efficiency = pd.concat(
-        [dose_efficiency(summary, metric, value) for metric, value in thresholds.items()
-         if f"{metric}_mean" in summary],
-        ignore_index=True,
-    ) if len(summary) else pd.DataFrame()
+    # A sweep whose runs all failed has no metric columns: an empty table, not a crash.
+    frames = [dose_efficiency(summary, metric, value) for metric, value in thresholds.items()
+              if f"{metric}_mean" in summary]
+    efficiency = (pd.concat(frames, ignore_index=True) if frames
+                  else pd.DataFrame(columns=EFFICIENCY_COLUMNS))
 
     folder = Path(out) if out else PROJECT_ROOT / "outputs" / "reports" / parent_run_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -242,8 +242,7 @@ def make_report(
     summary.to_csv(folder / "summary.csv", index=False)
     efficiency.to_csv(folder / "dose_efficiency.csv", index=False)
 
-    failures = summary[["arm", "dose", "n_failed"]] if len(summary) else pd.DataFrame(
-        columns=["arm", "dose", "n_failed"])
+    failures = summary[["arm", "dose", "n_failed"]]
     title = f"{experiment_name}: sweep {parent_record.name}"
     figure = viz.dose_response_figure(summary, failures, title=title)
     figure.savefig(folder / "dose_response.png", dpi=100)
@@ -289,8 +288,7 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;pad
 <h2>All runs</h2>{runs.drop(columns=['error']).to_html(index=False, float_format='{:.4g}'.format)}
 </body></html>"""
     (folder / "report.html").write_text(html)
-    if log_to_parent:
-        tracker.log_artifacts(parent_run_id, folder, "report")
+    tracker.log_artifacts(parent_run_id, folder, "report")
     return Report(folder=folder, html=folder / "report.html", runs=runs, summary=summary,
                   efficiency=efficiency)
 

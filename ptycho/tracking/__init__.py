@@ -4,10 +4,11 @@ Explicit run ids through ``MlflowClient`` everywhere: no fluent active-run stack
 children can be created in any process and order.
 """
 
-from ptycho.tracking.liveness import HEARTBEAT_TAG, Heartbeat, stale_reason
+from ptycho.tracking.liveness import HEARTBEAT_TAG, Heartbeat, close_stale_runs, stale_reason
 from ptycho.tracking.provenance import git_state, host_tags, package_versions
 from ptycho.tracking.store import (
     EXPERIMENT_KIND_TAG,
+    ROLE_TAG,
     RunRecord,
     Tracker,
     default_store,
@@ -17,9 +18,11 @@ from ptycho.tracking.store import (
 __all__ = [
     "EXPERIMENT_KIND_TAG",
     "HEARTBEAT_TAG",
+    "ROLE_TAG",
     "Heartbeat",
     "RunRecord",
     "Tracker",
+    "close_stale_runs",
     "default_store",
     "flatten",
     "git_state",

@@ -18,7 +18,7 @@ from types import TracebackType
 from ptycho.tracking.provenance import process_state
 from ptycho.tracking.store import RunRecord, Tracker
 
-__all__ = ["HEARTBEAT_TAG", "Heartbeat", "stale_reason"]
+__all__ = ["HEARTBEAT_TAG", "Heartbeat", "close_stale_runs", "stale_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,26 @@ def stale_reason(run: RunRecord, stale_after_s: float, now: float | None = None)
     return None
 
 
+def close_stale_runs(tracker: Tracker, experiment_id: str, filter_string: str,
+                     stale_after_s: float, note: str) -> list[RunRecord]:
+    """Close the RUNNING runs matching ``filter_string`` whose process is gone as FAILED
+    (``status_reason=stale``, ``error``: why, then ``note``); return the others (alive, or on
+    another host with a recent heartbeat)."""
+    alive = []
+    for run in tracker.find_running(experiment_id, filter_string):
+        reason = stale_reason(run, stale_after_s)
+        if reason is None:
+            alive.append(run)
+            continue
+        message = f"stale: left RUNNING, {reason}; {note}"
+        log.warning("run %s (%s) %s", run.run_id, run.name, message)
+        try:
+            tracker.close_run(run.run_id, "FAILED", "stale", message)
+        except Exception:  # another sweep may have closed it meanwhile
+            log.exception("could not mark stale run %s FAILED", run.run_id)
+    return alive
+
+
 class Heartbeat:
     """Renews tag ``heartbeat`` on a run now and every ``interval_s`` from a daemon thread, while
     the ``with`` block runs. A failed renewal is logged, never raised (the job goes on)."""
@@ -69,14 +89,21 @@ class Heartbeat:
         while not self._stop.wait(self._interval):
             self.beat()
 
-    def __enter__(self) -> Heartbeat:
+    def start(self) -> Heartbeat:
+        """Beat now, then every ``interval_s`` until :meth:`stop`."""
         self.beat()
         self._thread = threading.Thread(target=self._loop, name="ptycho-heartbeat", daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def __enter__(self) -> Heartbeat:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()

@@ -20,12 +20,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
-__all__ = ["EXPERIMENT_KIND_TAG", "RunRecord", "Tracker", "default_store", "flatten"]
+__all__ = ["EXPERIMENT_KIND_TAG", "ROLE_TAG", "RunRecord", "Tracker", "default_store", "flatten"]
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 PARENT_TAG = "mlflow.parentRunId"
+ROLE_TAG = "ptycho.role"  # "sweep" on a sweep's parent run
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAM_LENGTH = 6000
@@ -80,6 +81,7 @@ class RunRecord:
     params: dict[str, str]
     tags: dict[str, str]
     start_time: float = 0.0  # unix seconds
+    experiment_id: str = ""
 
 
 class Tracker:
@@ -200,7 +202,7 @@ class Tracker:
             return None
         runs = self.client.search_runs(
             ids,
-            filter_string="tags.`ptycho.role` = 'sweep'",
+            filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
             run_view_type=ViewType.ACTIVE_ONLY,
             order_by=["attributes.start_time DESC"],
             max_results=1,
@@ -209,15 +211,15 @@ class Tracker:
 
     # queries -----------------------------------------------------------------------------------
 
-    def find_finished(self, experiment_id: str, config_hash: str) -> str | None:
-        """Id of a FINISHED, not deleted run with this ``config_hash`` tag, if any."""
+    def find_finished(self, experiment_id: str, config_hash: str) -> RunRecord | None:
+        """A FINISHED, not deleted run with this ``config_hash`` tag, if any."""
         runs = self.client.search_runs(
             [experiment_id],
             filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
             run_view_type=ViewType.ACTIVE_ONLY,
             max_results=1,
         )
-        return runs[0].info.run_id if runs else None
+        return _record(runs[0]) if runs else None
 
     def find_runs(self, experiment_id: str, filter_string: str) -> list[RunRecord]:
         """Active runs of an experiment matching an MLflow filter, oldest first."""
@@ -238,11 +240,11 @@ class Tracker:
         return self.find_runs(experiment_id,
                               f"{filter_string} and attributes.status = 'RUNNING'")
 
-    def close_stale(self, run_id: str, reason: str) -> None:
-        """Mark a RUNNING run whose process is gone FAILED, saying why (tags ``error`` and
-        ``status_reason=stale``)."""
-        self.set_tags(run_id, {"error": reason, "status_reason": "stale"})
-        self.end_run(run_id, "FAILED")
+    def close_run(self, run_id: str, status: str, reason: str, message: str) -> None:
+        """Close a run that did not finish as ``status`` (FAILED, KILLED), saying why: tags
+        ``status_reason`` (a word: failed, killed, stale, died) and ``error`` (the message)."""
+        self.set_tags(run_id, {"error": message[:5000], "status_reason": reason})
+        self.end_run(run_id, status)
 
     def children(self, experiment_id: str, parent_run_id: str) -> list[RunRecord]:
         return self.find_runs(experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
@@ -257,4 +259,5 @@ def _record(run: Any) -> RunRecord:
         params=dict(run.data.params),
         tags=dict(run.data.tags),
         start_time=(run.info.start_time or 0) / 1000.0,
+        experiment_id=run.info.experiment_id,
     )

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 
 from experiments.dose_response.report import dose_efficiency, make_report, summarise
 from ptycho.evaluation import METRIC_KEYS
+from ptycho.tracking import ROLE_TAG
 from tests.test_run import run
 
 
@@ -59,7 +60,7 @@ def test_report_of_a_smoke_sweep_matches_the_store(tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("smoke")
     parent = client.search_runs([experiment.experiment_id],
-                                filter_string="tags.`ptycho.role` = 'sweep'")[0]
+                                filter_string=f"tags.`{ROLE_TAG}` = 'sweep'")[0]
     children = client.search_runs(
         [experiment.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
@@ -98,3 +99,14 @@ def test_report_of_a_smoke_sweep_matches_the_store(tmp_path: Path) -> None:
     assert "data:image/png;base64," in report.html.read_text()
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.html", "report/summary.csv", "report/dose_response.png"} <= logged
+
+    # A sweep whose every run failed still gets its report: failures counted, nothing reached.
+    for child in children:
+        client.set_terminated(child.info.run_id, "FAILED")
+    failed = make_report(tracking_uri=uri, parent_run_id=parent.info.run_id,
+                         out=tmp_path / "all_failed")
+    assert failed.summary["n_failed"].sum() == 8 and failed.summary["n_finished"].sum() == 0
+    assert failed.efficiency.empty
+    assert list(failed.efficiency.columns) == ["arm", "metric", "threshold", "dose_reached",
+                                               "bound"]
+    assert "none" not in failed.html.read_text().split("<h2>Failed runs</h2>")[1][:20]
