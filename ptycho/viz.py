@@ -195,7 +195,7 @@ def dose_response_figure(
         ax.grid(alpha=0.3, which="both")
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    if arms:
+    if axes[0].get_legend_handles_labels()[0]:  # no line at all when every run failed
         axes[0].legend(fontsize=7, loc="best")
     figure.suptitle(title or "dose response (band: min-max over seeds; red x: failed runs)",
                     fontsize=11)
