@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ptycho import runtime
 from ptycho.config import register_configs
 from ptycho.isolate import run_job_isolated
 from ptycho.job import JobOutcome, run_job
-from ptycho.sweep import job_context, job_in_flight, record_outcome, sweep_stopping
+from ptycho.sweep import finish, job_context
+from ptycho.sweep_state import SweepState
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("ptycho.run")
@@ -27,17 +31,20 @@ log = logging.getLogger("ptycho.run")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    context = job_context(PROJECT_ROOT)
-    if sweep_stopping():  # a worker picking up a queued job after the launcher was signalled
-        log.warning("[%d/%d] not started: the sweep is stopping", context.job_index + 1,
-                    context.job_total)
+    hydra_config = HydraConfig.get()  # Hydra's state is read here, at the edge, and passed on
+    context = job_context(hydra_config, PROJECT_ROOT)
+    state = SweepState(hydra_config.sweep.dir) if hydra_config.mode == RunMode.MULTIRUN else None
+    if state is not None and state.stopping:  # a worker picking up a queued job after the
+        log.warning("%s not started: the sweep is stopping", context.prefix)  # launcher's signal
         return None
 
     def record(outcome: JobOutcome) -> None:
-        record_outcome(outcome, context.job_index)
+        if state is not None:
+            state.record(context.job_index, outcome.to_dict())
 
     try:
-        with job_in_flight(context.job_index), runtime.termination_handlers():
+        with (state.in_flight(context.job_index) if state is not None else nullcontext()), \
+                runtime.termination_handlers():
             if cfg.get("isolate"):
                 plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
                 outcome = run_job_isolated(plain, context, on_killed=record)  # type: ignore
@@ -61,5 +68,10 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt as interrupt:
+        finish()  # the sweep's parent run: KILLED
         print(f"stopped: {interrupt or 'interrupted by SIGINT'}", file=sys.stderr, flush=True)
         sys.exit(runtime.exit_code(interrupt))
+    except BaseException:
+        finish()
+        raise
+    sys.exit(finish())

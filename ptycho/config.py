@@ -1,229 +1,523 @@
-"""The configuration schema (Hydra structured configs) and its validation into frozen settings.
+"""The one schema of a job's settings: frozen, typed sections with every default written once.
 
-Config enters once: Hydra composes ``conf/`` against :class:`Config` (so a typo or a wrong type
-fails at composition), then :func:`validate` checks every value and returns :class:`JobSettings`,
-frozen plain values that ``ptycho.job`` unpacks into keyword arguments. A bad value raises
-:class:`ConfigError` naming the key and the value, before any work.
+Config enters once, at the edge. Hydra composes ``conf/`` against a structured config that is
+*generated* from these classes (:func:`hydra_schema`), so a typo, a wrong type or an unknown
+choice fails at composition; :func:`validate` then builds a frozen :class:`JobConfig`, whose
+sections check their own values in ``__post_init__``. A bad value raises :class:`ConfigError`
+naming the key (with its section path) and the value, before any work.
+
+The choices of an option are declared beside it as a ``StrEnum``; a member compares equal to its
+string, so ``config.model.kind == "pinn"`` reads naturally. The data layer takes these sections
+directly (``ptycho.data`` imports this module, never the reverse), and the YAML files under
+``conf/`` only repeat these defaults for the reader (``tests/test_config.py`` holds them equal).
+
+This module imports neither TensorFlow nor ``ptycho.data`` (``tests/test_import_hygiene.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+import typing
+import zipfile
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ptycho.checks import (
-    check_dose,
-    check_gridsize,
-    check_patch_size,
-    check_positive_int,
-    validation_count,
-)
-from ptycho.data.objects import ObjectSpec
-from ptycho.data.probe import ProbeSpec
-from ptycho.data.scan import ScanSpec
-from ptycho.data.simulation import SimulationSpec
+from ptycho.checks import check_dose, check_gridsize, check_patch_size, validation_count
 
 __all__ = [
+    "MAX_DOSE",
     "SCHEMA_NAME",
-    "Config",
     "ConfigError",
-    "JobSettings",
+    "DataConfig",
+    "DtypePolicy",
+    "EvalConfig",
+    "JitCompile",
+    "JobConfig",
     "Loss",
+    "ModelConfig",
+    "ModelKind",
+    "ObjectConfig",
+    "ObjectKind",
+    "PhaseAlignment",
+    "PhaseMode",
+    "ProbeConfig",
+    "ProbeKind",
+    "ScanConfig",
+    "ScanKind",
+    "TestObject",
+    "TrackingConfig",
+    "TrainConfig",
     "config_hash",
     "format_dose",
+    "hydra_schema",
     "register_configs",
     "run_name",
     "validate",
 ]
+
+SCHEMA_NAME = "ptycho_schema"
+
+MAX_DOSE = 1e15
+"""Photons per pattern above which float32 training overflows. Measured at N=16: training turns
+NaN between 1e21 and 1e23 (Adam's squared gradient overflows float32); 1e15 keeps a wide margin
+and is far above any real detector's dose per pattern."""
+
+TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "databricks")
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and the value."""
 
 
-class Loss(Enum):
+# --- Choices -------------------------------------------------------------------------------------
+
+
+class Loss(StrEnum):
     poisson_nll = "poisson_nll"
     mae = "mae"
 
 
-# --- The schema: what conf/ may contain, with types and defaults --------------------------------
+class ModelKind(StrEnum):
+    pinn = "pinn"
+    baseline = "baseline"
 
 
-@dataclass
-class ObjectConfig:
-    kind: str = "lines"  # lines | grf | npz
-    size: int = 128  # pixels per side (ignored for npz)
-    phase: str = "independent"  # none | structure | independent
+class ObjectKind(StrEnum):
+    lines = "lines"
+    grf = "grf"
+    npz = "npz"
+
+
+class PhaseMode(StrEnum):
+    none = "none"
+    structure = "structure"
+    independent = "independent"
+
+
+class ProbeKind(StrEnum):
+    disc = "disc"
+    npz = "npz"
+
+
+class ScanKind(StrEnum):
+    raster = "raster"
+    random = "random"
+
+
+class TestObject(StrEnum):
+    __test__ = False  # not a pytest test class
+    same = "same"
+    independent = "independent"
+
+
+class PhaseAlignment(StrEnum):
+    plane = "plane"
+    mean = "mean"
+    none = "none"
+
+
+class DtypePolicy(StrEnum):
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"
+    mixed_bfloat16 = "mixed_bfloat16"
+
+
+class JitCompile(StrEnum):
+    """``auto``: XLA on a GPU, TensorFlow's oneDNN path on a CPU (1.5× faster there, measured);
+    ``true``/``false`` force it."""
+
+    auto = "auto"
+    true = "true"
+    false = "false"
+
+
+# --- Checks used by the sections -----------------------------------------------------------------
+
+
+def _fail(key: str, value: object, reason: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r}: {reason}")
+
+
+def _number(key: str, value: object, *, low: float | None = None, high: float | None = None,
+            low_open: bool = False, integer: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(key, value, "must be a number")
+    if integer and not isinstance(value, int):
+        raise _fail(key, value, "must be an integer")
+    if not math.isfinite(value):
+        raise _fail(key, value, "must be finite")
+    if low is not None and (value <= low if low_open else value < low):
+        raise _fail(key, value, f"must be {'>' if low_open else '>='} {low:g}")
+    if high is not None and value > high:
+        raise _fail(key, value, f"must be <= {high:g}")
+
+
+def _checked(key: str, value: object, check: typing.Callable[[], Any]) -> Any:
+    """Run a shared ``ptycho.checks`` check, re-raising its ValueError under the config key."""
+    try:
+        return check()
+    except ValueError as error:
+        raise _fail(key, value, str(error)) from None
+
+
+def _npz_file(key: str, path: str, what: str) -> None:
+    """An NPZ input must exist and be an NPZ (a zip archive): refused before any work."""
+    if not Path(path).is_file():
+        raise _fail(key, path, f"NPZ file not found ({what})")
+    if not zipfile.is_zipfile(path):
+        raise _fail(key, path, f"not a valid NPZ file (not a zip archive; {what})")
+
+
+class _Section:
+    """Shared behaviour of the frozen sections: coerce on construction, then check."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for item in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, item.name)
+            kind = hints[item.name]
+            choices = _enum_of(kind)
+            if choices is not None and value is not None and not isinstance(value, choices):
+                if choices is JitCompile and isinstance(value, bool | str):  # YAML's booleans,
+                    value = str(value).lower()  # which Hydra's str field holds as 'True'/'False'
+                try:
+                    value = choices(value)
+                except ValueError:
+                    raise _fail(item.name, value, f"must be one of "
+                                f"{[member.value for member in choices]}") from None
+            elif _is_float(kind) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # 1000 and 1e3 are the same setting (and hash alike)
+            object.__setattr__(self, item.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` (``field=value: reason``) for a bad value."""
+
+
+def _enum_of(kind: Any) -> type[StrEnum] | None:
+    for option in typing.get_args(kind) or (kind,):
+        if isinstance(option, type) and issubclass(option, StrEnum):
+            return option
+    return None
+
+
+def _is_float(kind: Any) -> bool:
+    return kind is float or float in typing.get_args(kind)
+
+
+# --- The sections --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectConfig(_Section):
+    """What determines a simulated object (all of it enters the dataset-cache key)."""
+
+    kind: ObjectKind = ObjectKind.lines
+    size: int | None = None
+    """Pixels per side; ``None``: twice the patch size N (ignored for ``npz``)."""
+    phase: PhaseMode = PhaseMode.independent
     amplitude_min: float = 0.5
     amplitude_max: float = 1.0
-    phase_max: float = 1.5707963267948966  # radians
-    lines_density: float = 4.0  # segments per 1000 px² of the drawing canvas
-    grf_exponent: float = 3.0  # power-law exponent of the GRF spectrum
-    path: str = ""  # NPZ file (npz only)
+    phase_max: float = math.pi / 2
+    """Radians."""
+    lines_density: float = 4.0
+    """Line segments per 1000 px² of the drawing canvas (``lines`` only)."""
+    grf_exponent: float = 3.0
+    """Power-law exponent β of the spectrum ``|k|^-β`` (``grf`` only)."""
+    path: str = ""
+    """NPZ file holding the object (``npz`` only; its size then comes from the file)."""
+
+    def check(self) -> None:
+        if self.size is not None:
+            _number("size", self.size, low=16, integer=True)
+        for key in ("amplitude_min", "amplitude_max", "phase_max", "lines_density",
+                    "grf_exponent"):
+            _number(key, getattr(self, key))
+        if not 0.0 < self.amplitude_min <= self.amplitude_max:
+            raise _fail("amplitude_min", self.amplitude_min,
+                        f"must satisfy 0 < amplitude_min <= amplitude_max={self.amplitude_max}")
+        if not 0.0 <= self.phase_max <= math.pi:
+            raise _fail("phase_max", self.phase_max, "must lie in [0, pi]")
+        if self.lines_density <= 0:
+            raise _fail("lines_density", self.lines_density, "must be > 0")
+        if self.grf_exponent <= 0:
+            raise _fail("grf_exponent", self.grf_exponent, "must be > 0")
+        if self.kind == ObjectKind.npz:
+            _npz_file("path", self.path, "data/object=npz")
+
+    def fingerprint(self) -> dict[str, object]:
+        """The fields that determine the object, with an NPZ named by its content hash."""
+        return _fingerprint(self)
 
 
-@dataclass
-class ProbeConfig:
-    kind: str = "disc"  # disc | npz
-    radius_fraction: float = 0.17  # disc radius / N
-    edge_sigma: float = 1.0  # pixels
-    phase_curvature: float = 2.0  # radians at the disc edge (breaks the twin-image ambiguity)
-    path: str = ""  # NPZ file (npz only)
+@dataclass(frozen=True)
+class ProbeConfig(_Section):
+    """What determines the probe (enters the dataset-cache key; an NPZ by its content hash)."""
+
+    kind: ProbeKind = ProbeKind.disc
+    radius_fraction: float = 0.17
+    """Disc radius as a fraction of ``N``."""
+    edge_sigma: float = 1.0
+    """Gaussian blur of the disc edge, pixels."""
+    phase_curvature: float = 2.0
+    """Quadratic phase at the disc edge, radians. Nonzero by default: a real, centro-symmetric
+    probe leaves the twin-image ambiguity o(r) ↔ conj(o(−r)) of a single pattern unresolved."""
+    path: str = ""
+    """NPZ file with a ``probeGuess`` (or ``probe``) ``(N, N)`` complex array (``npz`` only)."""
+
+    def check(self) -> None:
+        _number("radius_fraction", self.radius_fraction, low=0, low_open=True, high=0.5)
+        _number("edge_sigma", self.edge_sigma, low=0)
+        _number("phase_curvature", self.phase_curvature)
+        if self.kind == ProbeKind.npz:
+            _npz_file("path", self.path, "data.probe.kind=npz")
+
+    def fingerprint(self) -> dict[str, object]:
+        return _fingerprint(self)
 
 
-@dataclass
-class ScanConfig:
-    kind: str = "raster"  # raster | random
-    margin: float = 0.0  # pixels kept free beyond the patch half-width
-    jitter: float = 1.0  # ± pixels (raster only)
-    subpixel: bool = True  # False rounds positions to whole pixels
+@dataclass(frozen=True)
+class ScanConfig(_Section):
+    """How scan positions are drawn (enters the dataset-cache key)."""
+
+    kind: ScanKind = ScanKind.raster
+    """``raster``: a grid covering the object, as dense as the number of patterns allows."""
+    margin: float = 0.0
+    """Extra border (pixels) kept free beyond the patch half-width."""
+    jitter: float = 1.0
+    """Uniform jitter ± pixels applied to raster points (``raster`` only)."""
+    subpixel: bool = True
+    """False rounds positions to whole pixels (exact patch extraction and stitching)."""
+
+    def check(self) -> None:
+        _number("margin", self.margin, low=0)
+        _number("jitter", self.jitter, low=0)
 
 
-@dataclass
-class DataConfig:
+def _fingerprint(section: Any) -> dict[str, object]:
+    fields = {item.name: getattr(section, item.name) for item in dataclasses.fields(section)}
+    if section.kind == "npz":
+        fields["path"] = hashlib.sha256(Path(section.path).read_bytes()).hexdigest()
+    return fields
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """The simulated data: object, probe, scan and how many patterns of each split."""
+
     object: ObjectConfig = field(default_factory=ObjectConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     scan: ScanConfig = field(default_factory=ScanConfig)
-    n_train: int = 512  # training diffraction patterns
-    n_test: int = 128  # test diffraction patterns (evaluation)
-    test_object: str = "same"  # same | independent
-    noise_seed: int | None = None  # None: the job's seed
-    cache: bool = True  # reuse simulated datasets from cache_dir
-    cache_dir: str | None = None  # None: <project>/outputs/cache/datasets
+    n_train: int = 512
+    """Training diffraction patterns."""
+    n_test: int = 128
+    """Test diffraction patterns (reconstructed, stitched and scored)."""
+    test_object: TestObject = TestObject.same
+    """``same``: test positions scan the training object (reconstruct what you measured);
+    ``independent``: a second realisation of the object (generalisation)."""
+    noise_seed: int | None = None
+    """``None``: the job's seed."""
+    cache: bool = True
+    """Reuse simulated datasets from ``cache_dir`` (not part of the config hash)."""
+    cache_dir: str | None = None
+    """``None``: ``<project>/outputs/cache/datasets`` (not part of the config hash)."""
+
+    def for_patch(self, N: int) -> DataConfig:
+        """This section with the object's size resolved for patch size ``N`` (``None``: 2·N)."""
+        if self.object.size is not None:
+            return self
+        return dataclasses.replace(self, object=dataclasses.replace(self.object, size=2 * N))
+
+    def check(self) -> None:
+        _number("n_train", self.n_train, low=1, integer=True)
+        _number("n_test", self.n_test, low=1, integer=True)
+        if self.noise_seed is not None:
+            _number("noise_seed", self.noise_seed, low=0, integer=True)
 
 
-@dataclass
-class ModelConfig:
-    kind: str = "pinn"  # pinn | baseline
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    kind: ModelKind = ModelKind.pinn
+    """``pinn``: physics-informed; ``baseline``: supervised (PtychoNN recipe)."""
     bottleneck_filters: int = 256
+    """Generator width at the 8×8 bottleneck (halved per level up)."""
     trainable_probe: bool = False
 
+    def check(self) -> None:
+        _number("bottleneck_filters", self.bottleneck_filters, low=1, integer=True)
 
-@dataclass
-class TrainConfig:
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
     epochs: int = 50
-    batch_size: int = 16  # groups per step
-    learning_rate: float = 5e-4  # 1e-3 oscillates with this generator (measured)
+    """Maximum; early stopping may end sooner."""
+    batch_size: int = 16
+    """Groups per optimiser step."""
+    learning_rate: float = 5e-4
+    """Adam (1e-3 oscillates with this generator, measured)."""
     validation_fraction: float = 0.05
+    """Groups held out for ``val_loss``."""
     plateau_factor: float = 0.5
     plateau_patience: int = 2
     min_learning_rate: float = 1e-4
     early_stopping_patience: int = 3
-    jit_compile: bool = True
-    dtype_policy: str = "float32"
+    """Best weights restored."""
+    jit_compile: JitCompile = JitCompile.auto
+    dtype_policy: DtypePolicy = DtypePolicy.float32
+
+    def check(self) -> None:
+        _number("epochs", self.epochs, low=1, integer=True)
+        _number("batch_size", self.batch_size, low=1, integer=True)
+        _number("learning_rate", self.learning_rate, low=0, low_open=True)
+        _number("validation_fraction", self.validation_fraction, low=0, high=0.5)
+        _number("plateau_factor", self.plateau_factor, low=0, low_open=True, high=1)
+        _number("plateau_patience", self.plateau_patience, low=0, integer=True)
+        _number("min_learning_rate", self.min_learning_rate, low=0)
+        _number("early_stopping_patience", self.early_stopping_patience, low=0, integer=True)
 
 
-@dataclass
-class EvalConfig:
-    keep_fraction: float = 0.3  # central part of each patch stitched, fraction of N
-    border: int = 4  # pixels trimmed from the scanned region
-    phase_alignment: str = "plane"  # plane | mean | none
+@dataclass(frozen=True)
+class EvalConfig(_Section):
+    keep_fraction: float = 0.3
+    """Central part of each patch stitched, fraction of N (at least the scan step is kept)."""
+    border: int = 4
+    """Pixels trimmed from the scanned region."""
+    phase_alignment: PhaseAlignment = PhaseAlignment.plane
     subpixel_registration: bool = False
-    batch_size: int = 64  # inference batch (groups)
-    n_diffraction: int = 4  # patterns shown in the diffraction figure
+    batch_size: int = 64
+    """Inference batch (groups)."""
+    n_diffraction: int = 4
+    """Patterns shown in the diffraction figure (not part of the config hash)."""
+
+    def check(self) -> None:
+        _number("keep_fraction", self.keep_fraction, low=0, low_open=True, high=1)
+        _number("border", self.border, low=0, integer=True)
+        _number("batch_size", self.batch_size, low=1, integer=True)
+        _number("n_diffraction", self.n_diffraction, low=1, integer=True)
 
 
-@dataclass
-class TrackingConfig:
-    uri: str | None = None  # None: sqlite <project>/outputs/mlflow.db
-    artifact_location: str | None = None  # None: <project>/outputs/mlartifacts (file stores)
-    experiment: str = "default"  # MLflow experiment: one per study
-    log_model: bool = True  # store the trained model folder as an artifact
-    # A RUNNING run with no heartbeat for this long (its job's process on another host) is stale:
-    # a resumed sweep marks it FAILED and reruns its job. Same host: a dead process id suffices.
+@dataclass(frozen=True)
+class TrackingConfig(_Section):
+    uri: str | None = None
+    """``None``: ``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project>/outputs/mlflow.db``."""
+    artifact_location: str | None = None
+    """``None``: beside a SQLite store (``<folder>/mlartifacts``); the server's for http."""
+    experiment: str = "default"
+    """One MLflow experiment per study."""
+    log_model: bool = True
+    """Store the trained model folder as an artifact."""
     stale_after_s: float = 600.0
+    """A RUNNING run with no heartbeat this long (its process on another host) counts as dead on
+    resume: marked FAILED and its job run again. Same host: a dead process id suffices."""
+
+    def check(self) -> None:
+        if self.uri is not None:
+            check_tracking_uri("uri", self.uri)
+        if not str(self.experiment).strip():
+            raise _fail("experiment", self.experiment, "must not be empty")
+        # Heartbeats come every 60 s: anything shorter than three would call live runs stale.
+        _number("stale_after_s", self.stale_after_s, low=180)
 
 
-@dataclass
-class Config:
-    N: int = 64  # patch side, a power of two >= 16
-    gridsize: int = 1  # C = gridsize² patterns per sample
-    dose: float = 1e6  # expected photons per diffraction pattern
+def check_tracking_uri(key: str, uri: str) -> str:
+    """A tracking URI MLflow can open: a scheme from :data:`TRACKING_SCHEMES` (``sqlite:///…``,
+    ``http://host:port``, …) or a plain folder path; raises :class:`ConfigError` otherwise."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if "://" in uri and scheme not in TRACKING_SCHEMES:
+        raise _fail(key, uri, f"unsupported tracking URI scheme {scheme!r}; use one of "
+                    f"{[f'{s}://' for s in TRACKING_SCHEMES]} or a folder path")
+    return uri
+
+
+@dataclass(frozen=True)
+class JobConfig(_Section):
+    """One sweep point, validated: the axes, the run switches and one section per concern."""
+
+    N: int = 64
+    """Patch side (pixels), a power of two >= 16."""
+    gridsize: int = 1
+    """``C = gridsize²`` neighbouring patterns per sample."""
+    dose: float = 1e6
+    """Expected photons per diffraction pattern."""
     loss: Loss = Loss.poisson_nll
+    """The PINN's loss (the baseline always uses supervised MAE)."""
     seed: int = 0
-    resume: bool = True  # skip jobs whose config_hash already has a FINISHED run
-    dry_run: bool = False  # validate and print the plan; no training, no runs
-    isolate: bool = False  # run each job's work in a fresh child process (memory, GPU released)
+    """Object, scan positions, noise and weights."""
+    resume: bool = True
+    """Skip jobs whose ``config_hash`` already has a FINISHED run."""
+    dry_run: bool = False
+    """Validate and print what would run; no training, no runs."""
+    isolate: bool = False
+    """Run each job's work in a fresh child process (its memory, GPU too, freed at its end)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
+    def check(self) -> None:
+        _checked("N", self.N, lambda: check_patch_size(self.N))
+        _checked("gridsize", self.gridsize, lambda: check_gridsize(self.gridsize))
+        _checked("dose", self.dose, lambda: check_dose(self.dose))
+        if self.dose > MAX_DOSE:
+            raise _fail("dose", self.dose, f"must be <= {MAX_DOSE:g} photons per pattern: "
+                        "beyond that float32 training overflows (measured: NaN from about 1e21 "
+                        "at N=16)")
+        _number("seed", self.seed, low=0, integer=True)
+        object.__setattr__(self, "data", self.data.for_patch(self.N))
+        data = self.data
+        if data.object.kind != ObjectKind.npz and data.object.size < self.N + 1:
+            raise _fail("data.object.size", data.object.size,
+                        f"smaller than a patch of N={self.N} (needs >= {self.N + 1})")
+        channels = self.gridsize**2
+        for split in ("n_train", "n_test"):
+            if getattr(data, split) < channels:
+                raise _fail(f"data.{split}", getattr(data, split),
+                            f"gridsize={self.gridsize} needs at least {channels} patterns per "
+                            "group")
+        n_val = validation_count(data.n_train, self.train.validation_fraction)
+        if data.n_train - n_val < self.train.batch_size:
+            raise _fail("train.batch_size", self.train.batch_size,
+                        f"exceeds the {data.n_train - n_val} training groups "
+                        f"(data.n_train={data.n_train})")
 
-# --- Validated, frozen settings -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    validation_fraction: float
-    plateau_factor: float
-    plateau_patience: int
-    min_learning_rate: float
-    early_stopping_patience: int
-    jit_compile: bool
-    dtype_policy: str
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    keep_fraction: float
-    border: int
-    phase_alignment: str
-    subpixel_registration: bool
-    batch_size: int
-    n_diffraction: int
-
-
-@dataclass(frozen=True)
-class TrackingSettings:
-    uri: str | None
-    artifact_location: str | None
-    experiment: str
-    log_model: bool
-    stale_after_s: float
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    """One sweep point, validated. ``resolved`` is the plain resolved config (for logging)."""
-
-    N: int
-    gridsize: int
-    dose: float
-    loss: str
-    seed: int
-    model: str
-    bottleneck_filters: int
-    trainable_probe: bool
-    simulation: SimulationSpec
-    cache: bool
-    cache_dir: str | None
-    train: TrainSettings
-    eval: EvalSettings
-    tracking: TrackingSettings
-    resume: bool
-    dry_run: bool
-    isolate: bool
-    resolved: dict[str, Any] = field(repr=False, compare=False)
+    # --- derived --------------------------------------------------------------------------------
 
     @property
-    def name(self) -> str:
-        return run_name(self.N, self.gridsize, self.dose, self.loss, self.model, self.seed)
+    def training_loss(self) -> str:
+        """What the network is trained with: the PINN's ``loss``, or the baseline's MAE."""
+        return str(self.loss) if self.model.kind == ModelKind.pinn else "supervised_mae"
+
+    def resolved(self) -> dict[str, Any]:
+        """The whole config as plain JSON-able values (enums as strings), for logging."""
+        return _plain_values(dataclasses.asdict(self))
 
     @property
     def config_hash(self) -> str:
-        return config_hash(self.resolved)
+        return config_hash(self.resolved())
+
+    def name(self, extra: typing.Mapping[str, str] | None = None) -> str:
+        """Run name from the axes, plus swept settings the axes do not show (``extra``)."""
+        return run_name(self.N, self.gridsize, self.dose, str(self.loss), str(self.model.kind),
+                        self.seed, extra)
+
+
+def _plain_values(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain_values(item) for key, item in value.items()}
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+# --- Names and hashes ----------------------------------------------------------------------------
 
 
 def format_dose(dose: float) -> str:
@@ -233,187 +527,138 @@ def format_dose(dose: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def run_name(N: int, gridsize: int, dose: float, loss: str, model: str, seed: int) -> str:
-    """Child-run name from its axes, e.g. ``N64_g2_dose1e4_poisson_nll_pinn_s0``."""
-    return f"N{N}_g{gridsize}_dose{format_dose(dose)}_{loss}_{model}_s{seed}"
+def run_name(N: int, gridsize: int, dose: float, loss: str, model: str, seed: int,
+             extra: typing.Mapping[str, str] | None = None) -> str:
+    """Child-run name from its axes, e.g. ``N64_g2_dose1e4_poisson_nll_pinn_s0``; ``extra``
+    (swept settings that are not axes) is appended, e.g. ``…_s0_train.epochs=40``."""
+    name = f"N{N}_g{gridsize}_dose{format_dose(dose)}_{loss}_{model}_s{seed}"
+    for key, value in (extra or {}).items():
+        name += f"_{key}={value}"
+    return name
 
 
-_NOT_HASHED = ("tracking", "resume", "dry_run", "isolate", "hydra")
+NAMING_AXES = ("N", "gridsize", "dose", "loss", "model", "model.kind", "seed")
+"""Override keys the run name already shows."""
+
+_NOT_HASHED = ("tracking", "resume", "dry_run", "isolate", "hydra", "data.cache",
+               "data.cache_dir", "eval.n_diffraction")
+"""Keys that do not change a job's numbers: where results go, how the job is run, the caching
+of its inputs, and how many patterns one figure shows."""
 
 
-def config_hash(resolved: dict[str, Any]) -> str:
-    """sha256 (16 hex) of the resolved config without tracking, hydra, resume, dry_run and
-    isolate keys:
-    two jobs with equal hashes compute the same thing."""
-    relevant = {k: v for k, v in resolved.items() if k not in _NOT_HASHED}
+def config_hash(resolved: typing.Mapping[str, Any]) -> str:
+    """sha256 (16 hex) of the resolved config without the keys of :data:`_NOT_HASHED` (dotted
+    paths): two jobs with equal hashes compute the same numbers."""
+    relevant = json.loads(json.dumps(dict(resolved), default=str))
+    for key in _NOT_HASHED:
+        *parents, leaf = key.split(".")
+        node = relevant
+        for parent in parents:
+            node = node.get(parent, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     blob = json.dumps(relevant, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _fail(key: str, value: object, reason: str) -> ConfigError:
-    return ConfigError(f"{key}={value!r}: {reason}")
+# --- Building and validating ---------------------------------------------------------------------
 
 
-def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise _fail(key, value, f"must be one of {list(choices)}")
-    return str(value)
-
-
-def _number(key: str, value: object, *, low: float | None = None, high: float | None = None,
-            low_open: bool = False, integer: bool = False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(key, value, "must be a number")
-    if integer and not isinstance(value, int):
-        raise _fail(key, value, "must be an integer")
-    if not math.isfinite(value):
-        raise _fail(key, value, "must be finite")
-    if low is not None and (value <= low if low_open else value < low):
-        raise _fail(key, value, f"must be {'>' if low_open else '>='} {low}")
-    if high is not None and value > high:
-        raise _fail(key, value, f"must be <= {high}")
-    return value
-
-
-def _wrap(key: str, value: object, build):
-    """Call a data-layer constructor, re-raising its ValueError under the config key."""
+def _build(cls: type, values: typing.Mapping[str, Any], path: str) -> Any:
+    """Construct section ``cls`` from plain ``values``; errors get the section's path."""
+    hints = typing.get_type_hints(cls)
+    known = {item.name for item in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        key = f"{path}{unknown[0]}"
+        raise ConfigError(f"{key}: not a setting (known in {path.rstrip('.') or 'the top level'}"
+                          f": {sorted(known)})")
+    arguments: dict[str, Any] = {}
+    for name, value in values.items():
+        kind = hints[name]
+        if isinstance(kind, type) and issubclass(kind, _Section) and isinstance(value, dict):
+            value = _build(kind, value, f"{path}{name}.")
+        arguments[name] = value
     try:
-        return build()
-    except ValueError as error:
-        raise _fail(key, value, str(error)) from None
+        return cls(**arguments)
+    except ConfigError as error:
+        raise ConfigError(f"{path}{error}") from None
+    except TypeError as error:  # a wrong shape, e.g. a value where a section belongs
+        raise ConfigError(f"{path.rstrip('.')}: {error}") from None
 
 
-def _spec(prefix: str, build):
-    """Build a data-layer spec; its ValueError (which names field and value) gets the prefix."""
-    try:
-        return build()
-    except ValueError as error:
-        raise ConfigError(f"{prefix}.{error}") from None
+def validate(cfg: DictConfig | typing.Mapping[str, Any]) -> JobConfig:
+    """Check every value of a composed config; return the frozen :class:`JobConfig`.
 
-
-def _plain(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(cfg, DictConfig):
-        container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    else:
-        container = json.loads(json.dumps(cfg, default=lambda v: getattr(v, "value", str(v))))
-    container.pop("hydra", None)
-    return container
-
-
-def validate(cfg: DictConfig | dict[str, Any]) -> JobSettings:
-    """Check every value of a composed config; return frozen :class:`JobSettings`.
+    Args:
+        cfg: Hydra's composed config, or plain nested dicts (a test, a notebook, a pickled
+            config); missing keys take the schema's defaults, and a ``hydra`` key is ignored.
 
     Raises:
         ConfigError: naming the first bad key and its value.
     """
     if isinstance(cfg, DictConfig):
-        schema = OmegaConf.structured(Config)
         try:
-            cfg = OmegaConf.merge(schema, cfg)
+            plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         except Exception as error:  # omegaconf's own errors name the key
             raise ConfigError(str(error).splitlines()[0]) from None
-    resolved = _plain(cfg)
-    c = resolved
-    data, train, evaluation, tracking = c["data"], c["train"], c["eval"], c["tracking"]
-
-    N = _wrap("N", c["N"], lambda: check_patch_size(c["N"]))
-    gridsize = _wrap("gridsize", c["gridsize"], lambda: check_gridsize(c["gridsize"]))
-    dose = _wrap("dose", c["dose"], lambda: check_dose(c["dose"]))
-    loss = _choice("loss", c["loss"], tuple(item.value for item in Loss))
-    seed = _number("seed", c["seed"], low=0, integer=True)
-    model = _choice("model.kind", c["model"]["kind"], ("pinn", "baseline"))
-    bottleneck = _wrap("model.bottleneck_filters", c["model"]["bottleneck_filters"],
-                       lambda: check_positive_int(c["model"]["bottleneck_filters"],
-                                                  "bottleneck_filters"))
-
-    obj, probe, scan = data["object"], data["probe"], data["scan"]
-    for key in ("size", "amplitude_min", "amplitude_max", "phase_max", "lines_density",
-                "grf_exponent"):
-        _number(f"data.object.{key}", obj[key], integer=key == "size")
-    if obj["kind"] == "npz" and not Path(obj["path"]).is_file():
-        raise _fail("data.object.path", obj["path"], "NPZ file not found (data/object=npz)")
-    if probe["kind"] == "npz" and not Path(probe["path"]).is_file():
-        raise _fail("data.probe.path", probe["path"], "NPZ file not found (data.probe.kind=npz)")
-    object_spec = _spec("data.object", lambda: ObjectSpec(**obj))
-    probe_spec = _spec("data.probe", lambda: ProbeSpec(**probe))
-    scan_spec = _spec("data.scan", lambda: ScanSpec(**scan))
-    n_train = _wrap("data.n_train", data["n_train"],
-                    lambda: check_positive_int(data["n_train"], "n_train"))
-    _wrap("data.n_test", data["n_test"], lambda: check_positive_int(data["n_test"], "n_test"))
-    if data["noise_seed"] is not None:
-        _number("data.noise_seed", data["noise_seed"], low=0, integer=True)
-    simulation = _spec(
-        "data",
-        lambda: SimulationSpec(
-            N=N, dose=dose, n_train=n_train, n_test=data["n_test"], seed=seed,
-            noise_seed=data["noise_seed"], obj=object_spec, probe=probe_spec, scan=scan_spec,
-            test_object=data["test_object"],
-        ),
-    )
-    channels = gridsize**2
-    for split in ("n_train", "n_test"):
-        if data[split] < channels:
-            raise _fail(f"data.{split}", data[split],
-                        f"gridsize={gridsize} needs at least {channels} patterns per group")
-
-    epochs = _wrap("train.epochs", train["epochs"],
-                   lambda: check_positive_int(train["epochs"], "epochs"))
-    batch_size = _wrap("train.batch_size", train["batch_size"],
-                       lambda: check_positive_int(train["batch_size"], "batch_size"))
-    _number("train.learning_rate", train["learning_rate"], low=0, low_open=True)
-    _number("train.validation_fraction", train["validation_fraction"], low=0, high=0.5)
-    _number("train.plateau_factor", train["plateau_factor"], low=0, low_open=True, high=1)
-    _number("train.plateau_patience", train["plateau_patience"], low=0, integer=True)
-    _number("train.min_learning_rate", train["min_learning_rate"], low=0)
-    _number("train.early_stopping_patience", train["early_stopping_patience"], low=0,
-            integer=True)
-    _choice("train.dtype_policy", train["dtype_policy"],
-            ("float32", "mixed_float16", "mixed_bfloat16"))
-    n_val = validation_count(n_train, train["validation_fraction"])
-    if n_train - n_val < batch_size:
-        raise _fail("train.batch_size", batch_size,
-                    f"exceeds the {n_train - n_val} training groups (data.n_train={n_train})")
-
-    _number("eval.keep_fraction", evaluation["keep_fraction"], low=0, low_open=True, high=1)
-    _number("eval.border", evaluation["border"], low=0, integer=True)
-    _choice("eval.phase_alignment", evaluation["phase_alignment"], ("plane", "mean", "none"))
-    _wrap("eval.batch_size", evaluation["batch_size"],
-          lambda: check_positive_int(evaluation["batch_size"], "batch_size"))
-    _number("eval.n_diffraction", evaluation["n_diffraction"], low=1, integer=True)
-    if not str(tracking["experiment"]).strip():
-        raise _fail("tracking.experiment", tracking["experiment"], "must not be empty")
-    # Heartbeats come every 60 s: anything shorter than three would call live runs stale.
-    _number("tracking.stale_after_s", tracking["stale_after_s"], low=180)
-
-    return JobSettings(
-        N=N,
-        gridsize=gridsize,
-        dose=dose,
-        loss=loss,
-        seed=seed,
-        model=model,
-        bottleneck_filters=bottleneck,
-        trainable_probe=bool(c["model"]["trainable_probe"]),
-        simulation=simulation,
-        cache=bool(data["cache"]),
-        cache_dir=data["cache_dir"],
-        train=TrainSettings(**{**train, "epochs": epochs, "batch_size": batch_size}),
-        eval=EvalSettings(**evaluation),
-        tracking=TrackingSettings(**tracking),
-        resume=bool(c["resume"]),
-        dry_run=bool(c["dry_run"]),
-        isolate=bool(c["isolate"]),
-        resolved=resolved,
-    )
+    else:
+        plain = json.loads(json.dumps(dict(cfg), default=str))
+    assert isinstance(plain, dict)
+    plain.pop("hydra", None)
+    return _build(JobConfig, plain, "")
 
 
-SCHEMA_NAME = "ptycho_schema"
+# --- Hydra's structured config, generated from the sections --------------------------------------
+
+_HYDRA_PREFIX = "Hydra"
+_generated: dict[str, type] = {}
+
+
+def hydra_schema() -> type:
+    """Hydra's structured config for :class:`JobConfig`: the same fields, types and defaults, not
+    frozen (Hydra writes overrides into it). Generated once per process; the classes are served
+    by this module's ``__getattr__`` under ``Hydra<Section>`` so a pickled config (joblib's
+    workers) finds them."""
+    return _hydra_class(JobConfig)
+
+
+def _hydra_class(cls: type) -> type:
+    name = _HYDRA_PREFIX + cls.__name__
+    if name in _generated:
+        return _generated[name]
+    hints = typing.get_type_hints(cls)
+    fields: list[tuple[str, Any, Any]] = []
+    for item in dataclasses.fields(cls):
+        kind = hints[item.name]
+        if isinstance(kind, type) and issubclass(kind, _Section):
+            nested = _hydra_class(kind)
+            fields.append((item.name, nested, field(default_factory=nested)))
+            continue
+        if _enum_of(kind) is JitCompile:
+            kind = str  # YAML's true/false are booleans; the section turns them into choices
+        missing = item.default is dataclasses.MISSING
+        default = item.default_factory() if missing else item.default  # type: ignore[misc]
+        fields.append((item.name, kind, field(default=default)))
+    generated = dataclasses.make_dataclass(name, fields)
+    generated.__module__ = __name__
+    generated.__doc__ = f"Hydra's (mutable) twin of :class:`{cls.__name__}`."
+    _generated[name] = generated
+    return generated
+
+
+def __getattr__(name: str) -> type:
+    for cls in (JobConfig, DataConfig, ObjectConfig, ProbeConfig, ScanConfig, ModelConfig,
+                TrainConfig, EvalConfig, TrackingConfig):
+        if name == _HYDRA_PREFIX + cls.__name__:
+            return _hydra_class(cls)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_configs() -> None:
-    """Register :class:`Config` with Hydra's ConfigStore as ``ptycho_schema``, the first entry of
-    ``conf/config.yaml``'s defaults: every composed config is then typed and closed (a typo or a
-    wrong type fails at composition). Called by the entry point, never at import."""
+    """Register the generated schema with Hydra's ConfigStore as ``ptycho_schema``, the first
+    entry of ``conf/config.yaml``'s defaults: every composed config is then typed and closed.
+    Called by the entry point, never at import."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=hydra_schema())

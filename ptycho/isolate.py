@@ -25,7 +25,7 @@ from typing import Any
 
 from ptycho import runtime
 from ptycho.config import validate
-from ptycho.job import JobContext, JobOutcome, run_job, tracker_for
+from ptycho.job import JobContext, JobOutcome, open_tracker, run_job
 from ptycho.tracking import host_tags
 
 __all__ = ["run_job_isolated"]
@@ -80,11 +80,15 @@ def run_job_isolated(
     outcome: JobOutcome | None = None
     with runtime.termination_handlers():
         try:
-            child.start()
-            send.close()  # the child holds the only writing end: recv() ends when it exits
+            try:
+                child.start()
+            except Exception as error:  # e.g. no memory or no process slots to spawn it
+                return _not_started(cfg, context, error)
+            finally:
+                send.close()  # the child holds the only writing end (even if a signal landed)
             log.info("job %d runs in child process %d (isolate=true)", context.job_index,
                      child.pid)
-            outcome = _receive(receive)
+            outcome = _receive(receive, child)
             child.join(_STOP_GRACE_S)
         except BaseException as stop:  # a signal, or a launcher's exit (e.g. a SLURM requeue)
             outcome = _stop_child(child, receive, outcome, stop, cfg, context)
@@ -112,7 +116,7 @@ def _stop_child(child: Any, receive: Connection, outcome: JobOutcome | None,
         child.kill()
         child.join()
     if outcome is None:
-        outcome = _receive(receive)
+        outcome = _receive(receive, child)
     if outcome is None:  # never reported: close what it left RUNNING ourselves
         reason = str(stop) or type(stop).__name__
         outcome = _close_left_run(cfg, context, child.pid, "KILLED",
@@ -120,12 +124,29 @@ def _stop_child(child: Any, receive: Connection, outcome: JobOutcome | None,
     return outcome
 
 
-def _receive(connection: Connection) -> JobOutcome | None:
-    """The outcome the child sent, or ``None`` once it has exited without sending one."""
-    try:
-        return connection.recv()
-    except (EOFError, OSError):
-        return None
+def _receive(connection: Connection, child: Any, poll_s: float = 0.5) -> JobOutcome | None:
+    """The outcome the child sent, or ``None`` once it has exited without sending one (or was
+    never started). Polls, so a pipe whose writing end leaked can never block forever."""
+    while True:
+        try:
+            if connection.poll(poll_s):
+                return connection.recv()
+        except (EOFError, OSError):
+            return None
+        if child.pid is None or not child.is_alive():  # gone: one last look at the pipe
+            try:
+                return connection.recv() if connection.poll(0) else None
+            except (EOFError, OSError):
+                return None
+
+
+def _not_started(cfg: dict[str, Any], context: JobContext, error: Exception) -> JobOutcome:
+    """The child process could not be started: the job fails, with the reason; no run exists."""
+    config = validate(cfg)
+    message = f"could not start the job's child process: {type(error).__name__}: {error}"
+    log.error("job %d: %s", context.job_index, message)
+    return JobOutcome(config.name(context.name_extras()), "FAILED", error=message,
+                      config_hash=config.config_hash)
 
 
 def _child_died(cfg: dict[str, Any], context: JobContext, pid: int | None,
@@ -144,15 +165,17 @@ def _close_left_run(cfg: dict[str, Any], context: JobContext, pid: int | None, s
                     message: str) -> JobOutcome:
     """Close the RUNNING run of this config that process ``pid`` created (if it got that far)
     with ``status`` and ``message``; the job's outcome says the same."""
-    settings = validate(cfg)
-    outcome = JobOutcome(settings.name, status, error=message, config_hash=settings.config_hash)
+    config = validate(cfg)
+    outcome = JobOutcome(config.name(context.name_extras()), status, error=message,
+                         config_hash=config.config_hash)
     try:
-        tracker = tracker_for(settings.resolved["tracking"], context.project_root)
+        tracker, _ = open_tracker(config.tracking.uri, config.tracking.artifact_location,
+                                  context.project_root)
         experiment_id = context.experiment_id or tracker.ensure_experiment(
-            settings.tracking.experiment)
+            config.tracking.experiment)
         here = host_tags()["host"]
         for run in tracker.find_running(
-                experiment_id, f"tags.config_hash = '{settings.config_hash}'"):
+                experiment_id, f"tags.config_hash = '{config.config_hash}'"):
             if run.tags.get("process_id") == str(pid) and run.tags.get("host") == here:
                 tracker.close_run(run.run_id, status,
                                   "died" if status == "FAILED" else "killed", message)

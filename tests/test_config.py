@@ -1,16 +1,25 @@
-"""Config composition and validation in-process (fast): the real conf/, the typed schema."""
+"""The one schema: composition of the real conf/, validation, defaults, names and hashes."""
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from ptycho.config import (
     ConfigError,
+    DataConfig,
+    JitCompile,
+    JobConfig,
+    ObjectConfig,
     config_hash,
     format_dose,
     register_configs,
@@ -18,7 +27,8 @@ from ptycho.config import (
     validate,
 )
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
 
 
 def composed(*overrides: str):
@@ -28,24 +38,29 @@ def composed(*overrides: str):
 
 
 def test_the_default_config_validates() -> None:
-    settings = validate(composed())
-    assert (settings.N, settings.gridsize, settings.dose, settings.loss) == (64, 1, 1e6,
-                                                                            "poisson_nll")
-    assert settings.model == "pinn" and settings.train.jit_compile is True
-    assert settings.simulation.obj.kind == "lines"
-    assert settings.name == "N64_g1_dose1e6_poisson_nll_pinn_s0"
+    config = validate(composed())
+    assert (config.N, config.gridsize, config.dose, config.loss) == (64, 1, 1e6, "poisson_nll")
+    assert config.model.kind == "pinn" and config.train.jit_compile == JitCompile.auto
+    assert config.data.object.kind == "lines" and config.data.object.size == 128  # 2·N
+    assert config.name() == "N64_g1_dose1e6_poisson_nll_pinn_s0"
+    assert dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen
 
 
 @pytest.mark.parametrize("experiment", ["smoke", "quickstart", "dose_response", "reference_small"])
 def test_every_experiment_preset_composes_and_validates(experiment: str) -> None:
-    settings = validate(composed(f"experiment={experiment}"))
-    assert settings.tracking.experiment == experiment
+    config = validate(composed(f"experiment={experiment}"))
+    assert config.tracking.experiment == experiment
 
 
 def test_experiment_values_override_the_defaults() -> None:
-    settings = validate(composed("experiment=smoke"))
-    assert settings.N == 16 and settings.train.epochs == 2
+    config = validate(composed("experiment=smoke"))
+    assert config.N == 16 and config.train.epochs == 2
     assert validate(composed("experiment=smoke", "N=32")).N == 32  # the command line wins
+
+
+@pytest.mark.parametrize("value", ["true", "false", "auto"])
+def test_jit_compile_takes_yaml_booleans_and_auto(value: str) -> None:
+    assert validate(composed(f"train.jit_compile={value}")).train.jit_compile == value
 
 
 @pytest.mark.parametrize(
@@ -55,12 +70,16 @@ def test_experiment_values_override_the_defaults() -> None:
         ("gridsize=0", "gridsize=0: gridsize must be an integer >= 1, got 0"),
         ("dose=-1", "dose=-1.0: dose must be a positive finite number"),
         ("dose=nan", "dose=nan"),
-        ("train.epochs=0", "train.epochs=0"),
+        ("dose=1e30", "dose=1e+30: must be <= 1e+15 photons per pattern"),
+        ("train.epochs=0", "train.epochs=0: must be >= 1"),
         ("train.batch_size=1000", "train.batch_size=1000: exceeds"),
-        ("data.object.kind=circles", "data.object.kind must be one of"),
-        ("data.scan.kind=spiral", "data.scan.kind must be one of"),
-        ("eval.phase_alignment=tilt", "eval.phase_alignment='tilt'"),
         ("data.n_train=3", "data.n_train=3"),
+        ("data.object.size=16", "data.object.size=16: smaller than a patch of N=16"),
+        ("data.probe.radius_fraction=0.9", "data.probe.radius_fraction=0.9: must be <= 0.5"),
+        ("eval.keep_fraction=0", "eval.keep_fraction=0.0: must be > 0"),
+        ("tracking.uri=ftp://nowhere/x", "tracking.uri='ftp://nowhere/x': unsupported tracking "
+                                         "URI scheme 'ftp'"),
+        ("tracking.stale_after_s=10", "tracking.stale_after_s=10.0: must be >= 180"),
     ],
 )
 def test_bad_values_name_key_and_value(override: str, message: str) -> None:
@@ -69,22 +88,137 @@ def test_bad_values_name_key_and_value(override: str, message: str) -> None:
     assert message in str(raised.value)
 
 
-@pytest.mark.parametrize("override", ["dose=abc", "loss=foo", "Nn=64", "train.epochs=ten"])
-def test_typos_and_wrong_types_fail_at_composition(override: str) -> None:
+@pytest.mark.parametrize(
+    "override",
+    ["dose=abc", "loss=foo", "Nn=64", "train.epochs=ten", "data.object.kind=circles",
+     "data.scan.kind=spiral", "eval.phase_alignment=tilt", "model.kind=unet"],
+)
+def test_typos_wrong_types_and_unknown_choices_fail_at_composition(override: str) -> None:
     with pytest.raises((HydraException, OmegaConfBaseException)) as raised:
         composed(override)
-    assert override.split("=")[0] in str(raised.value) or override.split("=")[1] in str(
-        raised.value)
+    key, value = override.split("=")
+    assert key.split(".")[-1] in str(raised.value) or value in str(raised.value)
 
 
-def test_config_hash_ignores_tracking_and_resume_but_not_physics() -> None:
+def test_plain_dicts_are_checked_like_composed_configs() -> None:
+    with pytest.raises(ConfigError, match=r"data\.object\.kind='circles': must be one of "):
+        validate({"data": {"object": {"kind": "circles"}}})
+    with pytest.raises(ConfigError, match=r"train\.epochz: not a setting"):
+        validate({"train": {"epochz": 3}})
+    assert validate({"dose": 1000}).dose == 1000.0 and isinstance(validate({"dose": 1000}).dose,
+                                                                   float)
+
+
+@pytest.mark.parametrize("content", [b"not an npz at all\n", b""])
+def test_a_missing_or_invalid_npz_is_refused_before_any_work(tmp_path: Path,
+                                                              content: bytes) -> None:
+    fake = tmp_path / "x.npz"
+    fake.write_bytes(content)
+    with pytest.raises(ConfigError, match=r"data\.object\.path='.*x\.npz': not a valid NPZ file"):
+        validate(composed("experiment=smoke", "data/object=npz", f"data.object.path={fake}"))
+    with pytest.raises(ConfigError, match=r"data\.probe\.path='/no/such\.npz': NPZ file not "):
+        validate(composed("experiment=smoke", "data.probe.kind=npz",
+                          "data.probe.path=/no/such.npz"))
+
+
+def test_config_hash_covers_what_changes_results_and_nothing_else() -> None:
     base = validate(composed("experiment=smoke")).config_hash
-    assert validate(composed("experiment=smoke", "tracking.experiment=other",
-                             "resume=false")).config_hash == base
-    assert validate(composed("experiment=smoke", "dose=1e4")).config_hash != base
+    same = [
+        "tracking.experiment=other", "resume=false", "isolate=true", "data.cache=false",
+        "data.cache_dir=/somewhere/else", "eval.n_diffraction=2", "tracking.log_model=false",
+    ]
+    for override in same:
+        assert validate(composed("experiment=smoke", override)).config_hash == base, override
+    for override in ["dose=1e4", "train.epochs=3", "data.n_test=40", "eval.border=3",
+                     "train.jit_compile=true", "data.noise_seed=5"]:
+        assert validate(composed("experiment=smoke", override)).config_hash != base, override
     assert len(base) == 16 and config_hash({"a": 1}) == config_hash({"a": 1, "tracking": 2})
+    # An integer given for a float setting is the same setting.
+    assert (validate(composed("experiment=smoke", "dose=100000")).config_hash
+            == validate(composed("experiment=smoke", "dose=1e5")).config_hash)
 
 
-def test_run_names_are_built_from_the_axes() -> None:
+def test_run_names_are_built_from_the_axes_and_the_other_swept_settings() -> None:
     assert run_name(64, 2, 1e4, "poisson_nll", "pinn", 0) == "N64_g2_dose1e4_poisson_nll_pinn_s0"
+    assert (run_name(16, 1, 1e5, "mae", "pinn", 1, {"train.epochs": "40"})
+            == "N16_g1_dose1e5_mae_pinn_s1_train.epochs=40")
     assert format_dose(2500.0) == "2.5e3" and format_dose(1e9) == "1e9"
+
+
+def _yaml_leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    leaves = {}
+    for key, value in tree.items():
+        if key in ("defaults", "hydra"):
+            continue
+        if isinstance(value, dict):
+            leaves.update(_yaml_leaves(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
+def _schema_default(path: str) -> Any:
+    """The default written in the schema (not resolved: ``data.object.size`` stays None)."""
+    *sections, leaf = path.split(".")
+    node: Any = JobConfig
+    for part in sections:
+        node = {f.name: f for f in dataclasses.fields(node)}[part].default_factory()
+    item = {f.name: f for f in dataclasses.fields(node)}[leaf]
+    return item.default
+
+
+def test_every_yaml_default_equals_the_schema_default() -> None:
+    """conf/ repeats the defaults for the reader; the schema holds them. They cannot drift."""
+    groups = {  # file → where its keys sit in the config
+        "config.yaml": "", "data/default.yaml": "data.", "data/object/lines.yaml": "data.object.",
+        "data/object/grf.yaml": "data.object.", "model/pinn.yaml": "model.",
+        "train/default.yaml": "train.", "eval/default.yaml": "eval.",
+        "tracking/default.yaml": "tracking.",
+    }
+    checked = 0
+    for file, prefix in groups.items():
+        tree = yaml.safe_load((ROOT / "conf" / file).read_text())
+        for key, value in _yaml_leaves(tree, prefix).items():
+            if key == "data.object.kind" and value == "grf":  # the other group choice
+                continue
+            default = _schema_default(key)
+            assert value == default or (isinstance(default, float) and float(value) == default), (
+                f"conf/{file}: {key}={value!r} but the schema's default is {default!r}")
+            checked += 1
+    assert checked >= 50
+
+
+def test_every_patch_size_and_gridsize_validates_on_the_defaults() -> None:
+    from ptycho.data import canvas_size, check_canvas, group_positions, make_positions
+    from ptycho.evaluation import check_stitch_geometry
+    from ptycho.pipeline import simulation_spec
+
+    for N in (16, 32, 64, 128, 256):
+        for gridsize in (1, 2):
+            config = validate(composed(f"N={N}", f"gridsize={gridsize}"))
+            spec = simulation_spec(config)
+            size = spec.obj.size
+            assert size == 2 * N
+            offsets = []
+            for split, n in (("train", spec.n_train), ("test", spec.n_test)):
+                positions = make_positions(spec.scan, n, (size, size), N, seed=1)
+                if split == "test":
+                    check_stitch_geometry(positions, N=N, keep_fraction=config.eval.keep_fraction)
+                offsets.append(group_positions(positions, gridsize, seed=0).offsets)
+            check_canvas(offsets, N, canvas_size(offsets, N))
+
+
+def test_the_schema_imports_neither_tensorflow_nor_the_data_layer() -> None:
+    probe = ("import sys, ptycho.config, ptycho.sweep_state; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('tensorflow', 'keras') or m.startswith('ptycho.data')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+def test_sections_are_frozen_and_data_takes_them_directly() -> None:
+    data = DataConfig(object=ObjectConfig(size=40))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        data.n_train = 3  # type: ignore[misc]
+    assert data.for_patch(16).object.size == 40 and DataConfig().for_patch(16).object.size == 32

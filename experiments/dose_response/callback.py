@@ -1,9 +1,9 @@
 """Hydra callback: the dose-response report of every multirun, produced when the sweep ends.
 
-Registered in ``conf/config.yaml`` after ``ptycho.sweep.SweepCallback``; Hydra calls end hooks
-in reverse order, so the report is written before the sweep summary closes the parent run. A
-failure here is reported on stderr and never hides the jobs' results (they are in MLflow and in
-the summary that follows).
+Registered in ``conf/config.yaml`` beside ``ptycho.sweep.SweepCallback``; the two do not depend on
+their order (the summary callback neither raises nor deletes anything the report reads, and
+logging to a closed parent run is allowed). A failure here is reported on stderr and never hides
+the jobs' results (they are in MLflow and in the sweep's summary).
 """
 
 from __future__ import annotations
@@ -16,19 +16,26 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ptycho.sweep import read_outcomes, read_parent
+from ptycho import runtime
+from ptycho.sweep_state import SweepState
 
 
 class ReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        parent = read_parent(sweep_dir)
+        state = SweepState(sweep_dir)
+        try:
+            parent = state.read()
+        except Exception as error:
+            print(f"\nno dose-response report: {error}", file=sys.stderr, flush=True)
+            return
         if not parent.get("parent_run_id"):  # a dry run, or no sweep state
             return
         try:
+            runtime.quiet_tensorflow()  # the report's figures import TensorFlow (evaluation)
             from experiments.dose_response.report import make_report
 
-            reused = [o["run_id"] for o in read_outcomes(sweep_dir)
+            reused = [o["run_id"] for o in state.outcomes()
                       if o["status"] == "SKIPPED" and o.get("run_id")]
             report = make_report(tracking_uri=parent["tracking_uri"],
                                  parent_run_id=parent["parent_run_id"],

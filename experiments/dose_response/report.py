@@ -31,7 +31,7 @@ import pandas as pd
 
 from ptycho import viz
 from ptycho.evaluation import METRIC_KEYS
-from ptycho.tracking import RunRecord, Tracker, default_store
+from ptycho.tracking import RunRecord, Tracker, resolve_store
 
 __all__ = [
     "AXES",
@@ -211,8 +211,10 @@ def make_report(
     ``reused_run_ids``: FINISHED runs of earlier sweeps that this one skipped (``resume=true``);
     they belong to the study's result and are reported beside the sweep's own children.
     """
-    if tracking_uri is None:
-        tracking_uri, _ = default_store(PROJECT_ROOT)
+    tracking_uri, _, source = resolve_store(tracking_uri, None, PROJECT_ROOT)
+    log.info("report from the store %s (%s)", tracking_uri,
+             {"config": "--tracking-uri", "project": "the project's default store"}.get(
+                 source, f"${source}"))
     tracker = Tracker(tracking_uri)
     if parent_run_id is None:
         found = tracker.latest_sweep(experiment)
@@ -298,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--parent-run", help="the sweep's parent run id")
     source.add_argument("--experiment", help="newest sweep of this MLflow experiment")
-    parser.add_argument("--tracking-uri", help="default: sqlite:///<project>/outputs/mlflow.db")
+    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI if set, else "
+                        "sqlite:///<project>/outputs/mlflow.db")
     parser.add_argument("--out", help="output folder (default: outputs/reports/<parent id>)")
     parser.add_argument("--frc50", type=float, default=DEFAULT_THRESHOLDS["amp_frc50"],
                         help="amplitude FRC50 threshold (ring) for the dose-efficiency table")

@@ -3,9 +3,9 @@
 from ptycho.data.dataset import DiffractionData, extract_object_patches, simulate
 from ptycho.data.grouping import Groups, canvas_size, check_canvas, group_positions
 from ptycho.data.npz import load_npz, save_npz
-from ptycho.data.objects import ObjectSpec, make_object
-from ptycho.data.probe import ProbeSpec, disc_probe, make_probe
-from ptycho.data.scan import ScanSpec, make_positions, random_positions, raster_positions
+from ptycho.data.objects import make_object
+from ptycho.data.probe import disc_probe, make_probe
+from ptycho.data.scan import make_positions, random_positions, raster_positions
 from ptycho.data.simulation import (
     DatasetPair,
     SimulationSpec,
@@ -18,9 +18,6 @@ __all__ = [
     "DatasetPair",
     "DiffractionData",
     "Groups",
-    "ObjectSpec",
-    "ProbeSpec",
-    "ScanSpec",
     "SimulationSpec",
     "cache_key",
     "canvas_size",

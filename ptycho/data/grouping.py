@@ -9,6 +9,7 @@ places the ``C`` patches on a canvas of side ``canvas_size`` derived from the of
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ from scipy.spatial import cKDTree
 
 from ptycho.checks import check_gridsize, check_patch_size
 
-__all__ = ["Groups", "canvas_size", "check_canvas", "group_positions"]
+__all__ = ["Groups", "OffsetArrays", "canvas_size", "check_canvas", "group_positions"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Groups:
 
 
 def group_positions(
-    positions: np.ndarray, gridsize: int, *, n_groups: int | None = None, seed: int = 0
+    positions: np.ndarray, gridsize: int, *, seed: int, n_groups: int | None = None
 ) -> Groups:
     """Form groups of ``gridsize²`` nearest neighbours.
 
@@ -86,28 +87,88 @@ def group_positions(
     return Groups(indices=indices, offsets=offsets, centres=centres, gridsize=gridsize)
 
 
-def canvas_size(offsets: np.ndarray, N: int) -> int:
+OffsetArrays = np.ndarray | Sequence[np.ndarray]
+"""One ``(G, C, 2)`` offsets array, or a list/tuple of them (e.g. train and test groups)."""
+
+
+def _offset_arrays(offsets: OffsetArrays) -> list[np.ndarray]:
+    """``offsets`` as a list of ``(G, C, 2)`` float64 arrays; ``ValueError`` on a bad shape."""
+    arrays = [offsets] if isinstance(offsets, np.ndarray) else list(offsets)
+    if not arrays:
+        raise ValueError("offsets: give at least one (G, C, 2) offsets array, got none")
+    checked = []
+    for number, array in enumerate(arrays):
+        array = np.asarray(array, dtype=np.float64)
+        if array.ndim != 3 or array.shape[-1] != 2:
+            raise ValueError(
+                f"offsets array {number} must have shape (G, C, 2) (Groups.offsets), "
+                f"got {array.shape}"
+            )
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"offsets array {number} must be finite, got NaN or Inf")
+        checked.append(array)
+    return checked
+
+
+def _group_reach(offsets: np.ndarray) -> np.ndarray:
+    """``(G,)`` largest ``|x|`` or ``|y|`` offset of each group, pixels."""
+    return np.abs(offsets).max(axis=(1, 2), initial=0.0)
+
+
+def canvas_size(offsets: OffsetArrays, N: int) -> int:
     """Smallest even canvas side that holds every group: ``N + 2·⌈max|offset| + 1⌉``.
 
     The ``+1`` keeps the bilinear support of a sub-pixel patch on the canvas.
+
+    Args:
+        offsets: ``(G, C, 2)`` float ``(x, y)`` offsets in pixels (:attr:`Groups.offsets`), or a
+            list/tuple of such arrays: the canvas then holds the groups of all of them. Size the
+            model's canvas from the train AND the test groups, ``[train.offsets, test.offsets]``:
+            the test raster is coarser, so its groups spread further than the training ones.
+        N: patch side, a power of two ≥ 16.
+
+    Returns:
+        The canvas side in pixels (even, ≥ ``N + 2``).
     """
     N = check_patch_size(N)
-    offsets = np.asarray(offsets, dtype=np.float64)
-    reach = float(np.abs(offsets).max()) if offsets.size else 0.0
+    reach = max(float(_group_reach(array).max(initial=0.0)) for array in _offset_arrays(offsets))
     side = N + 2 * math.ceil(reach + 1.0)
     return side + (side % 2)
 
 
-def check_canvas(offsets: np.ndarray, N: int, canvas: int) -> None:
-    """Raise ``ValueError`` when a group's patches do not fit a ``canvas × canvas`` canvas."""
+def check_canvas(offsets: OffsetArrays, N: int, canvas: int) -> None:
+    """Raise ``ValueError`` when any group's patches do not fit a ``canvas × canvas`` canvas.
+
+    Args:
+        offsets: ``(G, C, 2)`` offsets in pixels, or a list/tuple of such arrays (as for
+            :func:`canvas_size`); every group of every array is checked.
+        N: patch side, a power of two ≥ 16.
+        canvas: canvas side in pixels.
+
+    Raises:
+        ValueError: naming how many groups (per array when several are given) reach beyond the
+            canvas, the worst reach, and the canvas that would hold them all.
+    """
     N = check_patch_size(N)
-    offsets = np.asarray(offsets, dtype=np.float64)
-    reach = float(np.abs(offsets).max()) if offsets.size else 0.0
-    limit = (canvas - N) / 2 - 1
-    if reach > limit:
-        group = int(np.argmax(np.abs(offsets).reshape(len(offsets), -1).max(axis=1)))
-        raise ValueError(
-            f"canvas={canvas} is too small for N={N}: group {group} reaches {reach:.2f} px "
-            f"from its centre, the canvas holds at most {limit:.2f} px (need canvas >= "
-            f"{canvas_size(offsets, N)})"
-        )
+    if isinstance(canvas, bool) or not isinstance(canvas, int | np.integer):
+        raise ValueError(f"canvas must be an integer number of pixels, got {canvas!r}")
+    arrays = _offset_arrays(offsets)
+    limit = (int(canvas) - N) / 2 - 1
+    reaches = [_group_reach(array) for array in arrays]
+    outside = [int(np.count_nonzero(reach > limit)) for reach in reaches]
+    total_outside = sum(outside)
+    if total_outside == 0:
+        return
+    total = sum(len(reach) for reach in reaches)
+    worst = max(float(reach.max(initial=0.0)) for reach in reaches)
+    per_array = ""
+    if len(arrays) > 1:
+        per_array = " (" + ", ".join(
+            f"array {number}: {count} of {len(reach)}"
+            for number, (count, reach) in enumerate(zip(outside, reaches, strict=True))
+        ) + ")"
+    raise ValueError(
+        f"canvas={canvas} is too small for N={N}: {total_outside} of {total} groups"
+        f"{per_array} reach beyond it (up to {worst:.2f} px from their centre; the canvas holds "
+        f"at most {limit:.2f} px); need canvas >= {canvas_size(arrays, N)}"
+    )

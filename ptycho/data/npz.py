@@ -15,17 +15,20 @@ counts         (M, N, N) optional   float32    photon counts (ours; else diffrac
 _metadata      () optional          str        JSON: dose, measured_dose, provenance (ours)
 =============  ===================  =========  ==============================================
 
-Loading uses ``allow_pickle=False``. A missing key or a wrong shape or dtype is refused with a
+Loading uses ``allow_pickle=False``. A file that is not an NPZ is refused with
+``"<path>: not a valid NPZ file (…)"``; a missing key or a wrong shape or dtype with a
 ``ValueError`` naming the key.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ptycho.data.arrays import open_npz
 from ptycho.data.dataset import DiffractionData, extract_object_patches
 
 __all__ = ["REQUIRED_KEYS", "load_npz", "save_npz"]
@@ -72,14 +75,17 @@ def load_npz(path: str | Path) -> DiffractionData:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"NPZ file does not exist: {str(path)!r}")
-    with np.load(path, allow_pickle=False) as npz:
+    with open_npz(path) as npz:
         missing = [key for key in REQUIRED_KEYS if key not in npz.files]
         if missing:
             raise ValueError(
                 f"NPZ file {str(path)!r} is missing required key(s) {missing} "
                 f"(needs {list(REQUIRED_KEYS)})"
             )
-        files = {key: npz[key] for key in npz.files}
+        try:
+            files = {key: npz[key] for key in npz.files}
+        except (OSError, EOFError, zipfile.BadZipFile) as error:  # a damaged member
+            raise ValueError(f"{path}: not a valid NPZ file ({error})") from None
 
     diffraction = _checked(files, "diffraction", 3, "f")
     n_patterns, N = diffraction.shape[0], diffraction.shape[1]

@@ -13,75 +13,21 @@ amplitude and phase are then recovered separately).
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 from skimage.draw import line_aa
 
+from ptycho.config import ObjectConfig
 from ptycho.data.arrays import read_npz_array
 
 __all__ = [
-    "OBJECT_KINDS",
-    "PHASE_MODES",
-    "ObjectSpec",
     "grf_structure",
     "lines_structure",
     "load_object_npz",
     "make_object",
 ]
-
-OBJECT_KINDS = ("lines", "grf", "npz")
-PHASE_MODES = ("none", "structure", "independent")
-
-
-@dataclass(frozen=True)
-class ObjectSpec:
-    """What determines a simulated object (everything here enters the dataset-cache key)."""
-
-    kind: str = "lines"
-    size: int = 128
-    phase: str = "independent"
-    amplitude_min: float = 0.5
-    amplitude_max: float = 1.0
-    phase_max: float = float(np.pi / 2)
-    lines_density: float = 4.0
-    """Line segments per 1000 px² of the drawing canvas (``lines`` only)."""
-    grf_exponent: float = 3.0
-    """Power-law exponent β of the spectrum ``|k|^-β`` (``grf`` only)."""
-    path: str = ""
-    """NPZ file holding the object (``npz`` only; its size then comes from the file)."""
-
-    def __post_init__(self) -> None:
-        if self.kind not in OBJECT_KINDS:
-            raise ValueError(f"kind must be one of {OBJECT_KINDS}, got {self.kind!r}")
-        if self.phase not in PHASE_MODES:
-            raise ValueError(f"phase must be one of {PHASE_MODES}, got {self.phase!r}")
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 16:
-            raise ValueError(f"size must be an integer >= 16 pixels, got {self.size!r}")
-        if not 0.0 < self.amplitude_min <= self.amplitude_max:
-            raise ValueError(
-                "amplitude_min/amplitude_max must satisfy 0 < amplitude_min <= amplitude_max, got "
-                f"({self.amplitude_min!r}, {self.amplitude_max!r})"
-            )
-        if not 0.0 <= self.phase_max <= np.pi:
-            raise ValueError(f"phase_max must lie in [0, pi], got {self.phase_max!r}")
-        if self.lines_density <= 0:
-            raise ValueError(f"lines_density must be > 0, got {self.lines_density!r}")
-        if self.grf_exponent <= 0:
-            raise ValueError(f"grf_exponent must be > 0, got {self.grf_exponent!r}")
-        if self.kind == "npz" and not Path(self.path).is_file():
-            raise ValueError(f"path must be an existing NPZ file for kind 'npz', got {self.path!r}")
-
-    def fingerprint(self) -> dict[str, object]:
-        """The fields that determine the object, with an NPZ named by its content hash."""
-        fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        if self.kind == "npz":
-            fields["path"] = hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
-        return fields
-
 
 def _normalise(image: np.ndarray) -> np.ndarray:
     low, high = float(image.min()), float(image.max())
@@ -90,7 +36,9 @@ def _normalise(image: np.ndarray) -> np.ndarray:
     return (image - low) / (high - low)
 
 
-def lines_structure(size: int, rng: np.random.Generator, density: float = 4.0) -> np.ndarray:
+def lines_structure(
+    size: int, rng: np.random.Generator, density: float = ObjectConfig.lines_density
+) -> np.ndarray:
     """``(size, size)`` float64 structure in ``[0, 1]`` made of blurred line segments."""
     canvas_size = 2 * size
     canvas = np.zeros((canvas_size, canvas_size))
@@ -110,7 +58,9 @@ def lines_structure(size: int, rng: np.random.Generator, density: float = 4.0) -
     return _normalise(blurred[start : start + size, start : start + size])
 
 
-def grf_structure(size: int, rng: np.random.Generator, exponent: float = 3.0) -> np.ndarray:
+def grf_structure(
+    size: int, rng: np.random.Generator, exponent: float = ObjectConfig.grf_exponent
+) -> np.ndarray:
     """``(size, size)`` float64 Gaussian random field, spectrum ``|k|^-exponent``, in ``[0, 1]``."""
     ky = np.fft.fftfreq(size)[:, None]
     kx = np.fft.fftfreq(size)[None, :]
@@ -123,13 +73,15 @@ def grf_structure(size: int, rng: np.random.Generator, exponent: float = 3.0) ->
     return _normalise(field)
 
 
-def make_object(spec: ObjectSpec, seed: int) -> np.ndarray:
+def make_object(spec: ObjectConfig, seed: int) -> np.ndarray:
     """The object of ``spec``: ``(size, size)`` complex64 transmission ``a · exp(iφ)``.
 
     The same ``spec`` and ``seed`` give a bit-identical object.
     """
     if spec.kind == "npz":
         return load_object_npz(spec.path)
+    if spec.size is None:
+        raise ValueError("size=None: the object's size is set from N by JobConfig/SimulationSpec")
     rng = np.random.default_rng(seed)
 
     def structure() -> np.ndarray:

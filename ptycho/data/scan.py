@@ -7,15 +7,13 @@ inside the object: ``N/2 + margin ≤ x ≤ W − N/2 − 1 − margin`` and lik
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from ptycho.checks import check_patch_size, check_positive_int
+from ptycho.config import ScanConfig
 
 __all__ = [
-    "SCAN_KINDS",
-    "ScanSpec",
     "check_positions",
     "make_positions",
     "random_positions",
@@ -23,31 +21,9 @@ __all__ = [
     "valid_range",
 ]
 
-SCAN_KINDS = ("random", "raster")
-
-
-@dataclass(frozen=True)
-class ScanSpec:
-    """How scan positions are drawn (enters the dataset-cache key)."""
-
-    kind: str = "raster"
-    margin: float = 0.0
-    """Extra border (pixels) kept free beyond the patch half-width."""
-    jitter: float = 1.0
-    """Uniform jitter ± pixels applied to raster points (``raster`` only)."""
-    subpixel: bool = True
-    """False rounds positions to whole pixels (exact patch extraction and stitching)."""
-
-    def __post_init__(self) -> None:
-        if self.kind not in SCAN_KINDS:
-            raise ValueError(f"kind must be one of {SCAN_KINDS}, got {self.kind!r}")
-        if self.margin < 0:
-            raise ValueError(f"margin must be >= 0 pixels, got {self.margin!r}")
-        if self.jitter < 0:
-            raise ValueError(f"jitter must be >= 0 pixels, got {self.jitter!r}")
-
-
-def valid_range(object_shape: tuple[int, int], N: int, margin: float = 0.0) -> np.ndarray:
+def valid_range(
+    object_shape: tuple[int, int], N: int, margin: float = ScanConfig.margin
+) -> np.ndarray:
     """``[[x_min, x_max], [y_min, y_max]]`` (float64) of valid patch centres.
 
     Raises ``ValueError`` when the object is smaller than a patch.
@@ -65,7 +41,12 @@ def valid_range(object_shape: tuple[int, int], N: int, margin: float = 0.0) -> n
 
 
 def random_positions(
-    n: int, object_shape: tuple[int, int], N: int, *, seed: int, margin: float = 0.0
+    n: int,
+    object_shape: tuple[int, int],
+    N: int,
+    *,
+    seed: int,
+    margin: float = ScanConfig.margin,
 ) -> np.ndarray:
     """``(n, 2)`` float64 ``(x, y)`` drawn uniformly over the valid region, seeded."""
     n = check_positive_int(n, "number of positions")
@@ -75,8 +56,13 @@ def random_positions(
 
 
 def raster_positions(
-    n: int, object_shape: tuple[int, int], N: int, *, seed: int, margin: float = 0.0,
-    jitter: float = 0.5,
+    n: int,
+    object_shape: tuple[int, int],
+    N: int,
+    *,
+    seed: int,
+    margin: float = ScanConfig.margin,
+    jitter: float = ScanConfig.jitter,
 ) -> np.ndarray:
     """``(n, 2)`` float64: ``n`` points of a raster spanning the valid region (``⌈√n⌉`` columns,
     rows filled in order, so only the last row may be partial), each moved by a seeded uniform
@@ -94,7 +80,7 @@ def raster_positions(
 
 
 def make_positions(
-    spec: ScanSpec, n: int, object_shape: tuple[int, int], N: int, *, seed: int
+    spec: ScanConfig, n: int, object_shape: tuple[int, int], N: int, *, seed: int
 ) -> np.ndarray:
     """Positions of ``spec``: ``(n, 2)`` float64 ``(x, y)`` pixels."""
     if spec.kind == "raster":

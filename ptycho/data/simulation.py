@@ -17,18 +17,19 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ptycho.checks import check_dose, check_patch_size, check_positive_int
+from ptycho.checks import check_dose, check_patch_size
+from ptycho.config import DataConfig, ObjectConfig, ProbeConfig, ScanConfig
 from ptycho.data.dataset import DiffractionData, simulate
 from ptycho.data.npz import load_npz, save_npz
-from ptycho.data.objects import ObjectSpec, make_object
-from ptycho.data.probe import ProbeSpec, make_probe
-from ptycho.data.scan import ScanSpec, make_positions
+from ptycho.data.objects import make_object
+from ptycho.data.probe import make_probe
+from ptycho.data.scan import make_positions
 
 __all__ = [
     "CACHE_FORMAT",
@@ -44,46 +45,59 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 2
 """Bump when the simulator's numbers change: old cache entries are then never matched."""
 
-TEST_OBJECT_MODES = ("same", "independent")
-
-
 @dataclass(frozen=True)
 class SimulationSpec:
-    """Everything that determines a simulated train/test pair."""
+    """Everything that determines a simulated train/test pair: the patch size, the dose, the
+    seed and the job's ``data`` section (its ``cache`` settings do not enter the key).
+
+    An object size of ``None`` becomes ``2·N`` (:meth:`ptycho.config.DataConfig.for_patch`).
+    """
 
     N: int
     dose: float
-    n_train: int
-    n_test: int
-    seed: int = 0
-    noise_seed: int | None = None
-    obj: ObjectSpec = field(default_factory=ObjectSpec)
-    probe: ProbeSpec = field(default_factory=ProbeSpec)
-    scan: ScanSpec = field(default_factory=ScanSpec)
-    test_object: str = "same"
-    """``same``: test positions scan the training object (reconstruct what you measured);
-    ``independent``: a second realisation of the object (generalisation)."""
+    seed: int
+    data: DataConfig
 
     def __post_init__(self) -> None:
         check_patch_size(self.N)
         object.__setattr__(self, "dose", check_dose(self.dose))
-        check_positive_int(self.n_train, "n_train")
-        check_positive_int(self.n_test, "n_test")
-        for name in ("seed", "noise_seed"):
-            value = getattr(self, name)
-            if value is None and name == "noise_seed":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.test_object not in TEST_OBJECT_MODES:
-            raise ValueError(
-                f"test_object must be one of {TEST_OBJECT_MODES}, got {self.test_object!r}"
-            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        object.__setattr__(self, "data", self.data.for_patch(self.N))
         if self.obj.kind != "npz" and self.obj.size < self.N + 1:
             raise ValueError(
                 f"object.size={self.obj.size} is smaller than a patch of N={self.N} "
                 f"(needs >= {self.N + 1})"
             )
+
+    # The data section's fields, by the names the simulator uses.
+    @property
+    def obj(self) -> ObjectConfig:
+        return self.data.object
+
+    @property
+    def probe(self) -> ProbeConfig:
+        return self.data.probe
+
+    @property
+    def scan(self) -> ScanConfig:
+        return self.data.scan
+
+    @property
+    def n_train(self) -> int:
+        return self.data.n_train
+
+    @property
+    def n_test(self) -> int:
+        return self.data.n_test
+
+    @property
+    def test_object(self) -> str:
+        return str(self.data.test_object)
+
+    @property
+    def noise_seed(self) -> int | None:
+        return self.data.noise_seed
 
     @property
     def effective_noise_seed(self) -> int:

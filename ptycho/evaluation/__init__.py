@@ -10,7 +10,7 @@ from ptycho.evaluation.alignment import (
 )
 from ptycho.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate
 from ptycho.evaluation.metrics import FRCCurve, frc, frc_crossing, image_metrics, psnr_legacy255
-from ptycho.evaluation.stitching import central_size, stitch
+from ptycho.evaluation.stitching import central_size, check_stitch_geometry, stitch, stitch_size
 
 __all__ = [
     "METRIC_KEYS",
@@ -20,6 +20,7 @@ __all__ = [
     "align_amplitude",
     "align_phase",
     "central_size",
+    "check_stitch_geometry",
     "evaluate",
     "frc",
     "frc_crossing",
@@ -28,5 +29,6 @@ __all__ = [
     "register",
     "scanned_region",
     "stitch",
+    "stitch_size",
     "wrap",
 ]

@@ -1,4 +1,4 @@
-"""Crop and align a reconstruction to its ground truth (PHYSICS.md §7, steps 2-3).
+"""Crop and align a reconstruction to its ground truth (docs/physics.md §8.2–8.3).
 
 A reconstruction is determined up to gauges the physics cannot see: a global amplitude scale (the
 learned intensity scale absorbs it), a constant phase and, for phase retrieval, a phase ramp (a
@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from skimage.registration import phase_cross_correlation
+
+from ptycho.config import EvalConfig
 
 __all__ = [
     "PHASE_ALIGNMENTS",
@@ -78,7 +80,9 @@ def align_amplitude(reconstruction: np.ndarray, truth: np.ndarray) -> np.ndarray
     return reconstruction * (np.mean(truth) / mean)
 
 
-def align_phase(reconstruction: np.ndarray, truth: np.ndarray, mode: str = "plane") -> np.ndarray:
+def align_phase(
+    reconstruction: np.ndarray, truth: np.ndarray, mode: str = EvalConfig.phase_alignment
+) -> np.ndarray:
     """Reconstructed phase with the least-squares plane (``plane``) or the circular mean (``mean``)
     of its difference to the truth removed, then unwrapped onto the truth (each pixel within ±π of
     it), radians."""

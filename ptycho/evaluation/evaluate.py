@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ptycho.config import EvalConfig
 from ptycho.evaluation.alignment import (
     align_amplitude,
     align_phase,
@@ -17,7 +18,7 @@ from ptycho.evaluation.alignment import (
     scanned_region,
 )
 from ptycho.evaluation.metrics import FRCCurve, image_metrics
-from ptycho.evaluation.stitching import central_size, stitch
+from ptycho.evaluation.stitching import check_stitch_geometry, stitch
 
 __all__ = ["METRIC_KEYS", "Evaluation", "evaluate"]
 
@@ -58,10 +59,10 @@ def evaluate(
     positions: np.ndarray,
     obj: np.ndarray,
     *,
-    keep_fraction: float = 0.3,
-    border: int = 4,
-    phase_alignment: str = "plane",
-    subpixel_registration: bool = False,
+    keep_fraction: float = EvalConfig.keep_fraction,
+    border: int = EvalConfig.border,
+    phase_alignment: str = EvalConfig.phase_alignment,
+    subpixel_registration: bool = EvalConfig.subpixel_registration,
     chunk_size: int = 256,
 ) -> Evaluation:
     """Evaluate reconstructed patches against the ground-truth object.
@@ -70,18 +71,27 @@ def evaluate(
         patches: ``(K, N, N)`` complex64 reconstructed object patches.
         positions: ``(K, 2)`` ``(x, y)`` pixels where they belong on ``obj``.
         obj: ``(H, W)`` complex64 ground-truth object.
-        keep_fraction: side of each patch's central part used in stitching, as a fraction of N.
+        keep_fraction: side of each patch's central part used in stitching, as a fraction of N;
+            widened where the scan is sparser (:func:`~ptycho.evaluation.stitching.stitch_size`),
+            so the stitch has no holes between patch centres.
         border: pixels trimmed from every side of the scanned region.
         phase_alignment: ``plane`` (least-squares plane), ``mean`` or ``none``.
         subpixel_registration: register the reconstruction to the truth first.
         chunk_size: patches stitched per step (memory bound).
+
+    Raises:
+        ValueError: bad shapes, or a scan so sparse that a whole patch cannot fill the gaps
+            between centres (:func:`~ptycho.evaluation.stitching.check_stitch_geometry`).
     """
     obj = np.asarray(obj)
     if obj.ndim != 2:
         raise ValueError(f"obj must be a 2-D array, got shape {obj.shape}")
     if border < 0:
         raise ValueError(f"border must be >= 0 pixels, got {border!r}")
-    keep = central_size(np.asarray(patches).shape[-1], keep_fraction)
+    patches = np.asarray(patches)
+    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
+        raise ValueError(f"patches must have shape (K, N, N), got {patches.shape}")
+    keep = check_stitch_geometry(positions, N=patches.shape[-1], keep_fraction=keep_fraction)
     stitched, weight = stitch(patches, positions, obj.shape, keep=keep, chunk_size=chunk_size)
     rows, cols = scanned_region(weight, border)
     reconstruction = stitched[rows, cols]

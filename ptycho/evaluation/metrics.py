@@ -1,4 +1,4 @@
-"""Image-quality metrics for one real image against its ground truth (PHYSICS.md §7, step 4).
+"""Image-quality metrics for one real image against its ground truth (docs/physics.md §8.4).
 
 PSNR and SSIM come from ``skimage.metrics`` with an explicit ``data_range`` (the truth's range).
 FRC is written here because scikit-image has none: Fourier ring correlation per integer ring of the

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from ptycho.checks import check_gridsize, check_patch_size, check_positive_int
+from ptycho.config import JobConfig, ModelConfig, ModelKind
 from ptycho.models.layers import (
     ComplexPatches,
     FarFieldIntensity,
@@ -32,7 +33,7 @@ __all__ = [
     "initial_log_scale",
 ]
 
-MODEL_KINDS = ("pinn", "baseline")
+MODEL_KINDS = tuple(kind.value for kind in ModelKind)  # the schema's choices
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,11 @@ class ModelSpec:
 
     kind: str
     N: int
-    gridsize: int = 1
-    bottleneck_filters: int = 256
+    gridsize: int = JobConfig.gridsize
+    bottleneck_filters: int = ModelConfig.bottleneck_filters
     canvas_size: int = 0
     """Overlap-constraint canvas side (PINN with gridsize > 1), else 0."""
-    trainable_probe: bool = False
+    trainable_probe: bool = ModelConfig.trainable_probe
     log_scale: float = 0.0
     """Initial ``log s`` of the intensity scale (PINN)."""
 
@@ -111,10 +112,10 @@ def build_pinn(
     probe: np.ndarray | None,
     canvas_size: int = 0,
     log_scale: float = 0.0,
-    trainable_probe: bool = False,
-    bottleneck_filters: int = 256,
+    trainable_probe: bool = ModelConfig.trainable_probe,
+    bottleneck_filters: int = ModelConfig.bottleneck_filters,
 ) -> Models:
-    """Fresh physics-informed network (PHYSICS.md §5).
+    """Fresh physics-informed network (docs/physics.md §6).
 
     Args:
         N: patch side, a power of two ≥ 16.
@@ -161,7 +162,12 @@ def build_pinn(
     return Models(spec=spec, train=train, inference=inference)
 
 
-def build_baseline(*, N: int, gridsize: int = 1, bottleneck_filters: int = 256) -> Models:
+def build_baseline(
+    *,
+    N: int,
+    gridsize: int = JobConfig.gridsize,
+    bottleneck_filters: int = ModelConfig.bottleneck_filters,
+) -> Models:
     """Fresh supervised baseline (PtychoNN recipe): the same generator trained with MAE on the
     ground-truth amplitude and phase patches; no physics head."""
     spec = ModelSpec(

@@ -1,7 +1,7 @@
 """What the models eat: grouped, normalised diffraction and the matching training targets.
 
 The network sees diffraction amplitudes ``√k · input_scale``, where ``input_scale`` is one statistic
-of the training split chosen so that ``mean Σ x² = (N/2)²`` (PHYSICS.md §5). It is stored with the
+of the training split such that ``mean Σ x² = (N/2)²`` (docs/physics.md §6.1). It is stored with the
 trained model and reused, unchanged, at inference.
 """
 

@@ -56,7 +56,7 @@ class ComplexPatches(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="ptycho")
 class OverlapConstraint(keras.layers.Layer):
-    """Merge a group's ``C`` patches on one canvas and re-cut them (PHYSICS.md §4).
+    """Merge a group's ``C`` patches on one canvas and re-cut them (docs/physics.md §5, §6.3).
 
     The canvas is per sample (samples are never mixed): normalised overlap-add of the patches at
     their offsets from the group centre, then extraction at the same offsets.

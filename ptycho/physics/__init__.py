@@ -1,9 +1,14 @@
-"""The forward model of PHYSICS.md §1–2 as pure TensorFlow functions (complex64, XLA-friendly).
+"""The forward model of docs/physics.md §1–3 as pure TensorFlow functions (complex64, XLA-friendly).
 
 One implementation serves simulation (``ptycho.data``) and training (``ptycho.models``).
 """
 
-from ptycho.physics.dose import dose_scale, expected_counts, poisson_counts
+from ptycho.physics.dose import (
+    dose_scale,
+    expected_counts,
+    expected_counts_at_dose,
+    poisson_counts,
+)
 from ptycho.physics.geometry import (
     extract_patches,
     overlap_add,
@@ -16,6 +21,7 @@ from ptycho.physics.propagation import far_field, illuminate, intensity
 __all__ = [
     "dose_scale",
     "expected_counts",
+    "expected_counts_at_dose",
     "extract_patches",
     "far_field",
     "illuminate",

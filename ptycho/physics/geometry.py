@@ -1,6 +1,6 @@
 """Sub-pixel geometry: translation, patch extraction and normalised overlap-add.
 
-Conventions (see PHYSICS.md §1):
+Conventions (see docs/physics.md §1.3):
 
 - images are row-major, ``y`` is the row and ``x`` the column;
 - positions and shifts are ``(x, y)`` float pixels;

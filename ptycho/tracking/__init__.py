@@ -4,6 +4,7 @@ Explicit run ids through ``MlflowClient`` everywhere: no fluent active-run stack
 children can be created in any process and order.
 """
 
+from ptycho.tracking.lifecycle import PriorRun, TrackedRun, prior_run, record_failure
 from ptycho.tracking.liveness import HEARTBEAT_TAG, Heartbeat, close_stale_runs, stale_reason
 from ptycho.tracking.provenance import git_state, host_tags, package_versions
 from ptycho.tracking.store import (
@@ -13,6 +14,7 @@ from ptycho.tracking.store import (
     Tracker,
     default_store,
     flatten,
+    resolve_store,
 )
 
 __all__ = [
@@ -20,7 +22,9 @@ __all__ = [
     "HEARTBEAT_TAG",
     "ROLE_TAG",
     "Heartbeat",
+    "PriorRun",
     "RunRecord",
+    "TrackedRun",
     "Tracker",
     "close_stale_runs",
     "default_store",
@@ -28,5 +32,8 @@ __all__ = [
     "git_state",
     "host_tags",
     "package_versions",
+    "prior_run",
+    "record_failure",
+    "resolve_store",
     "stale_reason",
 ]

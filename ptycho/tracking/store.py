@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -20,7 +21,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
-__all__ = ["EXPERIMENT_KIND_TAG", "ROLE_TAG", "RunRecord", "Tracker", "default_store", "flatten"]
+__all__ = ["EXPERIMENT_KIND_TAG", "ROLE_TAG", "RunRecord", "Tracker", "default_store", "flatten",
+           "resolve_store"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,27 @@ def default_store(project_root: str | Path) -> tuple[str, str]:
     outputs = Path(project_root).resolve() / "outputs"
     outputs.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{outputs / 'mlflow.db'}", (outputs / "mlartifacts").as_uri()
+
+
+def resolve_store(uri: str | None, artifact_location: str | None,
+                  project_root: str | Path) -> tuple[str, str | None, str]:
+    """Which store a job or a report uses: ``(tracking_uri, artifact_location, source)``.
+
+    The configured ``uri`` first, then ``MLFLOW_TRACKING_URI`` (the variable every MLflow tool
+    honours, read here because this package is the one that talks to MLflow), then the project's
+    SQLite store. ``source`` says which (``config``, ``MLFLOW_TRACKING_URI``, ``project``). A
+    SQLite store without an ``artifact_location`` keeps its artifacts beside the database file.
+    """
+    chosen, source = uri, "config"
+    if not chosen:
+        chosen, source = os.environ.get("MLFLOW_TRACKING_URI") or None, "MLFLOW_TRACKING_URI"
+    if not chosen:
+        default_uri, default_artifacts = default_store(project_root)
+        return default_uri, artifact_location or default_artifacts, "project"
+    if artifact_location is None and chosen.startswith("sqlite:///"):
+        database = Path(chosen.removeprefix("sqlite:///").split("?")[0])
+        artifact_location = (database.parent / "mlartifacts").as_uri()
+    return chosen, artifact_location, source
 
 
 def _open_sqlite(uri: str) -> MlflowClient:

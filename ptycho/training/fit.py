@@ -18,9 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from ptycho.checks import check_positive_int, validation_count
+from ptycho.config import EvalConfig, TrainConfig
 from ptycho.training.losses import get_loss
 
-__all__ = ["FitResult", "TrainingDiverged", "fit", "predict"]
+__all__ = ["FitResult", "TrainingDiverged", "fit", "predict", "validation_split"]
 
 log = logging.getLogger(__name__)
 
@@ -167,15 +168,46 @@ def _duration(seconds: float) -> str:
 
 
 def _batches(
-    inputs: dict[str, np.ndarray], targets: np.ndarray, batch_size: int, *, seed: int | None
+    inputs: dict[str, np.ndarray],
+    targets: np.ndarray,
+    batch_size: int,
+    *,
+    seed: int | None,
+    drop_remainder: bool,
 ) -> tf.data.Dataset:
+    """Batches of ``(features, targets)``, shuffled (seeded) when ``seed`` is given.
+
+    ``drop_remainder=True`` gives static batch shapes (XLA compiles the train step once);
+    ``False`` keeps the last, smaller batch (validation must see every held-out group).
+    """
     # A single-input model takes the bare array (a one-key dict makes Keras warn).
     features = next(iter(inputs.values())) if len(inputs) == 1 else inputs
     dataset = tf.data.Dataset.from_tensor_slices((features, targets))
     if seed is not None:
         dataset = dataset.shuffle(len(targets), seed=seed, reshuffle_each_iteration=True)
-    # Static batch shapes: XLA compiles the step once.
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def validation_split(
+    n_groups: int, validation_fraction: float, *, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded split ``fit`` uses: ``(train indices, validation indices)``, each sorted int64.
+
+    Args:
+        n_groups: number of groups ``G`` (≥ 1).
+        validation_fraction: share held out, in ``[0, 1)``; see
+            :func:`ptycho.checks.validation_count`.
+        seed: permutation seed (``fit``'s ``seed``).
+
+    Returns:
+        ``(train (G − V,), validation (V,))`` int64 indices into the groups.
+    """
+    n_groups = check_positive_int(n_groups, "n_groups")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction!r}")
+    n_val = validation_count(n_groups, validation_fraction)
+    order = np.random.default_rng(seed).permutation(n_groups)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def fit(
@@ -184,16 +216,16 @@ def fit(
     targets: np.ndarray,
     *,
     loss: str,
-    epochs: int = 50,
-    batch_size: int = 16,
-    learning_rate: float = 5e-4,
-    validation_fraction: float = 0.05,
-    plateau_factor: float = 0.5,
-    plateau_patience: int = 2,
-    min_learning_rate: float = 1e-4,
-    early_stopping_patience: int = 3,
-    jit_compile: bool = True,
-    seed: int = 0,
+    jit_compile: bool,
+    seed: int,
+    epochs: int = TrainConfig.epochs,
+    batch_size: int = TrainConfig.batch_size,
+    learning_rate: float = TrainConfig.learning_rate,
+    validation_fraction: float = TrainConfig.validation_fraction,
+    plateau_factor: float = TrainConfig.plateau_factor,
+    plateau_patience: int = TrainConfig.plateau_patience,
+    min_learning_rate: float = TrainConfig.min_learning_rate,
+    early_stopping_patience: int = TrainConfig.early_stopping_patience,
     on_epoch: EpochHook | None = None,
 ) -> FitResult:
     """Train ``model`` (compiled here with a fresh Adam) and return what ran.
@@ -205,10 +237,13 @@ def fit(
             baseline).
         loss: ``poisson_nll``, ``mae`` or ``supervised_mae``.
         epochs: maximum epochs (early stopping may end sooner).
-        batch_size: groups per step; batches are static (the remainder is dropped).
+        batch_size: groups per step; training batches are static (the remainder of the
+            training groups is dropped each epoch, a different one each shuffle); validation
+            uses every held-out group.
         learning_rate: Adam's initial rate.
-        validation_fraction: share of groups held out (seeded) for ``val_loss``; 0 disables
-            validation and the schedule then watches ``loss``.
+        validation_fraction: share of groups held out (seeded, :func:`validation_split`) for
+            ``val_loss``, the mean loss over every held-out group; 0 disables validation and
+            the schedule then watches ``loss``.
         plateau_factor, plateau_patience, min_learning_rate: reduce-on-plateau schedule.
         early_stopping_patience: epochs without improvement before stopping; the best epoch's
             weights are restored.
@@ -236,18 +271,25 @@ def fit(
             f"({n_groups} groups, {n_val} held out for validation)"
         )
 
-    order = np.random.default_rng(seed).permutation(n_groups)
-    train_idx, val_idx = np.sort(order[n_val:]), np.sort(order[:n_val])
+    train_idx, val_idx = validation_split(n_groups, validation_fraction, seed=seed)
     train_ds = _batches(
-        {k: v[train_idx] for k, v in inputs.items()}, targets[train_idx], batch_size, seed=seed
+        {k: v[train_idx] for k, v in inputs.items()},
+        targets[train_idx],
+        batch_size,
+        seed=seed,
+        drop_remainder=True,
     )
     val_ds = None
     if n_val:
+        # Every held-out group counts: the last batch may be smaller (one more compiled shape
+        # of the test step, traced once). Keras weights each batch's loss by its size, so
+        # val_loss is the mean over all held-out groups.
         val_ds = _batches(
             {k: v[val_idx] for k, v in inputs.items()},
             targets[val_idx],
             min(batch_size, n_val),
             seed=None,
+            drop_remainder=False,
         )
     monitor = "val_loss" if val_ds is not None else "loss"
 
@@ -323,7 +365,7 @@ def predict(
     model: keras.Model,
     inputs: dict[str, np.ndarray],
     *,
-    batch_size: int = 64,
+    batch_size: int = EvalConfig.batch_size,
     jit_compile: bool | None = None,
 ) -> list[np.ndarray]:
     """Run ``model`` over every row of ``inputs`` with one static batch shape.

@@ -1,4 +1,4 @@
-"""Training losses (PHYSICS.md §6). ``y_true`` first, like Keras losses; all float32.
+"""Training losses (docs/physics.md §7.1). ``y_true`` first, like Keras losses; all float32.
 
 - ``poisson_nll``: ``mean(λ − k·log(λ + ε))`` on photon counts (the constant ``log k!`` dropped);
 - ``mae``: ``mean |√λ − √k|``, the amplitude MAE arm of the dose study;

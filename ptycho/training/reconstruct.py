@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ptycho.config import EvalConfig
 from ptycho.data import DiffractionData, Groups
 from ptycho.models import Models, model_inputs
 from ptycho.training.fit import predict
@@ -34,7 +35,7 @@ def reconstruct(
     groups: Groups,
     input_scale: float,
     *,
-    batch_size: int = 64,
+    batch_size: int = EvalConfig.batch_size,
 ) -> Reconstruction:
     """Predict amplitude and phase for every group of ``data`` with ``models.inference``."""
     inputs = model_inputs(data, groups, input_scale)

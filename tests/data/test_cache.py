@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptycho.data import ObjectSpec, SimulationSpec, cache_key, load_or_simulate
+from ptycho.config import ObjectConfig
+from ptycho.data import SimulationSpec, cache_key, load_or_simulate
+from tests.helpers import simulation_spec
 
 
 def _spec(**overrides: object) -> SimulationSpec:
-    fields = {"N": 16, "dose": 1e3, "n_train": 10, "n_test": 4, "obj": ObjectSpec(size=40)}
+    fields = {"N": 16, "dose": 1e3, "n_train": 10, "n_test": 4, "obj": ObjectConfig(size=40)}
     fields.update(overrides)
-    return SimulationSpec(**fields)  # type: ignore[arg-type]
+    return simulation_spec(**fields)  # type: ignore[arg-type]
 
 
 def test_second_call_is_a_hit_with_identical_data(tmp_path: Path) -> None:
@@ -29,10 +31,10 @@ def test_key_depends_on_everything_that_determines_the_data() -> None:
     keys = {
         cache_key(_spec()),
         cache_key(_spec(dose=1e4)),
-        cache_key(_spec(N=32, obj=ObjectSpec(size=40))),
+        cache_key(_spec(N=32, obj=ObjectConfig(size=40))),
         cache_key(_spec(seed=1)),
         cache_key(_spec(noise_seed=1)),
-        cache_key(_spec(obj=ObjectSpec(size=40, kind="grf"))),
+        cache_key(_spec(obj=ObjectConfig(size=40, kind="grf"))),
         cache_key(_spec(test_object="independent")),
     }
     assert len(keys) == 7

@@ -5,24 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ptycho.config import ObjectConfig, ProbeConfig, ScanConfig
 from ptycho.data import (
     DiffractionData,
-    ObjectSpec,
-    ProbeSpec,
-    ScanSpec,
     SimulationSpec,
     disc_probe,
     make_datasets,
     make_object,
     simulate,
 )
+from tests.helpers import simulation_spec
 
 
 def _spec(**overrides: object) -> SimulationSpec:
     fields = {"N": 16, "dose": 1e4, "n_train": 24, "n_test": 8, "seed": 3,
-              "obj": ObjectSpec(size=40)}
+              "obj": ObjectConfig(size=40)}
     fields.update(overrides)
-    return SimulationSpec(**fields)  # type: ignore[arg-type]
+    return simulation_spec(**fields)  # type: ignore[arg-type]
 
 
 def _assert_identical(a: DiffractionData, b: DiffractionData) -> None:
@@ -55,7 +54,7 @@ def test_seed_changes_positions_and_object() -> None:
 
 def test_train_and_test_positions_are_independent() -> None:
     """The reference hard-coded a seed in its simulator: train and test shared x-coordinates."""
-    pair = make_datasets(_spec(scan=ScanSpec(kind="random")))
+    pair = make_datasets(_spec(scan=ScanConfig(kind="random")))
     assert not np.intersect1d(pair.train.positions[:, 0], pair.test.positions[:, 0]).size
     assert not np.intersect1d(pair.train.positions[:, 1], pair.test.positions[:, 1]).size
     np.testing.assert_array_equal(pair.train.obj, pair.test.obj)  # same object by default
@@ -66,7 +65,7 @@ def test_train_and_test_positions_are_independent() -> None:
 
 
 def test_dataset_fields_have_documented_shapes_and_dtypes() -> None:
-    pair = make_datasets(_spec(scan=ScanSpec(kind="raster", jitter=0.5)))
+    pair = make_datasets(_spec(scan=ScanConfig(kind="raster", jitter=0.5)))
     train = pair.train
     assert train.counts.shape == (24, 16, 16) and train.counts.dtype == np.float32
     assert train.positions.shape == (24, 2) and train.positions.dtype == np.float64
@@ -81,7 +80,7 @@ def test_dataset_fields_have_documented_shapes_and_dtypes() -> None:
 @pytest.mark.parametrize("kind", ["lines", "grf"])
 @pytest.mark.parametrize("phase", ["none", "structure", "independent"])
 def test_objects_are_seeded_and_bounded(kind: str, phase: str) -> None:
-    spec = ObjectSpec(kind=kind, size=32, phase=phase)
+    spec = ObjectConfig(kind=kind, size=32, phase=phase)
     obj = make_object(spec, seed=1)
     np.testing.assert_array_equal(obj, make_object(spec, seed=1))
     assert not np.array_equal(obj, make_object(spec, seed=2))
@@ -118,7 +117,7 @@ def test_disc_probe_is_centred_soft_and_peak_normalised() -> None:
         ({"dose": float("inf")}, "dose", "inf"),
         ({"dose": "abc"}, "dose", "'abc'"),
         ({"n_train": 0}, "n_train", "0"),
-        ({"obj": ObjectSpec(size=16)}, "object.size", "16"),
+        ({"obj": ObjectConfig(size=16)}, "object.size", "16"),
         ({"test_object": "other"}, "test_object", "'other'"),
     ],
 )
@@ -133,10 +132,10 @@ def test_invalid_spec_is_refused_naming_argument_and_value(
 @pytest.mark.parametrize(
     ("factory", "name", "value"),
     [
-        (lambda: ObjectSpec(kind="circles"), "kind", "'circles'"),
-        (lambda: ObjectSpec(kind="npz", path="/no/such.npz"), "path", "'/no/such.npz'"),
-        (lambda: ProbeSpec(radius_fraction=0.0), "radius_fraction", "0.0"),
-        (lambda: ScanSpec(kind="spiral"), "kind", "'spiral'"),
+        (lambda: ObjectConfig(kind="circles"), "kind", "'circles'"),
+        (lambda: ObjectConfig(kind="npz", path="/no/such.npz"), "path", "'/no/such.npz'"),
+        (lambda: ProbeConfig(radius_fraction=0.0), "radius_fraction", "0.0"),
+        (lambda: ScanConfig(kind="spiral"), "kind", "'spiral'"),
     ],
 )
 def test_invalid_component_specs_are_refused(factory, name: str, value: str) -> None:
@@ -166,16 +165,16 @@ def test_simulate_refuses_a_bad_dose() -> None:
 def test_objects_and_probes_can_come_from_npz_files(tmp_path) -> None:
     from ptycho.data import make_probe
 
-    obj = make_object(ObjectSpec(size=40), seed=9)
+    obj = make_object(ObjectConfig(size=40), seed=9)
     probe = 2.0 * disc_probe(16, phase_curvature=1.0)
     np.savez(tmp_path / "sample.npz", objectGuess=obj, probeGuess=probe)
-    spec = _spec(obj=ObjectSpec(kind="npz", path=str(tmp_path / "sample.npz")),
-                 probe=ProbeSpec(kind="npz", path=str(tmp_path / "sample.npz")))
+    spec = _spec(obj=ObjectConfig(kind="npz", path=str(tmp_path / "sample.npz")),
+                 probe=ProbeConfig(kind="npz", path=str(tmp_path / "sample.npz")))
     pair = make_datasets(spec)
     np.testing.assert_array_equal(pair.train.obj, obj)
     np.testing.assert_allclose(pair.train.probe, probe / 2.0, rtol=1e-6)  # peak normalised
     np.savez(tmp_path / "wrong.npz", something=obj)
     with pytest.raises(ValueError, match="has no key 'objectGuess' or 'object'"):
-        make_object(ObjectSpec(kind="npz", path=str(tmp_path / "wrong.npz")), seed=0)
+        make_object(ObjectConfig(kind="npz", path=str(tmp_path / "wrong.npz")), seed=0)
     with pytest.raises(ValueError, match=r"key 'probeGuess' has shape \(16, 16\), expected"):
-        make_probe(ProbeSpec(kind="npz", path=str(tmp_path / "sample.npz")), 32)
+        make_probe(ProbeConfig(kind="npz", path=str(tmp_path / "sample.npz")), 32)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from ptycho.data import ObjectSpec, make_object
+from ptycho.config import ObjectConfig
+from ptycho.data import make_object
 from ptycho.evaluation import (
     align_amplitude,
     align_phase,
@@ -19,7 +20,7 @@ from ptycho.evaluation import (
 
 @pytest.fixture(scope="module")
 def truth() -> np.ndarray:
-    return np.abs(make_object(ObjectSpec(size=64), seed=0)).astype(np.float64)
+    return np.abs(make_object(ObjectConfig(size=64), seed=0)).astype(np.float64)
 
 
 def test_psnr_and_ssim_equal_skimage(truth: np.ndarray) -> None:
@@ -71,7 +72,7 @@ def test_frc_crossing_interpolates_between_rings() -> None:
 
 
 def test_scaled_amplitude_and_phase_plane_align_to_zero_error(truth: np.ndarray) -> None:
-    phase_truth = np.angle(make_object(ObjectSpec(size=64), seed=3))
+    phase_truth = np.angle(make_object(ObjectConfig(size=64), seed=3))
     rows, cols = np.indices(truth.shape)
     plane = 0.4 + 0.02 * rows - 0.015 * cols
     amplitude = align_amplitude(0.7 * truth, truth)
@@ -83,7 +84,7 @@ def test_scaled_amplitude_and_phase_plane_align_to_zero_error(truth: np.ndarray)
 @pytest.mark.parametrize("mode", ["mean", "plane"])
 @pytest.mark.parametrize("offset", [0.3, -2.9, 3.1])
 def test_a_global_phase_offset_is_removed(mode: str, offset: float) -> None:
-    phase_truth = np.angle(make_object(ObjectSpec(size=48), seed=4))
+    phase_truth = np.angle(make_object(ObjectConfig(size=48), seed=4))
     shifted = np.angle(np.exp(1j * (phase_truth + offset)))  # wrapped, as a network outputs it
     aligned = align_phase(shifted, phase_truth, mode)
     assert np.abs(aligned - phase_truth).max() < 1e-6

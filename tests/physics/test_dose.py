@@ -70,3 +70,45 @@ def test_bad_dose_is_refused_with_its_value(bad: object) -> None:
     with pytest.raises(ValueError, match="dose") as raised:
         physics.dose_scale(np.ones((2, 16, 16), np.float32), bad)  # type: ignore[arg-type]
     assert repr(bad) in str(raised.value)
+
+
+# --- the forward model at a dose ------------------------------------------------------------
+
+
+def _patches(n: int, N: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    amplitude = 0.5 + 0.5 * rng.random((n, N, N))
+    return (amplitude * np.exp(1j * rng.uniform(-1, 1, (n, N, N)))).astype(np.complex64)
+
+
+@pytest.mark.parametrize("dose", [1e2, 1e6, 1e9])
+def test_expected_counts_at_dose_have_a_mean_total_of_the_dose(dose: float) -> None:
+    expected = physics.expected_counts_at_dose(_patches(12, 16, seed=1), disc_probe(16), dose)
+    assert expected.shape == (12, 16, 16)
+    assert expected.dtype == np.float32
+    totals = expected.numpy().sum(axis=(1, 2), dtype=np.float64)
+    assert totals.mean() == pytest.approx(dose, rel=1e-5)
+    assert np.all(expected.numpy() >= 0)
+
+
+def test_simulate_draws_its_counts_from_expected_counts_at_dose() -> None:
+    """The one forward model equals the chain ``simulate`` spelled out (HEAD's numbers), bit for
+    bit, so putting it in its place leaves every simulated dataset unchanged."""
+    N, dose, seed = 32, 1e4, 3
+    obj = _lines_like_object(96, seed=0)
+    positions = np.random.default_rng(2).uniform(16, 79, size=(40, 2))
+    probe = disc_probe(N)
+    data = simulate(obj, probe, positions, dose=dose, seed=seed)
+    expected = physics.expected_counts_at_dose(data.patches, probe, dose)
+    # The chain as it stood in ptycho.data.dataset.simulate and ptycho.job._forward_counts:
+    far_intensity = physics.intensity(physics.far_field(physics.illuminate(probe, data.patches)))
+    chain = physics.expected_counts(far_intensity, physics.dose_scale(far_intensity, dose))
+    np.testing.assert_array_equal(expected.numpy(), chain.numpy())
+    np.testing.assert_array_equal(physics.poisson_counts(expected, seed).numpy(), data.counts)
+
+
+def test_expected_counts_at_dose_refuses_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match=r"patches \(M, N, N\) and a probe \(N, N\), got patches"):
+        physics.expected_counts_at_dose(_patches(2, 16, seed=0), disc_probe(32), 1e3)
+    with pytest.raises(ValueError, match="dose must be a positive finite number"):
+        physics.expected_counts_at_dose(_patches(2, 16, seed=0), disc_probe(16), -1.0)

@@ -114,15 +114,23 @@ def test_sigterm_raises_terminated_once_and_the_old_handler_comes_back() -> None
         except runtime.Terminated:
             print("repeat raised")
         print(signal.getsignal(signal.SIGTERM) is before, runtime.termination_signal())
+        runtime._received.clear()  # a fresh process's state, for Ctrl-C
+        with runtime.termination_handlers():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                raise SystemExit("signal did not arrive")
+            except runtime.Terminated as stop:
+                print(stop, runtime.exit_code(stop))
         copy = pickle.loads(pickle.dumps(runtime.Terminated(signal.SIGINT)))
         print(type(copy).__name__, copy.signum, copy)
     """)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == [
         "terminated by SIGTERM 143 True", "repeat ignored 15", "True None",
-        "Terminated 2 terminated by SIGINT"]
+        "terminated by SIGINT 130", "Terminated 2 terminated by SIGINT"]
 
 
+@pytest.mark.slow
 def test_parallel_processes_on_a_fresh_sqlite_store_lose_no_run_and_no_metric(
     tmp_path: Path,
 ) -> None:

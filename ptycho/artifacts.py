@@ -1,0 +1,62 @@
+"""A finished job's files: config, metrics, arrays, figures and the model, in one folder.
+
+Plain files, no tracking: ``ptycho.job`` writes them to a temporary folder and logs it as the
+run's artifacts; a notebook may write them anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ptycho import viz
+from ptycho.config import JobConfig
+from ptycho.models import save_model
+from ptycho.pipeline import PipelineResult
+
+__all__ = ["write_artifacts"]
+
+
+def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResult, *,
+                    title: str, metrics: Mapping[str, float] | None = None) -> Path:
+    """Write ``config.yaml``, ``metrics.json``, ``reconstruction.npz``, ``figures/*.png``
+    (reconstruction, training curves, FRC, diffraction) and, with ``tracking.log_model``,
+    ``model/`` into ``folder``; returns it.
+
+    Raises:
+        OSError: the folder cannot be written (full disk, no access).
+    """
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    evaluation = result.evaluation
+    (root / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
+    shown_metrics = dict(result.metrics if metrics is None else metrics)
+    (root / "metrics.json").write_text(json.dumps(shown_metrics, indent=2, sort_keys=True))
+    rows, cols = evaluation.region
+    np.savez_compressed(
+        root / "reconstruction.npz",
+        stitched=evaluation.stitched,
+        amplitude=evaluation.amplitude.astype(np.float32),
+        amplitude_truth=evaluation.amplitude_truth.astype(np.float32),
+        phase=evaluation.phase.astype(np.float32),
+        phase_truth=evaluation.phase_truth.astype(np.float32),
+        region=np.array([rows.start, rows.stop, cols.start, cols.stop]),
+    )
+    figures = root / "figures"
+    figures.mkdir(exist_ok=True)
+    measured, expected = result.diffraction
+    drawn = {
+        "reconstruction": viz.reconstruction_figure(evaluation, title),
+        "training_curves": viz.training_curves_figure(result.fit.history, title),
+        "frc": viz.frc_figure(evaluation.frc, title),
+        "diffraction": viz.diffraction_figure(measured, expected, len(measured), title),
+    }
+    for name, figure in drawn.items():
+        figure.savefig(figures / f"{name}.png", dpi=90)
+    if config.tracking.log_model:
+        save_model(root / "model", result.models, result.input_scale)
+    return root

@@ -1,0 +1,199 @@
+"""The science of one job, with no tracking and no Hydra: simulate → build → fit → reconstruct →
+evaluate, returning one :class:`PipelineResult`.
+
+Callable from a notebook::
+
+    from ptycho.config import validate
+    from ptycho.pipeline import run_pipeline
+    result = run_pipeline(validate({"N": 16, "data": {"n_train": 48, "n_test": 48}}))
+    result.metrics["amp_ssim"], result.evaluation.amplitude
+
+``ptycho.job`` wraps it in a tracked MLflow run; nothing here knows about runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ptycho import physics, runtime
+from ptycho.config import JobConfig, ModelKind
+from ptycho.data import (
+    DatasetPair,
+    Groups,
+    canvas_size,
+    check_canvas,
+    group_positions,
+    load_or_simulate,
+)
+from ptycho.data.simulation import SimulationSpec
+from ptycho.evaluation import Evaluation, check_stitch_geometry, evaluate
+from ptycho.models import (
+    Models,
+    baseline_targets,
+    build_baseline,
+    build_pinn,
+    compute_input_scale,
+    initial_log_scale,
+    model_inputs,
+    pinn_targets,
+)
+from ptycho.training import FitResult, fit, poisson_nll_per_photon, predict, reconstruct
+
+__all__ = ["EpochHook", "PipelineResult", "run_pipeline", "simulation_spec"]
+
+log = logging.getLogger(__name__)
+
+EpochHook = Callable[[int, dict[str, float]], None]
+"""Called after each epoch with its 1-based number and its logs (``loss``, ``val_loss``, …)."""
+
+
+@dataclass(frozen=True, eq=False)
+class PipelineResult:
+    """What one job computed.
+
+    Attributes:
+        metrics: every scalar of the job (quality metrics, timings, sizes), by name.
+        models: the trained models.
+        input_scale: the scale applied to the measured amplitudes (saved with the model).
+        fit: what training ran (history, epochs, XLA, timings).
+        evaluation: the stitched reconstruction, its ground truth and the metrics' inputs.
+        diffraction: ``(measured, expected)``, each ``(n, N, N)`` float32 photons per pixel:
+            the first test patterns and the counts the reconstruction predicts for them.
+        cache_hit: whether the dataset came from the cache.
+    """
+
+    metrics: dict[str, float]
+    models: Models
+    input_scale: float
+    fit: FitResult
+    evaluation: Evaluation
+    diffraction: tuple[np.ndarray, np.ndarray]
+    cache_hit: bool
+
+
+def simulation_spec(config: JobConfig) -> SimulationSpec:
+    """What determines the job's data (and keys the dataset cache)."""
+    return SimulationSpec(N=config.N, dose=config.dose, seed=config.seed, data=config.data)
+
+
+def _build(config: JobConfig, pair: DatasetPair, canvas: int) -> Models:
+    model = config.model
+    if model.kind == ModelKind.baseline:
+        return build_baseline(N=config.N, gridsize=config.gridsize,
+                              bottleneck_filters=model.bottleneck_filters)
+    return build_pinn(
+        N=config.N,
+        gridsize=config.gridsize,
+        probe=pair.train.probe,
+        canvas_size=canvas,
+        log_scale=initial_log_scale(pair.train.measured_dose, pair.train.probe),
+        trainable_probe=model.trainable_probe,
+        bottleneck_filters=model.bottleneck_filters,
+    )
+
+
+def _check_geometry(config: JobConfig, pair: DatasetPair, train_groups: Groups,
+                    test_groups: Groups) -> int:
+    """Before any training: the test scan can be stitched and every group fits the overlap
+    canvas. Returns the canvas side (pixels), sized from the train and the test groups."""
+    check_stitch_geometry(pair.test.positions, N=config.N, keep_fraction=config.eval.keep_fraction)
+    offsets = [train_groups.offsets, test_groups.offsets]
+    canvas = canvas_size(offsets, config.N)
+    check_canvas(offsets, config.N, canvas)
+    return canvas
+
+
+def run_pipeline(
+    config: JobConfig,
+    *,
+    cache_dir: str | Path | None = None,
+    on_epoch: EpochHook | None = None,
+) -> PipelineResult:
+    """Run the science of one job.
+
+    Args:
+        config: the validated job (:func:`ptycho.config.validate`).
+        cache_dir: where simulated datasets are reused from and stored; ``None``: no cache.
+        on_epoch: called after each training epoch (e.g. to log the curves).
+
+    Raises:
+        ValueError: a geometry that cannot be evaluated (before any training), bad inputs.
+        ptycho.training.TrainingDiverged: the loss became NaN or infinite.
+    """
+    start = time.perf_counter()
+    runtime.configure_devices()  # first job of the process: GPU memory grows on demand
+    runtime.reset(config.seed, str(config.train.dtype_policy))
+    pair, cache_hit = load_or_simulate(simulation_spec(config),
+                                       cache_dir if config.data.cache else None)
+    time_simulate = time.perf_counter() - start
+    log.info("data: %d train + %d test patterns, measured dose %.4g (cache %s) in %.1fs",
+             len(pair.train), len(pair.test), pair.train.measured_dose,
+             "hit" if cache_hit else "miss", time_simulate)
+
+    train_groups = group_positions(pair.train.positions, config.gridsize, seed=config.seed)
+    test_groups = group_positions(pair.test.positions, config.gridsize, seed=config.seed)
+    canvas = _check_geometry(config, pair, train_groups, test_groups)
+    input_scale = compute_input_scale(pair.train.counts)
+    models = _build(config, pair, canvas)
+    inputs = model_inputs(pair.train, train_groups, input_scale)
+    pinn = config.model.kind == ModelKind.pinn
+    targets = (pinn_targets if pinn else baseline_targets)(pair.train, train_groups)
+
+    t = config.train
+    result = fit(
+        models.train, inputs, targets, loss=config.training_loss, epochs=t.epochs,
+        batch_size=t.batch_size, learning_rate=t.learning_rate,
+        validation_fraction=t.validation_fraction, plateau_factor=t.plateau_factor,
+        plateau_patience=t.plateau_patience, min_learning_rate=t.min_learning_rate,
+        early_stopping_patience=t.early_stopping_patience,
+        jit_compile=runtime.resolve_jit_compile(str(t.jit_compile)), seed=config.seed,
+        on_epoch=on_epoch,
+    )
+
+    eval_start = time.perf_counter()
+    e = config.eval
+    recon = reconstruct(models, pair.test, test_groups, input_scale, batch_size=e.batch_size)
+    evaluation = evaluate(
+        recon.patches, recon.positions, pair.test.obj, keep_fraction=e.keep_fraction,
+        border=e.border, phase_alignment=str(e.phase_alignment),
+        subpixel_registration=e.subpixel_registration,
+    )
+    test_targets = pinn_targets(pair.test, test_groups)
+    shown = e.n_diffraction
+    extra: dict[str, float] = {}
+    if pinn:
+        test_inputs = model_inputs(pair.test, test_groups, input_scale)
+        expected = predict(models.train, test_inputs, batch_size=e.batch_size)[0]
+        extra["test_nll_per_photon"] = float(poisson_nll_per_photon(test_targets, expected))
+        shown_expected = expected[:shown, ..., 0]
+    else:  # no physics head: the reconstruction through the forward model at the measured dose
+        first_channel = recon.patches[:: config.gridsize**2][:shown]
+        shown_expected = physics.expected_counts_at_dose(
+            first_channel, pair.test.probe, pair.test.measured_dose).numpy()
+    time_eval = time.perf_counter() - eval_start
+
+    metrics = {
+        **evaluation.metrics,
+        **{k: v for k, v in evaluation.extra.items() if np.isfinite(v)},
+        **extra,
+        "measured_dose": pair.train.measured_dose,
+        "time_simulate_s": time_simulate,
+        "time_compile_s": result.compile_time_s,
+        "time_train_s": result.train_time_s,
+        "time_eval_s": time_eval,
+        "train_patterns_per_s": result.patterns_per_s,
+        "params_count": float(models.params_count),
+        "epochs_run": float(result.epochs_run),
+        "best_epoch": float(result.best_epoch),
+    }
+    return PipelineResult(
+        metrics=metrics, models=models, input_scale=input_scale, fit=result,
+        evaluation=evaluation, diffraction=(test_targets[:shown, ..., 0], shown_expected),
+        cache_hit=cache_hit,
+    )

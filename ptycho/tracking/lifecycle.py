@@ -1,0 +1,137 @@
+"""A job's MLflow run from creation to its one close: the tracked-run context manager.
+
+``prior_run`` decides, before any work, whether a job needs a run at all (a FINISHED run of the
+same ``config_hash`` to reuse, one RUNNING in a live process elsewhere, stale ones to close).
+``TrackedRun`` creates the run, keeps its heartbeat while the block runs and closes it exactly
+once: FINISHED when the block ends normally, FAILED when it raises an ``Exception`` (the error as
+tags, the traceback as an artifact; the exception is suppressed, the job's failure is data), or
+KILLED on ``KeyboardInterrupt``/``SystemExit`` (recorded, then re-raised).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from ptycho.tracking.liveness import Heartbeat, close_stale_runs
+from ptycho.tracking.store import RunRecord, Tracker
+
+__all__ = ["PriorRun", "TrackedRun", "prior_run", "record_failure"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PriorRun:
+    """What the store already holds for a config: ``finished`` (reuse it, with ``resume``) or
+    ``running`` (alive in another process); both ``None`` when the job should run."""
+
+    finished: RunRecord | None = None
+    running: RunRecord | None = None
+
+
+def prior_run(tracker: Tracker, experiment_id: str, config_hash: str, *, resume: bool,
+              stale_after_s: float) -> PriorRun:
+    """Close this config's stale RUNNING runs (FAILED, ``status_reason=stale``), whatever
+    ``resume`` says; with ``resume``, report a FINISHED run to reuse or a live RUNNING one."""
+    alive = close_stale_runs(tracker, experiment_id, f"tags.config_hash = '{config_hash}'",
+                             stale_after_s, "its job is run again")
+    if not resume:
+        return PriorRun()
+    finished = tracker.find_finished(experiment_id, config_hash)
+    if finished is not None:
+        return PriorRun(finished=finished)
+    return PriorRun(running=alive[0] if alive else None)
+
+
+def record_failure(tracker: Tracker, run_id: str, status: str, message: str,
+                   trace: str) -> None:
+    """Store ``trace`` as ``traceback.txt`` and close the run as ``status`` (FAILED or KILLED)
+    with ``message``; never raises (recording must not hide the original failure)."""
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "traceback.txt"
+            path.write_text(trace)
+            tracker.log_artifact(run_id, path)
+    except Exception as error:
+        log.warning("could not store the traceback of run %s (%s: %s)", run_id,
+                    type(error).__name__, error)
+    try:
+        tracker.close_run(run_id, status, status.lower(), message)
+    except Exception:
+        log.exception("could not close run %s as %s", run_id, status)
+
+
+class TrackedRun:
+    """A run that is open while the ``with`` block runs and closed exactly once after it.
+
+    Attributes (after the block): ``status`` (FINISHED, FAILED or KILLED) and ``error`` (the
+    message of a FAILED or KILLED run). A run that another process closed meanwhile (judged
+    stale after its heartbeat was lost) ends FAILED, its results kept, with a tag that says so.
+    """
+
+    def __init__(self, tracker: Tracker, experiment_id: str, name: str, *,
+                 parent_run_id: str | None = None, tags: Mapping[str, str] | None = None,
+                 heartbeat_s: float = 60.0) -> None:
+        self.tracker = tracker
+        self.experiment_id = experiment_id
+        self.name = name
+        self.parent_run_id = parent_run_id
+        self.tags = dict(tags or {})
+        self.heartbeat_s = heartbeat_s
+        self.run_id: str | None = None
+        self.status = "RUNNING"
+        self.error: str | None = None
+        self._heartbeat: Heartbeat | None = None
+
+    def __enter__(self) -> TrackedRun:
+        self.run_id = self.tracker.create_run(self.experiment_id, self.name,
+                                              parent_run_id=self.parent_run_id, tags=self.tags)
+        self._heartbeat = Heartbeat(self.tracker, self.run_id, self.heartbeat_s).start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> bool:
+        assert self.run_id is not None
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        if error is None:
+            self._finish()
+            return False
+        text = "".join(traceback.format_exception(kind, error, trace))
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            if isinstance(error, KeyboardInterrupt):
+                reason = str(error) or "interrupted by SIGINT"
+            else:  # e.g. submitit's exit to requeue a preempted SLURM job
+                reason = f"process exit requested (code {error.code})"
+            self.status, self.error = "KILLED", reason
+            record_failure(self.tracker, self.run_id, "KILLED", reason, text)
+            return False  # re-raised: the process is being stopped
+        if not isinstance(error, Exception):
+            return False
+        self.status, self.error = "FAILED", f"{type(error).__name__}: {error}"
+        record_failure(self.tracker, self.run_id, "FAILED", self.error, text)
+        return True  # the job failed; the sweep goes on
+
+    def _finish(self) -> None:
+        assert self.run_id is not None
+        try:
+            closed = self.tracker.get_run(self.run_id).status
+            if closed != "RUNNING":  # judged stale meanwhile (heartbeat lost), closed elsewhere
+                message = (f"finished after being closed as {closed} by another sweep (its "
+                           "heartbeat was lost); the results are logged, but the job may have "
+                           "been rerun")
+                self.tracker.set_tags(self.run_id, {"error": message})
+                self.status, self.error = "FAILED", message
+                return
+            self.tracker.end_run(self.run_id, "FINISHED")
+            self.status = "FINISHED"
+        except Exception as error:  # the store went away at the very end: say so, not raise
+            self.status = "FAILED"
+            self.error = f"could not close the run as FINISHED ({type(error).__name__}: {error})"
+            log.error("run %s: %s", self.run_id, self.error)

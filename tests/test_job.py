@@ -1,0 +1,261 @@
+"""``run_job`` in-process: outcomes, failure isolation, resume, artifacts, bad values, the store.
+
+The process boundary is not the subject here (``tests/test_run.py`` and ``tests/test_scaling.py``
+keep the CLI, signal and launcher tests), so each job runs in this process on a temporary store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from ptycho import runtime
+from ptycho.config import validate
+from ptycho.evaluation import METRIC_KEYS
+from ptycho.job import JobContext, open_tracker, run_job
+from ptycho.tracking import Tracker, host_tags, resolve_store
+from tests.test_config import composed
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = {"config.yaml", "metrics.json", "reconstruction.npz", "figures", "model"}
+FIGURES = {"figures/reconstruction.png", "figures/diffraction.png",
+           "figures/training_curves.png", "figures/frc.png"}
+
+
+def smoke(store: Path, *overrides: str):
+    """The smoke experiment on ``store`` (SQLite file, artifacts and dataset cache inside)."""
+    return composed("experiment=smoke", f"tracking.uri=sqlite:///{store}/mlflow.db",
+                    f"data.cache_dir={store}/cache", *overrides)
+
+
+def context(store: Path, **fields: object) -> JobContext:
+    return JobContext(project_root=store, output_dir=store / "job", **fields)  # type: ignore
+
+
+def client(store: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+
+
+def runs(store: Path, experiment: str = "smoke") -> list:
+    found = client(store).get_experiment_by_name(experiment)
+    return [] if found is None else client(store).search_runs([found.experiment_id])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, store_template):
+    """One smoke job run to the end, shared by the tests that read what it left."""
+    store = tmp_path_factory.mktemp("job_store")
+    shutil.copy(store_template, store / "mlflow.db")
+    job = context(store, overrides=("train.epochs=2",), swept=("train.epochs", "N"))
+    outcome = run_job(smoke(store, "train.epochs=2"), job)
+    return store, outcome
+
+
+@pytest.mark.slow
+def test_a_job_finishes_with_its_metrics_artifacts_and_then_is_skipped(finished) -> None:
+    store, outcome = finished
+    assert outcome.status == "FINISHED", outcome.error
+    assert outcome.name == "N16_g1_dose1e5_poisson_nll_pinn_s0_train.epochs=2"
+    (run,) = runs(store)
+    assert run.info.status == "FINISHED" and run.info.run_name == outcome.name
+    for key in (*METRIC_KEYS, "measured_dose", "time_compile_s", "time_train_s", "time_eval_s",
+                "train_patterns_per_s", "params_count", "test_nll_per_photon"):
+        assert math.isfinite(run.data.metrics[key]), key
+        assert run.data.metrics[key] == pytest.approx(outcome.metrics[key])
+    mlflow = client(store)
+    assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
+    params = run.data.params
+    assert params["dose"] == "100000.0" and params["N"] == "16" and params["train.epochs"] == "2"
+    assert params["train.jit_compile"] == "auto" and params["data.object.size"] == "48"
+    tags = run.data.tags
+    for tag in ("config_hash", "git_commit", "version.tensorflow", "devices", "overrides",
+                "process_id", "host"):
+        assert tags.get(tag), tag
+    assert tags["xla"] == ("true" if runtime.gpu_available() else "false")  # jit_compile: auto
+    assert tags["swept"] == '{"train.epochs": "2"}'
+    assert ARTIFACTS <= {a.path for a in mlflow.list_artifacts(run.info.run_id)}
+    figures = mlflow.list_artifacts(run.info.run_id, "figures")
+    assert {a.path for a in figures} == FIGURES and all(a.file_size > 5000 for a in figures)
+
+    job = context(store, overrides=("train.epochs=2",), swept=("train.epochs",))
+    again = run_job(smoke(store, "train.epochs=2"), job)
+    assert again.status == "SKIPPED" and again.run_id == outcome.run_id
+    assert again.metrics["amp_ssim"] == pytest.approx(outcome.metrics["amp_ssim"])
+    assert len(runs(store)) == 1
+
+
+@pytest.mark.slow
+def test_failing_jobs_fail_their_runs_with_the_error_and_the_next_job_runs(
+    store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    failed = run_job(smoke(store, "train.learning_rate=1e6", "train.epochs=1"),
+                     context(store))
+    assert failed.status == "FAILED" and "training diverged" in failed.error
+    (run,) = runs(store)
+    assert run.info.status == "FAILED" and "training diverged" in run.data.tags["error"]
+    assert run.data.tags["status_reason"] == "failed"
+    assert "traceback.txt" in {a.path for a in client(store).list_artifacts(run.info.run_id)}
+    # an unwritable artifact folder fails only its own job, clearly, and keeps the metrics
+    blocker = store / "file"
+    blocker.write_text("not a folder")
+    broken = run_job(smoke(store, "train.epochs=1", "eval.n_diffraction=2",
+                           f"tracking.artifact_location={blocker}/artifacts",
+                           "tracking.experiment=broken"), context(store))
+    assert broken.status == "FAILED" and "could not write this run's artifacts" in broken.error
+    (kept,) = runs(store, "broken")
+    assert kept.info.status == "FAILED" and "Not a directory" in kept.data.tags["error"]
+    assert set(METRIC_KEYS) <= set(kept.data.metrics)  # the metrics were kept
+    # the store and the dataset cache still serve the next job, which succeeds from the cache
+    with caplog.at_level(logging.INFO, logger="ptycho.pipeline"):
+        good = run_job(smoke(store, "train.epochs=1", "eval.n_diffraction=2"), context(store))
+    assert good.status == "FINISHED", good.error
+    assert "(cache hit)" in caplog.text
+    assert not [p.name for p in (store / "cache").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("N=48", "N=48: N must be an integer power of two"),
+        ("dose=1e30", "dose=1e+30: must be <= 1e+15"),
+        ("tracking.uri=ftp://nowhere/x", "unsupported tracking URI scheme 'ftp'"),
+        ("train.epochs=-1", "train.epochs=-1"),
+    ],
+)
+def test_bad_values_are_invalid_before_any_work(store: Path, override: str,
+                                                message: str) -> None:
+    cfg = smoke(store, override) if "tracking" not in override else composed(
+        "experiment=smoke", override)
+    outcome = run_job(cfg, context(store))
+    assert outcome.status == "INVALID" and message in outcome.error
+    assert runs(store) == []
+    assert not (store / "cache").exists()  # nothing was simulated
+
+
+def test_an_invalid_job_of_a_sweep_is_recorded_as_a_failed_child(store: Path) -> None:
+    outcome = run_job(smoke(store, "N=48"), context(store, sweep=True))
+    assert outcome.status == "FAILED"
+    (run,) = runs(store)
+    assert run.info.status == "FAILED" and "N=48" in run.data.tags["error"]
+
+
+@pytest.mark.parametrize("method", ["ensure_experiment", "find_running", "find_finished",
+                                    "create_run"])
+def test_an_unreachable_store_fails_the_job_without_raising(
+    store: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    def locked(*args: object, **kwargs: object) -> None:
+        raise MlflowException("(sqlite3.OperationalError) database is locked")
+
+    monkeypatch.setattr(Tracker, method, locked)
+    outcome = run_job(smoke(store, "train.epochs=1"), context(store))
+    assert outcome.status == "FAILED" and "database is locked" in outcome.error
+    assert outcome.name.startswith("N16_g1_dose1e5")
+
+
+def test_a_killed_job_closes_its_run_killed_reports_it_and_reraises(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    import ptycho.pipeline
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise runtime.Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(ptycho.pipeline, "run_pipeline", interrupted)
+    reported = []
+    with pytest.raises(runtime.Terminated):
+        run_job(smoke(store), context(store), on_killed=reported.append)
+    (run,) = runs(store)
+    assert run.info.status == "KILLED" and run.data.tags["error"] == "terminated by SIGTERM"
+    assert [o.status for o in reported] == ["KILLED"]
+
+
+def _running_run(store: Path, config_hash: str, **tags: str) -> str:
+    tracker, _ = open_tracker(f"sqlite:///{store}/mlflow.db", None, store)
+    experiment_id = tracker.ensure_experiment("smoke")
+    return tracker.create_run(experiment_id, "left", tags={"config_hash": config_hash, **tags})
+
+
+def test_a_run_left_by_a_dead_process_is_stale_and_a_live_one_is_elsewhere(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = smoke(store, "dry_run=false")
+    config_hash = validate(cfg).config_hash
+    alive = _running_run(store, config_hash, **host_tags())
+    outcome = run_job(cfg, context(store))
+    assert outcome.status == "ELSEWHERE" and outcome.run_id == alive and not outcome.ok
+    client(store).set_terminated(alive, "FINISHED")
+    client(store).delete_run(alive)
+
+    dead = _running_run(store, config_hash, host=host_tags()["host"], process_id="999999",
+                        process_start="1")
+
+    import ptycho.pipeline
+
+    def stop_here(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the job ran")
+
+    monkeypatch.setattr(ptycho.pipeline, "run_pipeline", stop_here)
+    outcome = run_job(cfg, context(store))
+    assert outcome.status == "FAILED" and "the job ran" in outcome.error
+    stale = client(store).get_run(dead)
+    assert stale.info.status == "FAILED" and stale.data.tags["status_reason"] == "stale"
+
+
+def test_swept_settings_that_are_not_axes_are_in_the_run_name(store: Path) -> None:
+    names = set()
+    for epochs in ("2", "40"):
+        job = context(store, overrides=("N=16", f"train.epochs={epochs}", "dose=1e5"),
+                      swept=("train.epochs", "N"))
+        outcome = run_job(smoke(store, f"train.epochs={epochs}", "dry_run=true"), job)
+        assert outcome.status == "DRY_RUN"
+        names.add(outcome.name)
+    assert names == {"N16_g1_dose1e5_poisson_nll_pinn_s0_train.epochs=2",
+                     "N16_g1_dose1e5_poisson_nll_pinn_s0_train.epochs=40"}
+
+
+def test_the_store_comes_from_the_config_then_the_environment_then_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri, artifacts, source = resolve_store(None, None, tmp_path)
+    assert (uri, source) == (f"sqlite:///{tmp_path}/outputs/mlflow.db", "project")
+    assert artifacts == (tmp_path / "outputs" / "mlartifacts").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/team/mlflow.db")
+    uri, artifacts, source = resolve_store(None, None, tmp_path)
+    assert (uri, source) == (f"sqlite:///{tmp_path}/team/mlflow.db", "MLFLOW_TRACKING_URI")
+    assert artifacts == (tmp_path / "team" / "mlartifacts").as_uri()  # beside the database
+    uri, _, source = resolve_store(f"sqlite:///{tmp_path}/mine.db", None, tmp_path)
+    assert (uri, source) == (f"sqlite:///{tmp_path}/mine.db", "config")
+    # a whole job follows the variable when tracking.uri is not set
+    outcome = run_job(composed("experiment=smoke", "N=48"), context(tmp_path, sweep=True))
+    assert outcome.status == "FAILED"
+    team = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/team/mlflow.db")
+    assert team.get_experiment_by_name("smoke") is not None
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
+    assert os.environ["MLFLOW_TRACKING_URI"].endswith("team/mlflow.db")
+
+
+@pytest.mark.slow
+def test_a_whole_job_runs_without_tracking_or_hydra(tmp_path: Path) -> None:
+    from ptycho.pipeline import run_pipeline
+
+    config = validate({"N": 16, "dose": 1e5, "data": {"n_train": 48, "n_test": 48,
+                                                      "object": {"size": 48}},
+                       "train": {"epochs": 1, "batch_size": 8},
+                       "eval": {"keep_fraction": 0.5, "border": 2}})
+    result = run_pipeline(config)
+    assert set(METRIC_KEYS) <= set(result.metrics)
+    assert result.evaluation.amplitude.shape == result.evaluation.amplitude_truth.shape
+    measured, expected = result.diffraction
+    assert measured.shape == expected.shape == (4, 16, 16)
+    assert not result.cache_hit
