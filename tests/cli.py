@@ -12,7 +12,10 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {"PATH": "/usr/bin:/bin"}  # no TF_CPP_MIN_LOG_LEVEL: run.py quiets TensorFlow itself
+# No TF_CPP_MIN_LOG_LEVEL (run.py quiets TensorFlow itself); one TensorFlow thread per process
+# (tests/conftest.py says why).
+ENV = {"PATH": "/usr/bin:/bin", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+       "OMP_NUM_THREADS": "1"}
 
 
 def command(args: list[str], store: Path, uri: str | None = None) -> list[str]:

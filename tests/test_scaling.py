@@ -25,7 +25,9 @@ from mlflow.entities import ViewType
 from ptycho.evaluation import METRIC_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"}
+ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin", "TF_NUM_INTRAOP_THREADS": "1",
+       "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+NO_REPORT = "~hydra.callbacks.report"  # the report is tested in test_run.py and test_report.py
 RACE_ERRORS = ("already exists", "already active", "database is locked",
                "CircularDependencyError", "UNIQUE constraint")
 
@@ -35,7 +37,7 @@ pytestmark = pytest.mark.slow
 def command(args: list[str], store: Path, uri: str | None = None) -> list[str]:
     """``python run.py ARGS`` with store, cache and sweep folder under ``store``."""
     return [
-        sys.executable, "run.py", *args,
+        sys.executable, "run.py", *args, NO_REPORT,
         f"tracking.uri={uri or f'sqlite:///{store}/mlflow.db'}",
         f"data.cache_dir={store}/cache",
         f"hydra.sweep.dir={store}/sweeps/{time.time_ns()}",
