@@ -11,7 +11,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[dev,launchers]"
+	$(PY) -m pip install --quiet -e ".[dev,launchers,iterative]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("physics", "runtime", "tracking"),
     ("data",),
     ("evaluation", "models"),
-    ("training", "viz"),
+    ("training", "viz", "iterative"),
     ("pipeline",),
     ("artifacts",),
     ("job",),

@@ -51,12 +51,12 @@ def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResul
     measured, expected = result.diffraction
     drawn = {
         "reconstruction": viz.reconstruction_figure(evaluation, title),
-        "training_curves": viz.training_curves_figure(result.fit.history, title),
+        "training_curves": viz.training_curves_figure(result.history, title),
         "frc": viz.frc_figure(evaluation.frc, title),
         "diffraction": viz.diffraction_figure(measured, expected, len(measured), title),
     }
     for name, figure in drawn.items():
         figure.savefig(figures / f"{name}.png", dpi=90)
-    if config.tracking.log_model:
+    if config.tracking.log_model and result.models is not None:
         save_model(root / "model", result.models, result.input_scale)
     return root

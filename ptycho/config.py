@@ -32,12 +32,16 @@ from omegaconf import DictConfig, OmegaConf
 from ptycho.checks import check_dose, check_gridsize, check_patch_size, validation_count
 
 __all__ = [
+    "ITERATIVE_SETTINGS",
     "MAX_DOSE",
+    "NOT_FOR_ITERATIVE",
     "SCHEMA_NAME",
     "ConfigError",
     "DataConfig",
+    "Device",
     "DtypePolicy",
     "EvalConfig",
+    "IterativeData",
     "JitCompile",
     "JobConfig",
     "Loss",
@@ -87,6 +91,27 @@ class Loss(StrEnum):
 class ModelKind(StrEnum):
     pinn = "pinn"
     baseline = "baseline"
+    lsqml = "lsqml"
+    epie = "epie"
+
+    @property
+    def iterative(self) -> bool:
+        """An iterative reconstruction by pty-chi (no network, no training)."""
+        return self in (ModelKind.lsqml, ModelKind.epie)
+
+
+class IterativeData(StrEnum):
+    test = "test"
+    """The test patterns only: what the PINN reconstructs at inference."""
+    train_test = "train+test"
+    """Training and test patterns together (with ``data.test_object=same``, the photons the PINN
+    has seen of the object in all)."""
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
 
 
 class ObjectKind(StrEnum):
@@ -345,13 +370,54 @@ class DataConfig(_Section):
 @dataclass(frozen=True)
 class ModelConfig(_Section):
     kind: ModelKind = ModelKind.pinn
-    """``pinn``: physics-informed; ``baseline``: supervised (PtychoNN recipe)."""
+    """``pinn``: physics-informed; ``baseline``: supervised (PtychoNN recipe); ``lsqml``,
+    ``epie``: iterative reconstructions by pty-chi (the settings below ``trainable_probe``)."""
     bottleneck_filters: int = 256
     """Generator width at the 8×8 bottleneck (halved per level up)."""
     trainable_probe: bool = False
+    # --- iterative arms (lsqml, epie) ---
+    iterations: int = 100
+    """Iterations (epochs of pty-chi: every pattern used once each)."""
+    tolerance: float = 0.0
+    """Stop once the Poisson NLL per photon changes by less than this between iterations;
+    0: run every iteration."""
+    batch_size: int = 16
+    """Patterns per object update."""
+    step_size: float = 1.0
+    """Object step size (LSQML scales its solved optimal step by it; ePIE's step)."""
+    alpha: float = 0.1
+    """ePIE's α: the regularisation of its object update denominator."""
+    object_init_noise: float = 0.0
+    """Start from a flat object (1 + 0j) plus seeded complex Gaussian noise of this standard
+    deviation; 0: exactly flat."""
+    probe_update: bool = False
+    """Refine the probe too (it starts from the true probe)."""
+    position_correction: bool = False
+    """Refine the scan positions too (they start from the true positions)."""
+    data: IterativeData = IterativeData.test
+    """Which patterns the iterative arm reconstructs from."""
+    device: Device = Device.auto
+    """Where pty-chi runs: ``auto`` is the GPU when torch sees one, else the CPU."""
 
     def check(self) -> None:
         _number("bottleneck_filters", self.bottleneck_filters, low=1, integer=True)
+        _number("iterations", self.iterations, low=1, integer=True)
+        _number("tolerance", self.tolerance, low=0)
+        _number("batch_size", self.batch_size, low=1, integer=True)
+        _number("step_size", self.step_size, low=0, low_open=True)
+        _number("alpha", self.alpha, low=0)
+        _number("object_init_noise", self.object_init_noise, low=0)
+
+
+ITERATIVE_SETTINGS = ("iterations", "tolerance", "batch_size", "step_size", "alpha",
+                      "object_init_noise", "probe_update", "position_correction", "data",
+                      "device")
+"""``model`` settings only the iterative arms use."""
+
+NOT_FOR_ITERATIVE = ("gridsize", "loss", "train", "model.bottleneck_filters",
+                     "model.trainable_probe", "eval.batch_size")
+"""Settings an iterative arm records but does not use: normalised away from its
+``config_hash`` (a sweep over them does not run the same iterative job twice)."""
 
 
 @dataclass(frozen=True)
@@ -476,6 +542,13 @@ class JobConfig(_Section):
         if data.object.kind != ObjectKind.npz and data.object.size < self.N + 1:
             raise _fail("data.object.size", data.object.size,
                         f"smaller than a patch of N={self.N} (needs >= {self.N + 1})")
+        if self.model.kind.iterative:  # gridsize and train.* are not used: nothing to check
+            if (self.model.data == IterativeData.train_test
+                    and data.test_object != TestObject.same):
+                raise _fail("model.data", str(self.model.data),
+                            f"needs data.test_object=same (the training patterns scan another "
+                            f"object with data.test_object={data.test_object})")
+            return
         channels = self.gridsize**2
         for split in ("n_train", "n_test"):
             if getattr(data, split) < channels:
@@ -492,8 +565,14 @@ class JobConfig(_Section):
 
     @property
     def training_loss(self) -> str:
-        """What the network is trained with: the PINN's ``loss``, or the baseline's MAE."""
-        return str(self.loss) if self.model.kind == ModelKind.pinn else "supervised_mae"
+        """What the reconstruction optimises: the PINN's ``loss``, the baseline's supervised MAE,
+        LSQML's Poisson likelihood (``lsqml_poisson``) or ePIE's amplitude projection
+        (``epie``)."""
+        kind = self.model.kind
+        if kind == ModelKind.pinn:
+            return str(self.loss)
+        return {ModelKind.baseline: "supervised_mae", ModelKind.lsqml: "lsqml_poisson",
+                ModelKind.epie: "epie"}[kind]
 
     def resolved(self) -> dict[str, Any]:
         """The whole config as plain JSON-able values (enums as strings), for logging."""
@@ -548,9 +627,14 @@ of its inputs, and how many patterns one figure shows."""
 
 def config_hash(resolved: typing.Mapping[str, Any]) -> str:
     """sha256 (16 hex) of the resolved config without the keys of :data:`_NOT_HASHED` (dotted
-    paths): two jobs with equal hashes compute the same numbers."""
+    paths) and the settings its model does not use (an iterative arm ignores
+    :data:`NOT_FOR_ITERATIVE`; the networks ignore :data:`ITERATIVE_SETTINGS`): two jobs with
+    equal hashes compute the same numbers."""
     relevant = json.loads(json.dumps(dict(resolved), default=str))
-    for key in _NOT_HASHED:
+    kind = (relevant.get("model") or {}).get("kind", ModelKind.pinn.value)
+    unused = (NOT_FOR_ITERATIVE if kind in (ModelKind.lsqml.value, ModelKind.epie.value)
+              else tuple(f"model.{key}" for key in ITERATIVE_SETTINGS))
+    for key in (*_NOT_HASHED, *unused):
         *parents, leaf = key.split(".")
         node = relevant
         for parent in parents:
@@ -635,8 +719,10 @@ def _hydra_class(cls: type) -> type:
             nested = _hydra_class(kind)
             fields.append((item.name, nested, field(default_factory=nested)))
             continue
-        if _enum_of(kind) is JitCompile:
-            kind = str  # YAML's true/false are booleans; the section turns them into choices
+        if _enum_of(kind) in (JitCompile, IterativeData):
+            # YAML's true/false are booleans, and OmegaConf matches enum members by name
+            # ("train_test"), not by value ("train+test"): the section turns strings into choices
+            kind = str
         missing = item.default is dataclasses.MISSING
         default = item.default_factory() if missing else item.default  # type: ignore[misc]
         fields.append((item.name, kind, field(default=default)))

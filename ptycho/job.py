@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from ptycho import runtime
 from ptycho.config import (
     NAMING_AXES,
+    NOT_FOR_ITERATIVE,
     ConfigError,
     JobConfig,
     check_tracking_uri,
@@ -115,6 +116,8 @@ class JobOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     config_hash: str | None = None
+    note: str | None = None
+    """Why a SKIPPED job was not run when that is not a resume (a duplicate in the sweep)."""
 
     @property
     def ok(self) -> bool:
@@ -128,6 +131,7 @@ class JobOutcome:
             "metrics": self.metrics,
             "error": self.error,
             "config_hash": self.config_hash,
+            "note": self.note,
         }
 
 
@@ -171,18 +175,36 @@ def run_job(
                                       context.project_root)
         experiment_id = context.experiment_id or tracker.ensure_experiment(
             config.tracking.experiment)
+        iterative = config.model.kind.iterative
         prior = prior_run(tracker, experiment_id, config_hash, resume=config.resume,
-                          stale_after_s=config.tracking.stale_after_s)
+                          stale_after_s=config.tracking.stale_after_s,
+                          same_sweep=context.parent_run_id if iterative else None)
     except Exception as error:
         message = f"tracking store unavailable before the run: {type(error).__name__}: {error}"
         log.error("%s %s FAILED: %s", context.prefix, name, message)
         return JobOutcome(name, "FAILED", error=message, config_hash=config_hash)
     if prior.finished is not None:
         done = prior.finished
-        log.info("%s skipping %s: config_hash %s already FINISHED as run %s (resume=false "
-                 "reruns it)", context.prefix, name, config_hash, done.run_id)
+        note = None
+        if iterative and done.name != name:
+            note = (f"same job as {done.name}: {config.model.kind} does not use gridsize, loss "
+                    "or train.*")
+            log.info("%s skipping %s: %s (config_hash %s, run %s)", context.prefix, name, note,
+                     config_hash, done.run_id)
+        else:
+            log.info("%s skipping %s: config_hash %s already FINISHED as run %s (resume=false "
+                     "reruns it)", context.prefix, name, config_hash, done.run_id)
         return JobOutcome(name, "SKIPPED", run_id=done.run_id, metrics=done.metrics,
-                          config_hash=config_hash)
+                          config_hash=config_hash, note=note)
+    same_sweep = (prior.running is not None and iterative
+                  and prior.running.tags.get("mlflow.parentRunId") == context.parent_run_id)
+    if same_sweep:  # a parallel launcher runs its duplicate right now: not a failure
+        live = prior.running
+        note = (f"same job as {live.name} (running now): {config.model.kind} does not use "
+                "gridsize, loss or train.*")
+        log.info("%s skipping %s: %s", context.prefix, name, note)
+        return JobOutcome(name, "SKIPPED", run_id=live.run_id, config_hash=config_hash,
+                          note=note)
     if prior.running is not None:
         live = prior.running
         where = f"process {live.tags.get('process_id')} on {live.tags.get('host')}"
@@ -241,10 +263,14 @@ def _execute(config: JobConfig, context: JobContext, tracker: Tracker, run_id: s
         renamed = {("train_loss" if k == "loss" else k): v for k, v in values.items()}
         tracker.log_metrics(run_id, renamed, step=epoch)
 
+    def on_iteration(iteration: int, values: dict[str, float]) -> None:
+        tracker.log_metrics(run_id, values, step=iteration)
+
     cache_dir = Path(config.data.cache_dir or context.project_root / "outputs/cache/datasets")
-    result = run_pipeline(config, cache_dir=cache_dir, on_epoch=on_epoch)
+    result = run_pipeline(config, cache_dir=cache_dir, on_epoch=on_epoch,
+                          on_iteration=on_iteration)
     metrics = dict(result.metrics)
-    tracker.set_tags(run_id, {"xla": str(result.fit.xla).lower()})
+    tracker.set_tags(run_id, result.tags)
     tracker.log_metrics(run_id, metrics)
     try:
         with tempfile.TemporaryDirectory(prefix="ptycho-artifacts-") as folder:
@@ -313,18 +339,28 @@ def _raw_name(raw: Mapping[str, Any]) -> str:
 
 
 def _plan(config: JobConfig, name: str) -> str:
-    data, train = config.data, config.train
+    data, train, model = config.data, config.train, config.model
+    simulate = (f"{name}: simulate {data.n_train}+{data.n_test} patterns of N={config.N} at dose "
+                f"{config.dose:g} ({data.object.kind} object {data.object.size}px, seed "
+                f"{config.seed}), ")
+    if model.kind.iterative:
+        return (f"{simulate}reconstruct with {model.kind} from the {model.data} patterns for <= "
+                f"{model.iterations} iterations (batch {model.batch_size}; gridsize, loss and "
+                f"train.* unused), config_hash {config.config_hash}")
     return (
-        f"{name}: simulate {data.n_train}+{data.n_test} patterns of N={config.N} at dose "
-        f"{config.dose:g} ({data.object.kind} object {data.object.size}px, seed {config.seed}), "
-        f"train {config.model.kind} with {config.training_loss} for <= {train.epochs} epochs "
+        f"{simulate}train {model.kind} with {config.training_loss} for <= {train.epochs} epochs "
         f"(batch {train.batch_size}, gridsize {config.gridsize}, XLA {train.jit_compile}), "
         f"config_hash {config.config_hash}"
     )
 
 
 def _tags(config: JobConfig, context: JobContext) -> dict[str, str]:
+    unused = {}
+    if config.model.kind.iterative:
+        unused = {"unused": f"{', '.join(NOT_FOR_ITERATIVE)}: recorded, not used by "
+                            f"{config.model.kind} (its config_hash ignores them)"}
     return {
+        **unused,
         "config_hash": config.config_hash,
         "overrides": json.dumps(list(context.overrides)),
         "swept": json.dumps(context.name_extras()),

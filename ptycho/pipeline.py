@@ -1,5 +1,6 @@
 """The science of one job, with no tracking and no Hydra: simulate → build → fit → reconstruct →
-evaluate, returning one :class:`PipelineResult`.
+evaluate, returning one :class:`PipelineResult`; for an iterative arm (``model.kind`` lsqml or
+epie), simulate → reconstruct with pty-chi → evaluate the whole object the same way.
 
 Callable from a notebook::
 
@@ -16,13 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ptycho import physics, runtime
-from ptycho.config import JobConfig, ModelKind
+from ptycho.config import IterativeData, JobConfig, ModelKind
 from ptycho.data import (
     DatasetPair,
     Groups,
@@ -32,7 +33,13 @@ from ptycho.data import (
     load_or_simulate,
 )
 from ptycho.data.simulation import SimulationSpec
-from ptycho.evaluation import Evaluation, check_stitch_geometry, evaluate
+from ptycho.evaluation import Evaluation, check_stitch_geometry, evaluate, evaluate_object
+from ptycho.iterative import (
+    IterationHook,
+    IterativeResult,
+    nll_per_photon,
+    reconstruct_iteratively,
+)
 from ptycho.models import (
     Models,
     baseline_targets,
@@ -45,7 +52,7 @@ from ptycho.models import (
 )
 from ptycho.training import FitResult, fit, poisson_nll_per_photon, predict, reconstruct
 
-__all__ = ["EpochHook", "PipelineResult", "run_pipeline", "simulation_spec"]
+__all__ = ["EpochHook", "PipelineResult", "iterative_inputs", "run_pipeline", "simulation_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +66,34 @@ class PipelineResult:
 
     Attributes:
         metrics: every scalar of the job (quality metrics, timings, sizes), by name.
-        models: the trained models.
-        input_scale: the scale applied to the measured amplitudes (saved with the model).
-        fit: what training ran (history, epochs, XLA, timings).
-        evaluation: the stitched reconstruction, its ground truth and the metrics' inputs.
+        evaluation: the reconstruction on the object grid, its ground truth and the metrics'
+            inputs.
         diffraction: ``(measured, expected)``, each ``(n, N, N)`` float32 photons per pixel:
             the first test patterns and the counts the reconstruction predicts for them.
         cache_hit: whether the dataset came from the cache.
+        models: the trained models (``None`` for an iterative arm).
+        input_scale: the scale applied to the measured amplitudes (saved with the model).
+        fit: what training ran (history, epochs, XLA, timings); ``None`` for an iterative arm.
+        iterative: what the iterative reconstruction ran; ``None`` for the networks.
+        tags: string facts for the run's tags (``xla``, ``device``, ``iterative_data``).
     """
 
     metrics: dict[str, float]
-    models: Models
-    input_scale: float
-    fit: FitResult
     evaluation: Evaluation
     diffraction: tuple[np.ndarray, np.ndarray]
     cache_hit: bool
+    models: Models | None = None
+    input_scale: float = 1.0
+    fit: FitResult | None = None
+    iterative: IterativeResult | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Per-epoch (networks) or per-iteration (iterative arms) curves, by name."""
+        if self.fit is not None:
+            return dict(self.fit.history)
+        return dict(self.iterative.history) if self.iterative is not None else {}
 
 
 def simulation_spec(config: JobConfig) -> SimulationSpec:
@@ -114,6 +133,7 @@ def run_pipeline(
     *,
     cache_dir: str | Path | None = None,
     on_epoch: EpochHook | None = None,
+    on_iteration: IterationHook | None = None,
 ) -> PipelineResult:
     """Run the science of one job.
 
@@ -121,6 +141,7 @@ def run_pipeline(
         config: the validated job (:func:`ptycho.config.validate`).
         cache_dir: where simulated datasets are reused from and stored; ``None``: no cache.
         on_epoch: called after each training epoch (e.g. to log the curves).
+        on_iteration: called after each iteration of an iterative arm.
 
     Raises:
         ValueError: a geometry that cannot be evaluated (before any training), bad inputs.
@@ -135,6 +156,8 @@ def run_pipeline(
     log.info("data: %d train + %d test patterns, measured dose %.4g (cache %s) in %.1fs",
              len(pair.train), len(pair.test), pair.train.measured_dose,
              "hit" if cache_hit else "miss", time_simulate)
+    if config.model.kind.iterative:
+        return _run_iterative(config, pair, cache_hit, time_simulate, on_iteration)
 
     train_groups = group_positions(pair.train.positions, config.gridsize, seed=config.seed)
     test_groups = group_positions(pair.test.positions, config.gridsize, seed=config.seed)
@@ -195,5 +218,55 @@ def run_pipeline(
     return PipelineResult(
         metrics=metrics, models=models, input_scale=input_scale, fit=result,
         evaluation=evaluation, diffraction=(test_targets[:shown, ..., 0], shown_expected),
-        cache_hit=cache_hit,
+        cache_hit=cache_hit, tags={"xla": str(result.xla).lower()},
+    )
+
+
+def iterative_inputs(config: JobConfig, pair: DatasetPair) -> tuple[np.ndarray, np.ndarray, float]:
+    """What an iterative arm reconstructs from (``model.data``): ``(counts (M, N, N) float32,
+    positions (M, 2) float64 (x, y), measured dose)``, the test patterns first."""
+    parts = [pair.test]
+    if config.model.data == IterativeData.train_test:
+        parts.append(pair.train)
+    counts = np.concatenate([part.counts for part in parts]).astype(np.float32)
+    positions = np.concatenate([part.positions for part in parts]).astype(np.float64)
+    return counts, positions, float(counts.sum(axis=(1, 2)).mean())
+
+
+def _run_iterative(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_simulate: float,
+                   on_iteration: IterationHook | None) -> PipelineResult:
+    """Reconstruct with pty-chi and score the whole object on the PINN's region of the test scan."""
+    e = config.eval
+    check_stitch_geometry(pair.test.positions, N=config.N, keep_fraction=e.keep_fraction)
+    counts, positions, dose = iterative_inputs(config, pair)
+    outcome = reconstruct_iteratively(
+        config.model.kind, counts, positions, pair.test.probe, pair.test.obj.shape, dose,
+        settings=config.model, seed=config.seed, on_iteration=on_iteration)
+    eval_start = time.perf_counter()
+    evaluation = evaluate_object(
+        outcome.obj, pair.test.positions, config.N, pair.test.obj, keep_fraction=e.keep_fraction,
+        border=e.border, phase_alignment=str(e.phase_alignment),
+        subpixel_registration=e.subpixel_registration)
+    n_test = len(pair.test)
+    expected = outcome.expected if outcome.expected is not None else np.zeros_like(counts)
+    time_eval = time.perf_counter() - eval_start
+    metrics = {
+        **evaluation.metrics,
+        **{k: v for k, v in evaluation.extra.items() if np.isfinite(v)},
+        "test_nll_per_photon": nll_per_photon(pair.test.counts, expected[:n_test]),
+        "measured_dose": pair.train.measured_dose,
+        "time_simulate_s": time_simulate,
+        "time_reconstruct_s": outcome.time_s,
+        "time_eval_s": time_eval,
+        "iterations_run": float(outcome.iterations_run),
+        "patterns_reconstructed": float(len(counts)),
+        "patterns_per_s_per_iteration": (len(counts) * outcome.iterations_run
+                                         / max(outcome.time_s, 1e-9)),
+    }
+    shown = e.n_diffraction
+    return PipelineResult(
+        metrics=metrics, evaluation=evaluation,
+        diffraction=(pair.test.counts[:shown], expected[:shown]), cache_hit=cache_hit,
+        iterative=outcome,
+        tags={"device": outcome.device, "iterative_data": str(config.model.data)},
     )

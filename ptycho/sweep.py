@@ -136,7 +136,8 @@ def job_died(sweep_dir: str | Path, job_index: int, reason: str) -> None:
 
 
 def summary_table(outcomes: list[dict[str, Any]]) -> str:
-    """A fixed-width table: job, status, headline metrics, and the error of failed jobs."""
+    """A fixed-width table: job, status, headline metrics, the error of failed jobs and why a
+    skipped duplicate was not run."""
     width = max([42, *(len(o["name"]) for o in outcomes)])
     header = f"{'#':>3}  {'job':<{width}} {'status':<9}" + "".join(
         f" {k:>11}" for k in HEADLINE_METRICS)
@@ -150,6 +151,8 @@ def summary_table(outcomes: list[dict[str, Any]]) -> str:
                      f"{outcome['status']:<9}{values}")
         if outcome.get("error"):
             lines.append(f"{'':>5}-> {outcome['error'][:300]}")
+        elif outcome.get("note"):
+            lines.append(f"{'':>5}-> {outcome['note'][:300]}")
     return "\n".join(lines)
 
 

@@ -104,9 +104,19 @@ def diffraction_figure(
 
 
 def training_curves_figure(history: Mapping[str, Sequence[float]], title: str = "") -> Figure:
-    """Train and validation loss per epoch, with the learning rate on a log axis beside."""
+    """Train and validation loss per epoch, with the learning rate on a log axis beside; for an
+    iterative arm, its data error (Poisson NLL per photon) per iteration."""
     figure = _figure(7, 4)
     axes = figure.subplots()
+    if "nll_per_photon" in history and "loss" not in history:
+        values = list(history["nll_per_photon"])
+        axes.plot(range(1, len(values) + 1), values, "-", label="NLL per photon")
+        axes.set_xlabel("iteration")
+        axes.set_ylabel("Poisson NLL per photon (nats)")
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best", fontsize=8)
+        axes.set_title(title or "data error per iteration", fontsize=10)
+        return figure
     for key, style in (("loss", "-o"), ("val_loss", "-s")):
         values = list(history.get(key, []))
         if values:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +173,7 @@ def test_every_yaml_default_equals_the_schema_default() -> None:
     groups = {  # file → where its keys sit in the config
         "config.yaml": "", "data/default.yaml": "data.", "data/object/lines.yaml": "data.object.",
         "data/object/grf.yaml": "data.object.", "model/pinn.yaml": "model.",
+        "model/lsqml.yaml": "model.", "model/epie.yaml": "model.",
         "train/default.yaml": "train.", "eval/default.yaml": "eval.",
         "tracking/default.yaml": "tracking.",
     }
@@ -179,7 +181,8 @@ def test_every_yaml_default_equals_the_schema_default() -> None:
     for file, prefix in groups.items():
         tree = yaml.safe_load((ROOT / "conf" / file).read_text())
         for key, value in _yaml_leaves(tree, prefix).items():
-            if key == "data.object.kind" and value == "grf":  # the other group choice
+            if (key, value) in (("data.object.kind", "grf"), ("model.kind", "lsqml"),
+                                ("model.kind", "epie")):  # the other choices of a group
                 continue
             default = _schema_default(key)
             assert value == default or (isinstance(default, float) and float(value) == default), (
@@ -222,3 +225,42 @@ def test_sections_are_frozen_and_data_takes_them_directly() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         data.n_train = 3  # type: ignore[misc]
     assert data.for_patch(16).object.size == 40 and DataConfig().for_patch(16).object.size == 32
+
+
+def test_an_iterative_arms_hash_ignores_the_settings_it_does_not_use() -> None:
+    lsqml = validate({"model": {"kind": "lsqml"}}).config_hash
+    for other in ({"gridsize": 2}, {"loss": "mae"}, {"train": {"epochs": 3}},
+                  {"model": {"kind": "lsqml", "bottleneck_filters": 64}}):
+        merged = {"model": {"kind": "lsqml"}, **other}
+        merged["model"] = {**merged["model"], "kind": "lsqml"}
+        assert validate(merged).config_hash == lsqml, other
+    assert validate({"model": {"kind": "lsqml", "iterations": 5}}).config_hash != lsqml
+    assert validate({"model": {"kind": "epie"}}).config_hash != lsqml
+    # ... and the networks' hashes ignore the iterative settings (unchanged from before them)
+    pinn = validate({}).config_hash
+    assert validate({"model": {"iterations": 5, "data": "train+test"}}).config_hash == pinn
+    assert pinn == "7f5926c3ae5066bf"  # the default job's hash before the iterative arms
+
+
+def test_iterative_settings_are_checked_by_name() -> None:
+    config = validate({"model": {"kind": "lsqml", "data": "train+test"}})
+    assert config.model.data == "train+test" and config.model.kind.iterative
+    assert config.training_loss == "lsqml_poisson"
+    for bad, message in (
+        ({"iterations": 0}, "iterations=0: must be >= 1"),
+        ({"data": "everything"}, "data='everything': must be one of ['test', 'train+test']"),
+        ({"device": "tpu"}, "device='tpu': must be one of ['auto', 'cpu', 'gpu']"),
+        ({"step_size": 0.0}, "step_size=0.0: must be > 0"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate({"model": {"kind": "lsqml", **bad}})
+    with pytest.raises(ConfigError,
+                       match=re.escape("model.data='train+test': needs data.test_object=same")):
+        validate({"model": {"kind": "epie", "data": "train+test"},
+                  "data": {"test_object": "independent"}})
+
+
+def test_model_lsqml_composes_from_its_group() -> None:
+    config = validate(composed("model=lsqml", "model.data=train+test", "gridsize=2"))
+    assert config.model.kind == "lsqml" and config.model.data == "train+test"
+    assert config.model.iterations == 100 and not config.model.probe_update

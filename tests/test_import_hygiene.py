@@ -68,8 +68,9 @@ PROBE = textwrap.dedent(
         devices_untouched = True
     except RuntimeError:
         devices_untouched = False
+    heavy = sorted(name for name in ("torch", "ptychi", "triton") if name in sys.modules)
     print(json.dumps({"modules": modules, "variables": variables, "env_reads": env_reads,
-                      "devices_untouched": devices_untouched}))
+                      "devices_untouched": devices_untouched, "heavy": heavy}))
     """
 )
 
@@ -84,6 +85,8 @@ def test_importing_every_ptycho_module_has_no_side_effects() -> None:
     assert report["variables"] == []
     assert report["env_reads"] == []
     assert report["devices_untouched"], "a ptycho import initialised TensorFlow's devices"
+    assert "ptycho.iterative.engine" in report["modules"]
+    assert report["heavy"] == [], "importing ptycho loaded torch/pty-chi (only a run may)"
 
 
 def test_the_probe_detects_a_violation() -> None:

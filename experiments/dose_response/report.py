@@ -10,7 +10,8 @@ dose-response and reconstruction-grid figures, a self-contained ``report.html`` 
 ``report.md``, and logs them all as artifacts (``report/``) of the sweep's parent run.
 
 Runs are grouped by their logged params, never by folder names. An arm is (N, gridsize, loss,
-model); the seeds of an arm at one dose are its spread.
+model, data); the seeds of an arm at one dose are its spread. An iterative arm (lsqml, epie) does
+not use gridsize or loss: its arm is (N, model, data), e.g. ``N32 lsqml``.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-AXES = ("N", "gridsize", "dose", "loss", "model", "seed")
-ARM = ("N", "gridsize", "loss", "model")
+AXES = ("N", "gridsize", "dose", "loss", "model", "data", "seed")
+ARM = ("N", "gridsize", "loss", "model", "data")
+ITERATIVE = ("lsqml", "epie")
+"""The iterative arms (pty-chi); the dose-efficiency table compares the other arms with LSQML."""
 EXTRA_METRICS = ("measured_dose", "time_train_s", "time_eval_s", "time_compile_s",
                  "train_patterns_per_s")
 SUMMARY_METRICS = (*METRIC_KEYS, "measured_dose", "time_train_s")
@@ -72,17 +75,26 @@ def _axis_values(record: RunRecord) -> dict[str, object]:
         except (KeyError, ValueError):
             return np.nan
 
+    model = params.get("model.kind", record.tags.get("model", ""))
+    iterative = model in ITERATIVE
     return {
         "N": number("N", int),
-        "gridsize": number("gridsize", int),
+        # recorded but unused by an iterative arm: not part of its arm
+        "gridsize": np.nan if iterative else number("gridsize", int),
         "dose": number("dose", float),
-        "loss": params.get("loss", ""),
-        "model": params.get("model.kind", record.tags.get("model", "")),
+        "loss": "" if iterative else params.get("loss", ""),
+        "model": model,
+        "data": params.get("model.data", "test") if iterative else "",
         "seed": number("seed", int),
     }
 
 
 def arm_label(row: pd.Series | dict) -> str:
+    """``N64 g2 poisson_nll pinn``; an iterative arm ``N64 lsqml`` (``N64 lsqml train+test``
+    when it reconstructs from the training patterns too)."""
+    if row["model"] in ITERATIVE:
+        data = "" if row.get("data", "test") in ("test", "") else f" {row['data']}"
+        return f"N{int(row['N'])} {row['model']}{data}"
     return f"N{int(row['N'])} g{int(row['gridsize'])} {row['loss']} {row['model']}"
 
 
@@ -109,6 +121,7 @@ def summarise(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> p
     and ``n_failed`` (runs that did not finish) counted apart, never dropped."""
     if runs.empty:
         return pd.DataFrame(columns=["arm", *ARM, "dose", "n_finished", "n_failed"])
+    runs = runs.assign(**{axis: "" for axis in ARM if axis not in runs})  # older tables
     finished = runs[runs["status"] == "FINISHED"]
     keys = ["arm", *ARM, "dose"]
     counts = runs.groupby(keys, dropna=False).agg(
@@ -124,7 +137,7 @@ def summarise(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> p
     return counts.merge(stats.reset_index(), on=keys, how="left")
 
 
-EFFICIENCY_COLUMNS = ["arm", "metric", "threshold", "dose_reached", "bound"]
+EFFICIENCY_COLUMNS = ["arm", "metric", "threshold", "dose_reached", "bound", "vs_lsqml"]
 
 
 def dose_efficiency(
@@ -134,10 +147,13 @@ def dose_efficiency(
 
     Between two measured doses the crossing is interpolated linearly in log10(dose). An arm that
     meets the threshold at its lowest dose gets that dose with ``bound="<="``; one that never
-    does gets NaN with ``bound="not reached"``.
+    does gets NaN with ``bound="not reached"``. ``vs_lsqml`` is the arm's dose over the dose the
+    LSQML arm of the same N needs (below 1: fewer photons than LSQML; NaN where either is
+    unknown).
     """
     rows = []
     column = f"{metric}_mean"
+    lsqml: dict[int, float] = {}
     for arm, part in summary.groupby("arm"):
         part = part.dropna(subset=[column]).sort_values("dose")
         doses, values = part["dose"].to_numpy(float), part[column].to_numpy(float)
@@ -152,8 +168,15 @@ def dose_efficiency(
                     dose = 10 ** (math.log10(d0) + fraction * (math.log10(d) - math.log10(d0)))
                     bound = "="
                 break
+        N = int(part["N"].iloc[0]) if len(part) and "N" in part else -1
+        if arm == f"N{N} lsqml":
+            lsqml[N] = dose
         rows.append({"arm": arm, "metric": metric, "threshold": threshold,
-                     "dose_reached": dose, "bound": bound})
+                     "dose_reached": dose, "bound": bound, "N": N})
+    for row in rows:
+        reference = lsqml.get(row.pop("N"), math.nan)
+        row["vs_lsqml"] = (row["dose_reached"] / reference
+                           if reference > 0 and not math.isnan(row["dose_reached"]) else math.nan)
     return pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS)
 
 
@@ -284,7 +307,10 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;pad
 <h2>Reconstructions</h2>{_image_tag(folder / 'reconstructions.png')}
 <h2>Summary (mean over seeds)</h2>{brief.to_html(index=False, float_format='{:.4g}'.format)}
 <h2>Dose efficiency</h2>
-<p>Lowest dose at which each arm's mean reaches the threshold (log-dose interpolation).</p>
+<p>Lowest dose at which each arm's mean reaches the threshold (log-dose interpolation);
+<code>vs_lsqml</code>: that dose over the dose LSQML (pty-chi, Poisson) needs at the same N, so
+below 1 the arm needs fewer photons than the iterative reconstruction. Iterative arms
+reconstruct from the test patterns unless labelled <code>train+test</code>.</p>
 {efficiency.to_html(index=False, float_format='{:.4g}'.format)}
 <h2>Failed runs</h2>{failed.to_html(index=False) if len(failed) else '<p>none</p>'}
 <h2>All runs</h2>{runs.drop(columns=['error']).to_html(index=False, float_format='{:.4g}'.format)}

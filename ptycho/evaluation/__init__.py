@@ -8,7 +8,13 @@ from ptycho.evaluation.alignment import (
     scanned_region,
     wrap,
 )
-from ptycho.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate
+from ptycho.evaluation.evaluate import (
+    METRIC_KEYS,
+    Evaluation,
+    evaluate,
+    evaluate_object,
+    scan_weight,
+)
 from ptycho.evaluation.metrics import FRCCurve, frc, frc_crossing, image_metrics, psnr_legacy255
 from ptycho.evaluation.stitching import central_size, check_stitch_geometry, stitch, stitch_size
 
@@ -22,11 +28,13 @@ __all__ = [
     "central_size",
     "check_stitch_geometry",
     "evaluate",
+    "evaluate_object",
     "frc",
     "frc_crossing",
     "image_metrics",
     "psnr_legacy255",
     "register",
+    "scan_weight",
     "scanned_region",
     "stitch",
     "stitch_size",

@@ -1,4 +1,5 @@
-"""``evaluate``: stitched reconstruction → crop → align → amplitude and phase metrics.
+"""``evaluate``: stitched reconstruction → crop → align → amplitude and phase metrics;
+``evaluate_object``: the same for a whole reconstructed object (an iterative engine's).
 
 The returned metric names are the ones the tracker logs (one flat ``dict[str, float]``).
 """
@@ -20,7 +21,7 @@ from ptycho.evaluation.alignment import (
 from ptycho.evaluation.metrics import FRCCurve, image_metrics
 from ptycho.evaluation.stitching import check_stitch_geometry, stitch
 
-__all__ = ["METRIC_KEYS", "Evaluation", "evaluate"]
+__all__ = ["METRIC_KEYS", "Evaluation", "evaluate", "evaluate_object", "scan_weight"]
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,83 @@ def evaluate(
         raise ValueError(f"patches must have shape (K, N, N), got {patches.shape}")
     keep = check_stitch_geometry(positions, N=patches.shape[-1], keep_fraction=keep_fraction)
     stitched, weight = stitch(patches, positions, obj.shape, keep=keep, chunk_size=chunk_size)
-    rows, cols = scanned_region(weight, border)
-    reconstruction = stitched[rows, cols]
+    region = scanned_region(weight, border)
+    return _score(stitched, obj, region, weight, phase_alignment=phase_alignment,
+                  subpixel_registration=subpixel_registration)
+
+
+def scan_weight(
+    positions: np.ndarray,
+    N: int,
+    object_shape: tuple[int, int],
+    *,
+    keep_fraction: float = EvalConfig.keep_fraction,
+) -> np.ndarray:
+    """``(H, W)`` float32 stitch weight of a scan: how many patches' central parts cover each
+    pixel, exactly as :func:`evaluate` stitches them (so :func:`evaluate_object` scores the same
+    region).
+
+    Args:
+        positions: ``(K, 2)`` float ``(x, y)`` patch centres, pixels of the object grid.
+        N: patch side, a power of two ≥ 16.
+        object_shape: ``(H, W)`` of the object grid.
+        keep_fraction: as in :func:`evaluate`.
+    """
+    positions = np.asarray(positions)
+    keep = check_stitch_geometry(positions, N=N, keep_fraction=keep_fraction)
+    ones = np.ones((len(positions), N, N), np.complex64)
+    return stitch(ones, positions, object_shape, keep=keep)[1]
+
+
+def evaluate_object(
+    image: np.ndarray,
+    positions: np.ndarray,
+    N: int,
+    obj: np.ndarray,
+    *,
+    keep_fraction: float = EvalConfig.keep_fraction,
+    border: int = EvalConfig.border,
+    phase_alignment: str = EvalConfig.phase_alignment,
+    subpixel_registration: bool = EvalConfig.subpixel_registration,
+) -> Evaluation:
+    """Evaluate a reconstructed whole object (an iterative engine's output) exactly like
+    :func:`evaluate` scores stitched patches: the scanned region of the same scan and ``N``,
+    the same alignment and the same metrics, so the numbers of the two paths compare by
+    construction.
+
+    Args:
+        image: ``(H, W)`` complex reconstructed object on the grid of ``obj``.
+        positions: ``(K, 2)`` float ``(x, y)`` scan positions (patch centres) the region is
+            taken from, pixels of the object grid.
+        N: patch side of the scan, pixels.
+        obj: ``(H, W)`` complex64 ground-truth object.
+
+    Raises:
+        ValueError: an image of another shape than ``obj``, or a scan that cannot be stitched.
+    """
+    image, obj = np.asarray(image), np.asarray(obj)
+    if obj.ndim != 2 or image.shape != obj.shape:
+        raise ValueError(f"image must have the object's shape {obj.shape}, got {image.shape}")
+    if border < 0:
+        raise ValueError(f"border must be >= 0 pixels, got {border!r}")
+    weight = scan_weight(positions, N, obj.shape, keep_fraction=keep_fraction)
+    region = scanned_region(weight, border)
+    return _score(image.astype(np.complex64), obj, region, weight,
+                  phase_alignment=phase_alignment, subpixel_registration=subpixel_registration)
+
+
+def _score(
+    image: np.ndarray,
+    obj: np.ndarray,
+    region: tuple[slice, slice],
+    weight: np.ndarray,
+    *,
+    phase_alignment: str,
+    subpixel_registration: bool,
+) -> Evaluation:
+    """Crop ``image`` and ``obj`` to ``region``, align, and compute :data:`METRIC_KEYS`."""
+    rows, cols = region
+    reconstruction = image[rows, cols]
     truth = obj[rows, cols]
     extra = {"coverage": float(np.mean(weight[rows, cols] > 1e-3))}
     if subpixel_registration:
@@ -108,7 +184,7 @@ def evaluate(
 
     metrics: dict[str, float] = {}
     curves: dict[str, FRCCurve] = {}
-    for part, truth_image, image in (
+    for part, truth_image, aligned in (
         ("amp", amplitude_truth, amplitude),
         ("phase", phase_truth, phase),
     ):
@@ -117,7 +193,7 @@ def evaluate(
             data_range = 2 * np.pi if part == "phase" else 1.0
             log.warning("ground-truth %s is constant: PSNR/SSIM use data_range=%.3g",
                         part, data_range)
-        values, curve = image_metrics(truth_image, image, data_range)
+        values, curve = image_metrics(truth_image, aligned, data_range)
         for name, value in values.items():
             metrics[f"{part}_{name}"] = value
         curves[part] = curve
@@ -130,7 +206,7 @@ def evaluate(
         phase_truth=phase_truth,
         phase=phase,
         frc=curves,
-        stitched=stitched,
+        stitched=image,
         region=(rows, cols),
         extra=extra,
     )

@@ -36,12 +36,20 @@ class PriorRun:
 
 
 def prior_run(tracker: Tracker, experiment_id: str, config_hash: str, *, resume: bool,
-              stale_after_s: float) -> PriorRun:
+              stale_after_s: float, same_sweep: str | None = None) -> PriorRun:
     """Close this config's stale RUNNING runs (FAILED, ``status_reason=stale``), whatever
-    ``resume`` says; with ``resume``, report a FINISHED run to reuse or a live RUNNING one."""
+    ``resume`` says; with ``resume``, report a FINISHED run to reuse or a live RUNNING one.
+    Without ``resume`` but with ``same_sweep`` (a parent run id), still report a FINISHED run
+    (or a live RUNNING one) of this sweep: a job the sweep has already run (an iterative arm
+    swept over settings it does not use) is not run twice."""
     alive = close_stale_runs(tracker, experiment_id, f"tags.config_hash = '{config_hash}'",
                              stale_after_s, "its job is run again")
     if not resume:
+        if same_sweep is not None:
+            finished = tracker.find_finished(experiment_id, config_hash, parent_run_id=same_sweep)
+            running = [run for run in alive if run.tags.get("mlflow.parentRunId") == same_sweep]
+            return PriorRun(finished=finished,
+                            running=running[0] if running and finished is None else None)
         return PriorRun()
     finished = tracker.find_finished(experiment_id, config_hash)
     if finished is not None:

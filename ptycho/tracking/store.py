@@ -234,11 +234,16 @@ class Tracker:
 
     # queries -----------------------------------------------------------------------------------
 
-    def find_finished(self, experiment_id: str, config_hash: str) -> RunRecord | None:
-        """A FINISHED, not deleted run with this ``config_hash`` tag, if any."""
+    def find_finished(self, experiment_id: str, config_hash: str,
+                      parent_run_id: str | None = None) -> RunRecord | None:
+        """A FINISHED, not deleted run with this ``config_hash`` tag (and this parent run, when
+        given), if any."""
+        where = f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'"
+        if parent_run_id is not None:
+            where += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
         runs = self.client.search_runs(
             [experiment_id],
-            filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
+            filter_string=where,
             run_view_type=ViewType.ACTIVE_ONLY,
             max_results=1,
         )

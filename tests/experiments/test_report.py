@@ -37,6 +37,21 @@ def test_dose_efficiency_finds_known_crossings() -> None:
     assert ratio == pytest.approx(10**1.5)
 
 
+def test_dose_efficiency_compares_every_arm_with_lsqml_at_its_n() -> None:
+    summary = pd.DataFrame({
+        "arm": ["N32 g1 poisson_nll pinn"] * 2 + ["N32 lsqml"] * 2 + ["N64 g1 mae pinn"] * 2,
+        "N": [32, 32, 32, 32, 64, 64],
+        "dose": [1e3, 1e4] * 3,
+        "amp_frc50_mean": [4.0, 9.0, 9.0, 12.0, 9.0, 9.5],
+    })
+    table = dose_efficiency(summary, "amp_frc50", 8.0).set_index("arm")
+    assert table.loc["N32 lsqml", "vs_lsqml"] == pytest.approx(1.0)
+    pinn = table.loc["N32 g1 poisson_nll pinn"]
+    assert pinn["vs_lsqml"] == pytest.approx(pinn["dose_reached"] / 1e3)  # LSQML: <= 1e3
+    assert pinn["vs_lsqml"] > 1  # this PINN needs more photons than LSQML
+    assert math.isnan(table.loc["N64 g1 mae pinn", "vs_lsqml"])  # no LSQML arm at N=64
+
+
 def test_summary_counts_failures_apart_and_ignores_their_metrics() -> None:
     runs = pd.DataFrame({
         "run_id": list("abcd"), "arm": ["x"] * 4, "N": 16, "gridsize": 1, "loss": "mae",
@@ -108,5 +123,5 @@ def test_report_of_a_smoke_sweep_matches_the_store(smoke_sweep, tmp_path: Path) 
     assert failed.summary["n_failed"].sum() == 8 and failed.summary["n_finished"].sum() == 0
     assert failed.efficiency.empty
     assert list(failed.efficiency.columns) == ["arm", "metric", "threshold", "dose_reached",
-                                               "bound"]
+                                               "bound", "vs_lsqml"]
     assert "none" not in failed.html.read_text().split("<h2>Failed runs</h2>")[1][:20]

@@ -173,7 +173,9 @@ def test_bad_fit_arguments_are_refused(kwargs: dict, message: str) -> None:
         fit(models.train, inputs, targets, **arguments)
 
 
-SEQUENCE = [(16, 1), (32, 2), (16, 2), (32, 1), (16, 3)]  # sizes and gridsizes back and forth
+# N up, gridsize up, N down with gridsize kept, then back to the first: every kind of change,
+# and a return to a shape this process has compiled before (gridsize 3 is built in test_factories)
+SEQUENCE = [(16, 1), (32, 2), (16, 2), (16, 1)]
 
 
 @pytest.mark.slow
@@ -187,15 +189,15 @@ def test_models_of_any_size_train_in_one_process_like_in_fresh_ones() -> None:
              f"print(json.dumps(train_steps({config[0]}, {config[1]})))"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        for config in SEQUENCE
+        for config in dict.fromkeys(SEQUENCE)  # one fresh process per distinct config
     }
-    in_process = {config: train_steps(*config) for config in SEQUENCE}
+    in_process = [(config, train_steps(*config)) for config in SEQUENCE]
     for config, process in processes.items():
         out, err = process.communicate(timeout=600)
         assert process.returncode == 0, err[-2000:]
         alone[config] = json.loads(out.strip().splitlines()[-1])
-    for config in SEQUENCE:
-        ours, fresh = in_process[config], alone[config]
+    for config, ours in in_process:
+        fresh = alone[config]
         assert ours["xla"] and fresh["xla"], config
         assert ours["steps"] == fresh["steps"] == 2
         np.testing.assert_allclose(ours["loss"], fresh["loss"], rtol=1e-5, err_msg=str(config))

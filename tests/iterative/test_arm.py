@@ -1,0 +1,112 @@
+"""The iterative arms as jobs: ``model=lsqml|epie`` through ``run_job`` and ``python run.py``,
+the dedupe of the axes they do not use, and ``model.data=train+test``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from ptycho.config import ModelConfig, validate
+from ptycho.data import make_datasets
+from ptycho.evaluation import METRIC_KEYS
+from ptycho.iterative import nll_per_photon, reconstruct_iteratively
+from ptycho.job import run_job
+from ptycho.pipeline import iterative_inputs, run_pipeline, simulation_spec
+from tests.cli import parents_and_children, run
+from tests.test_job import context, smoke
+
+pytest.importorskip("ptychi", reason="the [iterative] extra is not installed")
+
+SMALL = ("model.iterations=4", "data.n_train=32", "data.n_test=48")
+
+
+def test_an_lsqml_job_is_tracked_like_a_network_job(store: Path) -> None:
+    outcome = run_job(smoke(store, "model=lsqml", *SMALL), context(store))
+    assert outcome.status == "FINISHED", outcome.error
+    assert outcome.name == "N16_g1_dose1e5_poisson_nll_lsqml_s0"
+    mlflow = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    record = mlflow.get_run(outcome.run_id)
+    for key in METRIC_KEYS:
+        assert np.isfinite(record.data.metrics[key]), key
+    assert record.data.metrics["iterations_run"] == 4
+    assert record.data.metrics["patterns_reconstructed"] == 48  # the test patterns
+    assert record.data.metrics["time_reconstruct_s"] > 0
+    assert record.data.metrics["patterns_per_s_per_iteration"] > 0
+    curve = mlflow.get_metric_history(outcome.run_id, "nll_per_photon")
+    assert [point.step for point in curve] == [1, 2, 3, 4]
+    assert curve[-1].value < curve[0].value  # the data error falls
+    tags = record.data.tags
+    assert tags["model"] == "lsqml" and tags["device"] == "cpu"
+    assert tags["training_loss"] == "lsqml_poisson" and tags["iterative_data"] == "test"
+    assert "gridsize, loss, train" in tags["unused"]
+    artifacts = {a.path for a in mlflow.list_artifacts(outcome.run_id)}
+    assert {"reconstruction.npz", "figures", "config.yaml"} <= artifacts
+    assert "model" not in artifacts  # no network to save
+    figures = {a.path for a in mlflow.list_artifacts(outcome.run_id, "figures")}
+    assert "figures/training_curves.png" in figures and "figures/reconstruction.png" in figures
+
+
+def test_iterations_are_seeded_and_the_tolerance_stops_them() -> None:
+    config = validate({"N": 16, "dose": 1e4, "model": {"kind": "epie"},
+                       "data": {"object": {"size": 48}, "n_train": 16, "n_test": 48}})
+    pair = make_datasets(simulation_spec(config))
+    counts, positions, dose = iterative_inputs(config, pair)
+
+    def once(**settings: object):
+        model = ModelConfig(kind="epie", iterations=6, object_init_noise=0.05, **settings)
+        return reconstruct_iteratively("epie", counts, positions, pair.test.probe,
+                                       pair.test.obj.shape, dose, settings=model, seed=3)
+
+    first, again = once(), once()
+    np.testing.assert_array_equal(first.obj, again.obj)  # the same config, the same numbers
+    assert first.iterations_run == 6 and len(first.history["nll_per_photon"]) == 6
+    assert nll_per_photon(counts, first.expected) == pytest.approx(
+        first.history["nll_per_photon"][-1])
+    stopped = once(tolerance=1e3)  # any change is below it: stops after the second iteration
+    assert stopped.iterations_run == 2
+
+
+def test_the_nll_per_photon_is_the_training_one() -> None:
+    from ptycho.training import poisson_nll_per_photon
+
+    rng = np.random.default_rng(0)
+    expected = rng.uniform(0.1, 30.0, (3, 16, 16)).astype(np.float32)
+    counts = rng.poisson(expected).astype(np.float32)
+    assert nll_per_photon(counts, expected) == pytest.approx(
+        float(poisson_nll_per_photon(counts, expected)), rel=1e-6)
+
+
+def test_train_plus_test_reconstructs_from_both_sets_on_the_test_region() -> None:
+    config = validate({"N": 16, "dose": 1e4, "model": {"kind": "lsqml", "iterations": 2,
+                                                       "data": "train+test"},
+                       "data": {"object": {"size": 48}, "n_train": 24, "n_test": 48},
+                       "eval": {"keep_fraction": 0.5, "border": 2}})
+    result = run_pipeline(config)
+    assert result.metrics["patterns_reconstructed"] == 24 + 48
+    assert result.tags["iterative_data"] == "train+test"
+    measured, expected = result.diffraction  # the first test patterns, as for the PINN
+    assert measured.shape == expected.shape == (config.eval.n_diffraction, 16, 16)
+    test_only = run_pipeline(validate({**config.resolved(), "model": {
+        **config.resolved()["model"], "data": "test"}}))
+    assert test_only.evaluation.region == result.evaluation.region  # scored on the same pixels
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_each_iterative_job_once_and_reports_it(store: Path) -> None:
+    done = run(["-m", "experiment=smoke", "model=lsqml", "gridsize=1,2", "loss=poisson_nll,mae",
+                "model.data=test,train+test", "resume=false", *SMALL], store)
+    assert done.returncode == 0, done.stderr[-3000:]
+    parents, children = parents_and_children(store)
+    assert len(parents) == 1 and len(children) == 2  # 8 jobs, 2 distinct: test, train+test
+    assert {c.data.params["model.data"] for c in children} == {"test", "train+test"}
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert done.stdout.count("SKIPPED") == 6
+    assert "same job as N16_g1_dose1e5_poisson_nll_lsqml_s0" in done.stdout
+    assert "lsqml does not use gridsize, loss or train.*" in done.stdout
+    report = Path(done.stdout.split("report: ")[1].split()[0])
+    summary = json.dumps(open(report.parent / "summary.csv").read())
+    assert "N16 lsqml" in summary and "N16 lsqml train+test" in summary
