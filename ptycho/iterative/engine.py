@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 import warnings
@@ -89,21 +90,30 @@ def load_ptychi() -> tuple[ModuleType, type]:
     return api, PtychographyTask
 
 
-class _DropPaddingNotice(logging.Filter):
-    """pty-chi warns (on the root logger) that patches at the scan's edge reach one pixel past
-    the object buffer and get zero padding; our valid scan range makes that harmless."""
+class _DropPtychiNotices(logging.Filter):
+    """pty-chi also logs on the root logger: its INFO lines (defaults it filled in), and a
+    warning that patches at the scan's edge reach one pixel past the object buffer and get zero
+    padding, which our valid scan range makes harmless. Other warnings pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "probe-grid object tensor" not in record.getMessage()
+        if f"{os.sep}ptychi{os.sep}" not in record.pathname:
+            return True
+        return (record.levelno >= logging.WARNING
+                and "probe-grid object tensor" not in record.getMessage())
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence notices of torch and pty-chi that say nothing about our data: CUDA probing on a
     machine without a driver, a scalar read of a tensor that requires grad, edge padding."""
-    notice = _DropPaddingNotice()
+    notice = _DropPtychiNotices()
     root = logging.getLogger()
     root.addFilter(notice)
+    # pty-chi's own INFO lines and its tqdm bar (shown at INFO) would interleave with the job's
+    # log; reconstruct_iteratively logs the progress itself.
+    ptychi_logger = logging.getLogger("ptychi")
+    level = ptychi_logger.level
+    ptychi_logger.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="CUDA initialization")
@@ -111,6 +121,7 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         root.removeFilter(notice)
+        ptychi_logger.setLevel(level)
 
 
 def torch_device(device: Device | str) -> str:
@@ -281,6 +292,7 @@ def reconstruct_iteratively(
     history: dict[str, list[float]] = {"nll_per_photon": []}
     elapsed = 0.0
     previous = np.inf
+    every = max(1, settings.iterations // 10)  # progress lines: about ten per reconstruction
     with _quiet(), _task(api, PtychographyTask, kind, settings, counts=counts,
                          positions=positions, probe=ptychi_probe(probe, scale),
                          initial_object=start_object, device=device, seed=seed) as task:
@@ -293,6 +305,10 @@ def reconstruct_iteratively(
             history["nll_per_photon"].append(value)
             if on_iteration is not None:
                 on_iteration(iteration, {"nll_per_photon": value})
+            if iteration % every == 0 or iteration == settings.iterations:
+                remaining = elapsed / iteration * (settings.iterations - iteration)
+                log.info("%s iteration %d/%d  NLL/photon=%.6g  %.1fs  ETA %.0fs", kind,
+                         iteration, settings.iterations, value, elapsed, remaining)
             if not np.isfinite(value):
                 raise FloatingPointError(
                     f"{kind} diverged at iteration {iteration}: NLL per photon {value}")
