@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-## make test: ruff, then the whole test suite on two workers (CPU, ~13 min on 2 cores);
+## make test: ruff, then the whole test suite on two workers (CPU, ~12 min on 2 cores);
 ## the 15 slowest tests are listed at the end
 test: $(STAMP)
 	$(PY) -m ruff check .
@@ -26,7 +26,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow"
 
-## make study: the quickstart dose-response study (12 jobs, <= 15 min on 2 CPU cores)
+## make study: the quickstart dose-response study (12 PINN + 3 LSQML jobs, ~30 min on 2 CPU cores)
 study: $(STAMP)
 	@start=$$(date +%s); \
 	$(PY) run.py -m experiment=quickstart; status=$$?; \
