@@ -37,7 +37,6 @@ from ptycho.evaluation import Evaluation, check_stitch_geometry, evaluate, evalu
 from ptycho.iterative import (
     IterationHook,
     IterativeResult,
-    nll_per_photon,
     reconstruct_iteratively,
 )
 from ptycho.models import (
@@ -253,7 +252,8 @@ def _run_iterative(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_s
     metrics = {
         **evaluation.metrics,
         **{k: v for k, v in evaluation.extra.items() if np.isfinite(v)},
-        "test_nll_per_photon": nll_per_photon(pair.test.counts, expected[:n_test]),
+        "test_nll_per_photon": float(poisson_nll_per_photon(pair.test.counts,
+                                                            expected[:n_test])),
         "measured_dose": pair.train.measured_dose,
         "time_simulate_s": time_simulate,
         "time_reconstruct_s": outcome.time_s,

@@ -9,7 +9,6 @@ from ptycho.iterative.engine import (
     IterativeResult,
     IterativeUnavailable,
     load_ptychi,
-    nll_per_photon,
     reconstruct_iteratively,
     torch_device,
 )
@@ -20,7 +19,6 @@ __all__ = [
     "IterativeUnavailable",
     "flat_field_scale",
     "load_ptychi",
-    "nll_per_photon",
     "ptychi_positions",
     "ptychi_probe",
     "reconstruct_iteratively",

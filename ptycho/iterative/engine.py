@@ -31,8 +31,7 @@ from ptycho.iterative.conventions import (
 )
 
 __all__ = ["IterationHook", "IterativeResult", "IterativeUnavailable", "forward_counts",
-           "initial_object",
-           "load_ptychi", "nll_per_photon", "reconstruct_iteratively", "torch_device"]
+           "initial_object", "load_ptychi", "reconstruct_iteratively", "torch_device"]
 
 log = logging.getLogger(__name__)
 
@@ -236,17 +235,6 @@ def forward_counts(
     return expected.astype(np.float32), patches.reshape(M, N, N).astype(np.complex64)
 
 
-def nll_per_photon(counts: np.ndarray, expected: np.ndarray) -> float:
-    """Full Poisson NLL ``Σ(λ − k log λ + log k!) / Σk``, nats per photon (the same quantity
-    as ``ptycho.training.poisson_nll_per_photon``, in NumPy/SciPy: no TensorFlow here)."""
-    from scipy.special import gammaln
-
-    k = np.asarray(counts, np.float64)
-    lam = np.asarray(expected, np.float64)
-    nll = lam - k * np.log(lam + 1e-12) + gammaln(k + 1.0)
-    return float(nll.sum() / max(k.sum(), 1.0))
-
-
 def reconstruct_iteratively(
     kind: ModelKind | str,
     counts: np.ndarray,
@@ -285,6 +273,7 @@ def reconstruct_iteratively(
         raise ValueError(f"positions must have shape ({len(counts)}, 2), got "
                          f"{np.asarray(positions).shape}")
     api, PtychographyTask = load_ptychi()
+    from ptycho.training import poisson_nll_per_photon  # the PINN's data error, same numbers
 
     device = torch_device(settings.device)
     scale = flat_field_scale(probe, dose)
@@ -301,7 +290,7 @@ def reconstruct_iteratively(
             task.run(n_epochs=1)
             elapsed += time.perf_counter() - start
             expected = _expected_counts(task, len(counts))
-            value = nll_per_photon(counts, expected)
+            value = float(poisson_nll_per_photon(counts, expected))
             history["nll_per_photon"].append(value)
             if on_iteration is not None:
                 on_iteration(iteration, {"nll_per_photon": value})

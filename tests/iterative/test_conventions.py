@@ -11,8 +11,6 @@ from ptycho import physics
 from ptycho.iterative import conventions
 from ptycho.iterative.engine import forward_counts
 
-pytest.importorskip("ptychi", reason="the [iterative] extra is not installed")
-
 N = 16
 SHAPE = (40, 44)  # not square: rows and columns cannot be confused silently
 
