@@ -34,17 +34,23 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _show(figure: Figure, axes, image: np.ndarray, title: str, cmap: str, **kwargs) -> None:
+def _show(figure: Figure, axes, image: np.ndarray, title: str, cmap: str, *,
+          colorbar: bool = True, **kwargs):
+    """``image`` on ``axes`` without ticks, titled, with its own colour bar unless told not;
+    returns the image artist (to share one colour bar between panels)."""
     artist = axes.imshow(image, cmap=cmap, interpolation="nearest", **kwargs)
     axes.set_title(title, fontsize=9)
     axes.set_xticks([])
     axes.set_yticks([])
-    figure.colorbar(artist, ax=axes, fraction=0.046, pad=0.02)
+    if colorbar:
+        figure.colorbar(artist, ax=axes, fraction=0.046, pad=0.02)
+    return artist
 
 
 def reconstruction_figure(evaluation: Evaluation, title: str = "") -> Figure:
-    """Ground truth, reconstruction and error for amplitude (row 1) and phase (row 2), each with
-    a colour bar; the headline metrics in the title."""
+    """Ground truth, reconstruction and error for amplitude (row 1) and phase (row 2): truth and
+    reconstruction on one colour scale (one bar), the error on its own; the headline metrics in
+    the title."""
     figure = _figure(11, 7)
     axes = figure.subplots(2, 3)
     m = evaluation.metrics
@@ -55,9 +61,10 @@ def reconstruction_figure(evaluation: Evaluation, title: str = "") -> Figure:
     for row, (name, truth, image, cmap, unit, key) in enumerate(rows):
         low, high = float(truth.min()), float(truth.max())
         _show(figure, axes[row, 0], truth, f"{name} ground truth{unit}", cmap, vmin=low,
-              vmax=high)
-        _show(figure, axes[row, 1], image, f"{name} reconstruction{unit}", cmap, vmin=low,
-              vmax=high)
+              vmax=high, colorbar=False)
+        shared = _show(figure, axes[row, 1], image, f"{name} reconstruction{unit}", cmap,
+                       vmin=low, vmax=high, colorbar=False)
+        figure.colorbar(shared, ax=[axes[row, 0], axes[row, 1]], fraction=0.046, pad=0.02)
         error = image - truth
         bound = float(np.abs(error).max()) or 1.0
         _show(
@@ -95,9 +102,14 @@ def diffraction_figure(
         low = max(high * 1e-6, 0.1)
         norm = LogNorm(vmin=low, vmax=max(high, low * 10))
         _show(figure, axes[0, i], np.maximum(measured[i], low), f"measured #{i}  Σ="
-              f"{measured[i].sum():.3g}", "magma", norm=norm)
-        _show(figure, axes[1, i], np.maximum(predicted[i], low), f"predicted #{i}  Σ="
-              f"{predicted[i].sum():.3g}", "magma", norm=norm)
+              f"{measured[i].sum():.3g}", "magma", norm=norm, colorbar=False)
+        artist = _show(figure, axes[1, i], np.maximum(predicted[i], low), f"predicted #{i}  Σ="
+                       f"{predicted[i].sum():.3g}", "magma", norm=norm, colorbar=False)
+        # One bar per pair (they share the scale), without minor ticks: a log colour bar's
+        # minor ticks cost more to lay out than the rest of the figure.
+        bar = figure.colorbar(artist, ax=[axes[0, i], axes[1, i]], fraction=0.046, pad=0.02,
+                              aspect=40)
+        bar.ax.minorticks_off()
     figure.suptitle(title or "diffraction: measured counts (top) vs model λ (bottom), log scale",
                     fontsize=10)
     return figure

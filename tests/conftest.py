@@ -8,10 +8,11 @@ variable outside ``ptycho.runtime`` and ``ptycho.tracking``.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
+import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,11 @@ for _key, _value in SINGLE_THREADED.items():
 
 SMOKE_SWEEP = ["-m", "experiment=smoke", "dose=1e3,1e5", "loss=poisson_nll,mae", "seed=0,1"]
 """The shared sweep: 8 jobs of N=16 (2 doses x 2 losses x 2 seeds) on one fresh store."""
+SMOKE_SWEEP_TIMEOUT_S = 1500
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def _skip_gpu_tests(items: list[pytest.Item]) -> None:
+    """``gpu`` tests are skipped where TensorFlow sees no GPU."""
     if not any(item.get_closest_marker("gpu") for item in items):
         return
     import tensorflow as tf
@@ -88,21 +91,58 @@ def store(tmp_path: Path, store_template: Path) -> Path:
     return tmp_path
 
 
+def _smoke_folder(config: pytest.Config) -> Path:
+    # pytest's own tmp_path_factory (what the fixture of that name returns), reachable from a hook
+    return _shared_folder(config._tmp_path_factory) / "smoke_sweep"  # type: ignore[attr-defined]
+
+
+def _start_smoke_sweep(folder: Path) -> None:
+    """:data:`SMOKE_SWEEP` in the background, once across the session's processes: its output
+    goes to ``folder/stdout`` and ``folder/stderr``, its exit code to ``folder/returncode``."""
+    from tests.cli import ENV, ROOT, command
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if folder.exists():
+            return  # another worker started it
+        folder.mkdir()
+        argv = " ".join(shlex.quote(part) for part in command(SMOKE_SWEEP, folder))
+        script = (f"{argv} > {folder}/stdout 2> {folder}/stderr; "
+                  f"echo $? > {folder}/returncode.part && mv {folder}/returncode.part "
+                  f"{folder}/returncode")
+        subprocess.Popen(["/bin/sh", "-c", script], cwd=ROOT, env=ENV, start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests that read the shared smoke sweep go last, so that the sweep (started in the
+    background once collection is done) runs beside the other tests rather than in front of a
+    waiting worker."""
+    items.sort(key=lambda item: "smoke_sweep" in getattr(item, "fixturenames", ()))
+    _skip_gpu_tests(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any("smoke_sweep" in getattr(item, "fixturenames", ()) for item in session.items):
+        _start_smoke_sweep(_smoke_folder(session.config))
+
+
 @pytest.fixture(scope="session")
-def smoke_sweep(tmp_path_factory: pytest.TempPathFactory,
-                store_template: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    """:data:`SMOKE_SWEEP` through ``python run.py``, once per session; its store and output.
-    Tests that change the store work on a copy (``tests.cli.copy_store``)."""
-    from tests.cli import run
-
-    def make(folder: Path) -> None:
-        shutil.copy(store_template, folder / "mlflow.db")
-        done = run(SMOKE_SWEEP, folder)
-        (folder / "output.json").write_text(json.dumps(
-            {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}))
-
-    folder = _once(_shared_folder(tmp_path_factory) / "smoke_sweep", make)
-    output = json.loads((folder / "output.json").read_text())
-    done = subprocess.CompletedProcess(SMOKE_SWEEP, output["returncode"], output["stdout"],
-                                       output["stderr"])
+def smoke_sweep(request: pytest.FixtureRequest) -> tuple[Path, subprocess.CompletedProcess]:
+    """:data:`SMOKE_SWEEP` through ``python run.py``, once per session (started in the
+    background at collection); its store and output. Tests that change the store work on a
+    copy (``tests.cli.copy_store``)."""
+    folder = _smoke_folder(request.config)
+    _start_smoke_sweep(folder)  # a no-op unless collection did not start it
+    deadline = time.monotonic() + SMOKE_SWEEP_TIMEOUT_S
+    while not (folder / "returncode").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the shared smoke sweep did not end in {SMOKE_SWEEP_TIMEOUT_S} s "
+                               f"(its output: {folder}/stdout, {folder}/stderr)")
+        time.sleep(1.0)
+    done = subprocess.CompletedProcess(
+        SMOKE_SWEEP, int((folder / "returncode").read_text()),
+        (folder / "stdout").read_text(), (folder / "stderr").read_text())
     return folder, done

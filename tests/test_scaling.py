@@ -101,8 +101,10 @@ def sqlite(store: Path) -> str:
 # --- parallel launchers ---------------------------------------------------------------------
 
 
-def test_joblib_runs_four_smoke_jobs_in_parallel_on_a_fresh_sqlite_store(tmp_path: Path) -> None:
-    done = run(["-m", "experiment=smoke", "gridsize=1,2", "seed=0,1",
+def test_joblib_runs_three_smoke_jobs_in_parallel_on_a_fresh_sqlite_store(tmp_path: Path) -> None:
+    """Three jobs on two workers: both start at once on an empty store (the race), and one
+    worker is reused for the third."""
+    done = run(["-m", "experiment=smoke", "seed=0,1,2",
                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
@@ -110,7 +112,7 @@ def test_joblib_runs_four_smoke_jobs_in_parallel_on_a_fresh_sqlite_store(tmp_pat
         assert error not in output, f"{error!r} in the sweep's output"
     parents, children = split(all_runs(sqlite(tmp_path)))
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 4
+    assert len(children) == 3
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert {c.info.status for c in children} == {"FINISHED"}
     for child in children:
@@ -180,7 +182,7 @@ def test_a_sweep_against_a_tracking_server_is_visible_through_its_rest_api(
 ) -> None:
     store = tmp_path / "client"
     store.mkdir()
-    done = run(["-m", "experiment=smoke", "gridsize=1,2"], store, uri=tracking_server)
+    done = run(["-m", "experiment=smoke"], store, uri=tracking_server)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert not (store / "mlflow.db").exists()  # nothing went to a local store
 
@@ -192,7 +194,7 @@ def test_a_sweep_against_a_tracking_server_is_visible_through_its_rest_api(
     children = [r for r, t in zip(found, tags, strict=True) if "mlflow.parentRunId" in t]
     parents = [r for r, t in zip(found, tags, strict=True) if t.get("ptycho.role") == "sweep"]
     assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
-    assert len(children) == 2 and {c["info"]["status"] for c in children} == {"FINISHED"}
+    assert len(children) == 1 and children[0]["info"]["status"] == "FINISHED"
     for child in children:
         metrics = {m["key"] for m in child["data"]["metrics"]}
         assert set(METRIC_KEYS) <= metrics
