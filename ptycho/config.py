@@ -461,12 +461,19 @@ class EvalConfig(_Section):
     """Inference batch (groups)."""
     n_diffraction: int = 4
     """Patterns shown in the diffraction figure (not part of the config hash)."""
+    crb: bool = True
+    """Compute the Cramér–Rao bound of the test scan (docs/physics.md §11): ``amp_mse_crb``,
+    ``phase_mse_crb`` and the efficiencies ``*_crb_efficiency`` (not part of the config hash)."""
+    crb_samples: int = 16
+    """Hutchinson probes per part where the bound is matrix-free (above
+    ``ptycho.evaluation.limit.DENSE_LIMIT`` parameters)."""
 
     def check(self) -> None:
         _number("keep_fraction", self.keep_fraction, low=0, low_open=True, high=1)
         _number("border", self.border, low=0, integer=True)
         _number("batch_size", self.batch_size, low=1, integer=True)
         _number("n_diffraction", self.n_diffraction, low=1, integer=True)
+        _number("crb_samples", self.crb_samples, low=2, integer=True)
 
 
 @dataclass(frozen=True)
@@ -620,9 +627,10 @@ NAMING_AXES = ("N", "gridsize", "dose", "loss", "model", "model.kind", "seed")
 """Override keys the run name already shows."""
 
 _NOT_HASHED = ("tracking", "resume", "dry_run", "isolate", "hydra", "data.cache",
-               "data.cache_dir", "eval.n_diffraction")
+               "data.cache_dir", "eval.n_diffraction", "eval.crb", "eval.crb_samples")
 """Keys that do not change a job's numbers: where results go, how the job is run, the caching
-of its inputs, and how many patterns one figure shows."""
+of its inputs, how many patterns one figure shows, and whether the physical limit is computed
+beside the reconstruction's metrics."""
 
 
 def config_hash(resolved: typing.Mapping[str, Any]) -> str:

@@ -34,6 +34,7 @@ from ptycho.data import (
 )
 from ptycho.data.simulation import SimulationSpec
 from ptycho.evaluation import Evaluation, check_stitch_geometry, evaluate, evaluate_object
+from ptycho.evaluation.limit import dose_scale_of, load_or_estimate_limit
 from ptycho.iterative import (
     IterationHook,
     IterativeResult,
@@ -155,8 +156,45 @@ def run_pipeline(
     log.info("data: %d train + %d test patterns, measured dose %.4g (cache %s) in %.1fs",
              len(pair.train), len(pair.test), pair.train.measured_dose,
              "hit" if cache_hit else "miss", time_simulate)
+    limit_cache = Path(cache_dir) if cache_dir is not None and config.data.cache else None
     if config.model.kind.iterative:
-        return _run_iterative(config, pair, cache_hit, time_simulate, on_iteration)
+        result = _run_iterative(config, pair, cache_hit, time_simulate, on_iteration)
+    else:
+        result = _run_network(config, pair, cache_hit, time_simulate, on_epoch)
+    return _with_limit(config, pair, result, limit_cache)
+
+
+def _with_limit(config: JobConfig, pair: DatasetPair, result: PipelineResult,
+                cache_dir: Path | None) -> PipelineResult:
+    """``result`` with the Cramér–Rao bound of the test scan on its metrics (``eval.crb``):
+    ``amp_mse_crb``, ``phase_mse_crb`` (and their standard errors, 0 when exact), the
+    efficiencies ``*_crb_efficiency = bound / MSE`` (1: at the limit; above 1 only for a biased
+    estimator or one that saw more photons than the test scan) and ``time_crb_s``."""
+    if not config.eval.crb:
+        return result
+    test = pair.test
+    limit, hit = load_or_estimate_limit(
+        test.obj, test.probe, test.positions, result.evaluation.region,
+        cache_dir, phase_alignment=str(config.eval.phase_alignment),
+        samples=config.eval.crb_samples)
+    bound = limit.at_scale(dose_scale_of(test.obj, test.probe, test.positions, config.dose))
+    metrics = result.metrics
+    for part in ("amp", "phase"):
+        mse = metrics[f"{part}_mse"]
+        bound[f"{part}_crb_efficiency"] = bound[f"{part}_mse_crb"] / mse if mse > 0 else np.nan
+    bound["time_crb_s"] = 0.0 if hit else limit.seconds
+    log.info("limit: amp_mse >= %.3g, phase_mse >= %.3g (Cramér–Rao, %s, %s); efficiency "
+             "amp %.3g, phase %.3g", bound["amp_mse_crb"], bound["phase_mse_crb"], limit.method,
+             "cached" if hit else f"{limit.seconds:.1f}s", bound["amp_crb_efficiency"],
+             bound["phase_crb_efficiency"])
+    result.metrics.update({k: v for k, v in bound.items() if np.isfinite(v)})
+    result.tags["crb_method"] = limit.method
+    return result
+
+
+def _run_network(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_simulate: float,
+                 on_epoch: EpochHook | None) -> PipelineResult:
+    """Build, train, reconstruct the test scan and evaluate it (a PINN or the baseline)."""
 
     train_groups = group_positions(pair.train.positions, config.gridsize, seed=config.seed)
     test_groups = group_positions(pair.test.positions, config.gridsize, seed=config.seed)

@@ -181,11 +181,16 @@ def dose_response_figure(
         ("phase_frc50", "phase FRC50 (ring)"),
         ("phase_psnr", "phase PSNR (dB)"),
         ("phase_ssim", "phase SSIM"),
+        ("amp_mse", "amplitude MSE"),
+        ("phase_mse", "phase MSE (rad²)"),
+        ("crb_efficiency", "Cramér–Rao efficiency (bound / MSE)"),
     ),
     title: str = "",
 ) -> Figure:
     """Metric versus dose (log x), one line per arm with the seed spread (min–max) as a band and
-    a red × on the dose axis where runs of that arm failed.
+    a red × on the dose axis where runs of that arm failed. MSE panels are on a log scale with
+    the Cramér–Rao bound as a dashed black line per N (where ``<metric>_crb_mean`` is there);
+    ``crb_efficiency`` draws each arm's amplitude (solid) and phase (dotted) efficiency.
 
     Args:
         summary: one row per (arm, dose) with columns ``arm``, ``dose`` and ``<metric>_mean``,
@@ -200,6 +205,8 @@ def dose_response_figure(
     colours = {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
     failed = failures[failures["n_failed"] > 0]
     for ax, (metric, label) in zip(axes, metrics, strict=False):
+        if metric == "crb_efficiency":
+            _efficiency_panel(ax, summary, arms, colours)
         for arm in arms:
             part = summary[summary["arm"] == arm].sort_values("dose")
             if f"{metric}_mean" not in part or part[f"{metric}_mean"].isna().all():
@@ -211,6 +218,9 @@ def dose_response_figure(
         for _, row in failed.iterrows():
             ax.plot([row["dose"]], [0.0], "x", color="red", markersize=9,
                     transform=ax.get_xaxis_transform(), clip_on=False)
+        if metric.endswith("_mse"):
+            _bound_lines(ax, summary, metric)
+            ax.set_yscale("log")
         ax.set_xscale("log")
         ax.set_xlabel("dose (photons per pattern)")
         ax.set_ylabel(label)
@@ -222,6 +232,35 @@ def dose_response_figure(
     figure.suptitle(title or "dose response (band: min-max over seeds; red x: failed runs)",
                     fontsize=11)
     return figure
+
+
+def _bound_lines(axes, summary: pd.DataFrame, metric: str) -> None:
+    """The Cramér–Rao bound of ``metric`` against dose, one dashed black line per N (every arm
+    of one N shares its test scan, hence its bound)."""
+    column = f"{metric}_crb_mean"
+    if column not in summary or summary[column].isna().all():
+        return
+    groups = summary.groupby("N") if "N" in summary else [("", summary)]
+    for n, part in groups:
+        bound = part.groupby("dose")[column].mean().dropna().sort_index()
+        if len(bound):
+            axes.plot(bound.index, bound.values, "--", color="black", linewidth=1.2,
+                      label=f"Cramér–Rao bound N={n}" if n != "" else "Cramér–Rao bound")
+    axes.legend(fontsize=6, loc="best")
+
+
+def _efficiency_panel(axes, summary: pd.DataFrame, arms: Sequence[str],
+                      colours: Mapping[str, str]) -> None:
+    """Each arm's bound / MSE against dose: amplitude solid, phase dotted; 1 is the limit."""
+    for arm in arms:
+        part = summary[summary["arm"] == arm].sort_values("dose")
+        for key, style in (("amp_crb_efficiency_mean", "-o"), ("phase_crb_efficiency_mean", ":s")):
+            if key in part and not part[key].isna().all():
+                axes.plot(part["dose"], part[key], style, color=colours[arm], markersize=3)
+    axes.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
+    axes.set_yscale("log")
+    axes.text(0.02, 0.02, "solid: amplitude, dotted: phase; 1 = the limit", fontsize=6,
+              transform=axes.transAxes)
 
 
 def reconstruction_grid_figure(

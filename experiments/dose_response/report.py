@@ -25,6 +25,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,19 @@ AXES = ("N", "gridsize", "dose", "loss", "model", "data", "seed")
 ARM = ("N", "gridsize", "loss", "model", "data")
 ITERATIVE = ("lsqml", "epie")
 """The iterative arms (pty-chi); the dose-efficiency table compares the other arms with LSQML."""
+LIMIT_METRICS = ("amp_mse_crb", "phase_mse_crb", "amp_crb_efficiency", "phase_crb_efficiency")
+"""The Cramér–Rao bound of each run's test scan and the efficiencies bound / MSE (eval.crb)."""
 EXTRA_METRICS = ("measured_dose", "time_train_s", "time_eval_s", "time_compile_s",
-                 "train_patterns_per_s")
-SUMMARY_METRICS = (*METRIC_KEYS, "measured_dose", "time_train_s")
+                 "train_patterns_per_s", *LIMIT_METRICS)
+SUMMARY_METRICS = (*METRIC_KEYS, "measured_dose", "time_train_s", *LIMIT_METRICS)
+LIMIT_NOTE = (
+    "Dashed black lines on the MSE panels: the Cramér–Rao bound of the test scan (the least MSE "
+    "any unbiased reconstruction from those photons can have, with the probe and positions "
+    "known; docs/physics.md §11). Efficiency = bound / MSE: 1 is the limit. It can exceed 1 only "
+    "for a biased estimator (a network whose learned prior helps, a regularised reconstruction) "
+    "or an arm that used more photons than the test scan (the PINN trained on the same object; "
+    "iterative arms labelled train+test)."
+)
 DEFAULT_THRESHOLDS = {"amp_frc50": 5.0, "amp_psnr": 15.0}
 TRUTH = "ground truth"
 
@@ -283,7 +294,9 @@ def make_report(
     commit = parent_record.tags.get("git_commit", "unknown")
     dirty = parent_record.tags.get("git_dirty", "unknown")
     headline = ["arm", "dose", "n_finished", "n_failed", "amp_frc50_mean", "amp_psnr_mean",
-                "amp_ssim_mean", "phase_frc50_mean", "phase_ssim_mean"]
+                "amp_ssim_mean", "phase_frc50_mean", "phase_ssim_mean", "amp_mse_mean",
+                "amp_mse_crb_mean", "amp_crb_efficiency_mean", "phase_mse_mean",
+                "phase_mse_crb_mean", "phase_crb_efficiency_mean"]
     brief = summary[[c for c in headline if c in summary]]
     sweep_line = (f"experiment `{experiment_name}`, parent run `{parent_run_id}`, "
                   f"{len(runs)} runs ({int((runs['status'] == 'FINISHED').sum())} finished, "
@@ -291,7 +304,7 @@ def make_report(
                   f"git `{commit}` (dirty: {dirty}), overrides "
                   f"`{' '.join(json.loads(overrides))}`")
     markdown = [f"# Dose-response report: {experiment_name}", "", sweep_line, "",
-                "## Summary (mean over seeds)", "", _markdown(brief), "",
+                "## Summary (mean over seeds)", "", _markdown(brief), "", LIMIT_NOTE, "",
                 "## Dose efficiency", "", _markdown(efficiency), "",
                 "## Failed runs", "", _markdown(failed), "",
                 "![dose response](dose_response.png)", "",
@@ -306,6 +319,7 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;pad
 <h2>Dose response</h2>{_image_tag(folder / 'dose_response.png')}
 <h2>Reconstructions</h2>{_image_tag(folder / 'reconstructions.png')}
 <h2>Summary (mean over seeds)</h2>{brief.to_html(index=False, float_format='{:.4g}'.format)}
+<p>{html_escape(LIMIT_NOTE)}</p>
 <h2>Dose efficiency</h2>
 <p>Lowest dose at which each arm's mean reaches the threshold (log-dose interpolation);
 <code>vs_lsqml</code>: that dose over the dose LSQML (pty-chi, Poisson) needs at the same N, so

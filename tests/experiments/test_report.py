@@ -125,3 +125,34 @@ def test_report_of_a_smoke_sweep_matches_the_store(smoke_sweep, tmp_path: Path) 
     assert list(failed.efficiency.columns) == ["arm", "metric", "threshold", "dose_reached",
                                                "bound", "vs_lsqml"]
     assert "none" not in failed.html.read_text().split("<h2>Failed runs</h2>")[1][:20]
+
+
+def test_the_dose_response_figure_draws_the_bound_and_the_efficiency() -> None:
+    from ptycho import viz
+
+    doses = [1e2, 1e3, 1e4]
+    rows = []
+    for arm, factor in (("N32 g1 poisson_nll pinn", 3.0), ("N32 lsqml", 1.5)):
+        for dose in doses:
+            bound = {"amp_mse_crb_mean": 1.0 / dose, "phase_mse_crb_mean": 3.0 / dose}
+            mse = {"amp_mse": factor / dose, "phase_mse": 3 * factor / dose}
+            row = {"arm": arm, "N": 32, "dose": dose, **bound,
+                   "amp_crb_efficiency_mean": 1 / factor, "phase_crb_efficiency_mean": 1 / factor}
+            for key, value in mse.items():
+                row.update({f"{key}_mean": value, f"{key}_min": value, f"{key}_max": value})
+            rows.append(row)
+    summary = pd.DataFrame(rows)
+    figure = viz.dose_response_figure(summary, summary.assign(n_failed=0)[["arm", "dose",
+                                                                          "n_failed"]])
+    panels = {ax.get_ylabel(): ax for ax in figure.axes}
+    for label, column in (("amplitude MSE", "amp_mse_crb_mean"),
+                          ("phase MSE (rad²)", "phase_mse_crb_mean")):
+        ax = panels[label]
+        assert ax.get_yscale() == "log"
+        (bound,) = [line for line in ax.get_lines() if line.get_label() == "Cramér–Rao bound N=32"]
+        assert bound.get_linestyle() == "--"
+        np.testing.assert_allclose(bound.get_ydata(), summary[column][:3])
+    efficiency = panels["Cramér–Rao efficiency (bound / MSE)"]
+    drawn = sorted(round(float(line.get_ydata()[0]), 6) for line in efficiency.get_lines())
+    assert drawn == pytest.approx(sorted([1.0, 1 / 3, 1 / 3, 1 / 1.5, 1 / 1.5]), abs=1e-6)
+    # the limit line, and amplitude and phase for each arm
