@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 
 DENSE_LIMIT = 4096
 """Up to this many real parameters (twice the free pixels) the bound is computed densely."""
+MIN_PROBES = 4
+"""Hutchinson probes per part at least (``cg``)."""
 LIMIT_VERSION = 1
 """Bumped when what :func:`estimate_limit` computes changes (invalidates cached limits)."""
 
@@ -93,7 +95,7 @@ class LimitEstimate:
     method: str
     """``dense`` or ``cg``."""
     samples: int
-    """Hutchinson probes per part (0 for ``dense``)."""
+    """Hutchinson probes used for the part that needed most (0 for ``dense``)."""
     free_pixels: int
     region_pixels: int
     cg_iterations: int
@@ -248,6 +250,13 @@ def alignment_maps(amplitude: np.ndarray, phase_alignment: str
     return amplitude_adjoint, phase_adjoint
 
 
+def _relative_stderr(values: list[float]) -> float:
+    """Standard error of the mean over the mean (infinite for fewer than two values)."""
+    if len(values) < 2 or np.mean(values) == 0:
+        return float("inf")
+    return float(np.std(values, ddof=1) / np.sqrt(len(values)) / abs(np.mean(values)))
+
+
 def _cg(apply: Callable[[np.ndarray], np.ndarray], rhs: np.ndarray, precondition: np.ndarray, *,
         tolerance: float, max_iterations: int) -> tuple[np.ndarray, int]:
     """Preconditioned conjugate gradients for ``apply(x) = rhs`` in the real inner product of
@@ -283,6 +292,7 @@ def estimate_limit(
     *,
     phase_alignment: str = "plane",
     samples: int = 16,
+    target_stderr: float = 0.01,
     seed: int = 0,
     free_threshold: float = 1e-3,
     method: str = "auto",
@@ -297,7 +307,9 @@ def estimate_limit(
         positions: ``(M, 2)`` float ``(x, y)`` of the scored scan.
         region: ``(rows, cols)`` slices of the scored region (the evaluation's).
         phase_alignment: as ``eval.phase_alignment``.
-        samples: Hutchinson probes per part (``cg`` only).
+        samples: Hutchinson probes per part at most (``cg`` only).
+        target_stderr: stop probing once the relative standard error is below this (after
+            :data:`MIN_PROBES`); a large region averages so many pixels per probe that a few do.
         seed: seed of the probes.
         free_threshold: illumination fraction below which pixels count as known.
         method: ``dense``, ``cg`` or ``auto`` (dense up to :data:`DENSE_LIMIT` parameters).
@@ -342,7 +354,7 @@ def estimate_limit(
     if method not in ("auto", "dense", "cg"):
         raise ValueError(f"limit method must be auto, dense or cg, got {method!r}")
     results: dict[str, tuple[float, float]] = {}
-    worst = 0
+    worst = used = 0
     if use_dense:
         matrix = fisher_matrix(obj, probe, positions, free)
         real_gauge = np.concatenate([gauge.real, gauge.imag])
@@ -358,23 +370,26 @@ def estimate_limit(
         rng = np.random.default_rng(seed)
         for part, adjoint, direction in (("amp", amp_adjoint, amp_dir),
                                          ("phase", phase_adjoint, phase_dir)):
-            values = []
+            values: list[float] = []
             for k in range(samples):
+                if k >= MIN_PROBES and _relative_stderr(values) < target_stderr:
+                    break  # precise enough: large regions average over many pixels per probe
                 z = rng.choice([-1.0, 1.0], region_count)
                 h = representer(adjoint(z), direction)
                 x, iterations = _cg(regularised, h, diagonal + 1e-12 * diagonal.max(),
                                     tolerance=tolerance, max_iterations=max_iterations)
                 worst = max(worst, iterations)
                 values.append(float(np.vdot(h, x).real) / region_count)
-                log.info("limit: %s probe %d/%d: %.4g (%d CG iterations)", part, k + 1,
-                         samples, values[-1], iterations)
+                log.info("limit: %s probe %d (at most %d): %.4g (%d CG iterations)", part,
+                         k + 1, samples, values[-1], iterations)
+            used = max(used, len(values))
             results[part] = (float(np.mean(values)),
                              float(np.std(values, ddof=1) / np.sqrt(len(values)))
                              if len(values) > 1 else float("nan"))
     return LimitEstimate(
         amp_mse=results["amp"][0], phase_mse=results["phase"][0],
         amp_mse_stderr=results["amp"][1], phase_mse_stderr=results["phase"][1],
-        method="dense" if use_dense else "cg", samples=0 if use_dense else samples,
+        method="dense" if use_dense else "cg", samples=0 if use_dense else used,
         free_pixels=count, region_pixels=region_count, cg_iterations=worst,
         seconds=time.perf_counter() - start,
     )
