@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-## make test: ruff, then the whole test suite on two workers (CPU, ~12 min on 2 cores);
+## make test: ruff, then the whole test suite on two workers (CPU, 9-13 min on 2 cores);
 ## the 15 slowest tests are listed at the end
 test: $(STAMP)
 	$(PY) -m ruff check .
