@@ -149,14 +149,45 @@ def _far_field_adjoint(field: tf.Tensor) -> tf.Tensor:
     return tf.signal.ifft2d(spectrum) * tf.constant(n, tf.complex64)
 
 
+def _bilinear_taps(positions: np.ndarray, n: int, shape: tuple[int, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Flat object indices ``(M, N·N, 4)`` int64 and weights ``(M, N·N, 4)`` float32 of the
+    bilinear extraction :func:`ptycho.physics.extract_patches` performs (same float32
+    arithmetic, zero weight outside the object), as four taps per patch pixel."""
+    height, width = shape
+    start = np.asarray(positions, np.float32)[:, ::-1] - np.float32(n // 2)  # (M, 2): row, col
+    base = np.floor(start)
+    frac = (start - base).astype(np.float32)
+    offsets = np.arange(n)
+    rows = base[:, 0, None].astype(np.int64) + offsets  # (M, N)
+    cols = base[:, 1, None].astype(np.int64) + offsets
+    index, weight = [], []
+    for dr, wr in ((0, 1 - frac[:, 0]), (1, frac[:, 0])):
+        for dc, wc in ((0, 1 - frac[:, 1]), (1, frac[:, 1])):
+            r = rows[:, :, None] + dr
+            c = cols[:, None, :] + dc
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            index.append(np.where(inside, r * width + c, 0).reshape(len(start), -1))
+            weight.append(np.where(inside, (wr[:, None, None] * wc[:, None, None]), 0)
+                          .astype(np.float32).reshape(len(start), -1))
+    return np.stack(index, axis=-1), np.stack(weight, axis=-1)
+
+
 def fisher_operator(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
                     free: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """The Fisher information at ``s² = 1`` as a function on the free pixels.
 
     A real parameter vector ``(Re δ, Im δ)`` is carried as one complex vector ``δ`` of the free
-    pixels (row-major order of ``free``); the returned function maps ``δ`` to ``I δ`` in the same
-    form (real part: the rows of ``Re``; imaginary part: the rows of ``Im``), so the real inner
-    product ``Re(vdot(a, b))`` is the Euclidean one of the real parameters.
+    pixels (row-major order of ``free``); the returned function maps ``δ`` (``(n,)`` or a batch
+    ``(B, n)``) to ``I δ`` in the same form (real part: the rows of ``Re``; imaginary part: the
+    rows of ``Im``), so the real inner product ``Re(vdot(a, b))`` is the Euclidean one of the real
+    parameters.
+
+    The true far field comes from :mod:`ptycho.physics` (extract → illuminate → far field).
+    The perturbations are cut and placed by the same bilinear weights as four gathered taps per
+    pixel: the separable matrices of ``extract_patches`` cost ``O(M·N·H·W)`` per product, too
+    much at N=64 on a 256² object, the taps ``O(M·N²)``. tests/evaluation/test_limit.py checks
+    the result against an independent float64 model.
 
     Args:
         obj: ``(H, W)`` complex true object.
@@ -170,12 +201,16 @@ def fisher_operator(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
     pos_t = tf.constant(np.asarray(positions, np.float32)[None])
     probe_t = tf.constant(np.asarray(probe, np.complex64))
     exit_far = physics.far_field(physics.illuminate(probe_t, physics.extract_patches(
-        obj_t, pos_t, n)))
+        obj_t, pos_t, n)))[0]
     magnitude = tf.abs(exit_far)
     # The unit phasor of the true far field; 0 where the field vanishes (its pixels carry no
     # information about the phase of a perturbation there).
     phasor = tf.where(magnitude > 0, exit_far / tf.cast(tf.maximum(magnitude, 1e-30),
                                                          tf.complex64), tf.zeros_like(exit_far))
+    taps, weights = _bilinear_taps(positions, n, shape)
+    count = len(positions)
+    taps_t = tf.constant(taps.reshape(-1))  # (M·N²·4,)
+    weights_t = tf.constant(weights.reshape(-1), tf.complex64)
     free_index = np.flatnonzero(np.asarray(free).ravel())
     size = int(np.prod(shape))
 
@@ -183,17 +218,20 @@ def fisher_operator(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
     def apply(delta: tf.Tensor) -> tf.Tensor:
         """``(B, n)`` complex64 perturbations → ``(B, n)`` information times them."""
         batch = tf.shape(delta)[0]
-        flat = tf.transpose(tf.scatter_nd(free_index[:, None], tf.transpose(delta),
-                                          [size, batch]))
-        image = tf.reshape(flat, (batch, *shape))
-        positions = tf.tile(pos_t, [batch, 1, 1])
-        along = physics.far_field(physics.illuminate(probe_t, physics.extract_patches(
-            image, positions, n)))
+        image = tf.transpose(tf.scatter_nd(free_index[:, None], tf.transpose(delta),
+                                           [size, batch]))  # (B, H·W)
+        taken = tf.gather(image, taps_t, axis=1) * weights_t  # (B, M·N²·4)
+        patches = tf.reduce_sum(tf.reshape(taken, (batch, count, n, n, 4)), axis=-1)
+        along = physics.far_field(physics.illuminate(probe_t, patches))
         whitened = tf.math.real(tf.math.conj(phasor) * along)  # ∂λ/(2 s √λ)
         back = _far_field_adjoint(phasor * tf.cast(whitened, tf.complex64))
-        back = back * tf.math.conj(probe_t)
-        placed = physics.place_patches(back, positions, shape)
-        return 4.0 * tf.gather(tf.reshape(placed, (batch, size)), free_index, axis=1)
+        back = back * tf.math.conj(probe_t)  # (B, M, N, N)
+        spread = tf.reshape(tf.repeat(tf.reshape(back, (batch, -1)), 4, axis=1)
+                            * weights_t, (batch, -1))
+        placed = tf.map_fn(
+            lambda values: tf.math.unsorted_segment_sum(values, taps_t, size), spread,
+            fn_output_signature=tf.complex64)  # the adjoint of the gather, per batch item
+        return 4.0 * tf.gather(placed, free_index, axis=1)
 
     def fisher(delta: np.ndarray) -> np.ndarray:
         delta = np.asarray(delta)
