@@ -356,7 +356,8 @@ def estimate_limit(
     """
     start = time.perf_counter()
     obj = np.asarray(obj, np.complex128)
-    free = free_pixels(probe, positions, obj.shape, threshold=free_threshold)
+    lit = illumination(probe, positions, obj.shape)  # once: the free pixels and the preconditioner
+    free = lit >= free_threshold * lit.max()  # as free_pixels
     rows, cols = region
     in_region = np.zeros(obj.shape, bool)
     in_region[rows, cols] = True
@@ -382,7 +383,7 @@ def estimate_limit(
         return h - gauge * np.vdot(gauge, h).real  # off the gauge
 
     apply = fisher_operator(obj, probe, positions, free)
-    diagonal = 2.0 * illumination(probe, positions, obj.shape)[free]
+    diagonal = 2.0 * lit[free]
     shift = float(np.median(diagonal))  # μ: the gauge direction's stand-in eigenvalue
 
     def regularised(x: np.ndarray) -> np.ndarray:
