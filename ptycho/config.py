@@ -375,6 +375,9 @@ class ModelConfig(_Section):
     bottleneck_filters: int = 256
     """Generator width at the 8×8 bottleneck (halved per level up)."""
     trainable_probe: bool = False
+    merge_iterations: int = 8
+    """Conjugate-gradient steps of the overlap constraint's least-squares merge (g > 1; 0:
+    normalised overlap-add). 8 leave true patches changed by about 2e-4 (bench/merge.py)."""
     # --- iterative arms (lsqml, epie) ---
     iterations: int = 100
     """Iterations (epochs of pty-chi: every pattern used once each)."""
@@ -401,6 +404,7 @@ class ModelConfig(_Section):
 
     def check(self) -> None:
         _number("bottleneck_filters", self.bottleneck_filters, low=1, integer=True)
+        _number("merge_iterations", self.merge_iterations, low=0, integer=True)
         _number("iterations", self.iterations, low=1, integer=True)
         _number("tolerance", self.tolerance, low=0)
         _number("batch_size", self.batch_size, low=1, integer=True)
@@ -415,7 +419,7 @@ ITERATIVE_SETTINGS = ("iterations", "tolerance", "batch_size", "step_size", "alp
 """``model`` settings only the iterative arms use."""
 
 NOT_FOR_ITERATIVE = ("gridsize", "loss", "train", "model.bottleneck_filters",
-                     "model.trainable_probe", "eval.batch_size")
+                     "model.trainable_probe", "model.merge_iterations", "eval.batch_size")
 """Settings an iterative arm records but does not use: normalised away from its
 ``config_hash`` (a sweep over them does not run the same iterative job twice)."""
 

@@ -114,6 +114,7 @@ def _build(config: JobConfig, pair: DatasetPair, canvas: int) -> Models:
         log_scale=initial_log_scale(pair.train.measured_dose, pair.train.probe),
         trainable_probe=model.trainable_probe,
         bottleneck_filters=model.bottleneck_filters,
+        merge_iterations=model.merge_iterations,
     )
 
 

@@ -27,7 +27,10 @@ class Groups:
     Attributes:
         indices: ``(G, C)`` int64 indices into the dataset's positions; column 0 is the seed.
         offsets: ``(G, C, 2)`` float32 ``(x, y)`` pixels relative to the group centre.
-        centres: ``(G, 2)`` float64 ``(x, y)`` group centres on the object grid.
+        centres: ``(G, 2)`` float64 ``(x, y)`` group centres on the object grid: the mean of the
+            group's positions rounded to a whole pixel, so an offset's fractional part is its
+            position's and the overlap canvas (:class:`ptycho.models.OverlapConstraint`) lies on
+            the object's pixel grid (true patches are then exactly consistent on it).
         gridsize: g, with ``C = g²``.
     """
 
@@ -82,7 +85,9 @@ def group_positions(
         _, indices = cKDTree(positions).query(positions[seeds], k=channels)
     indices = np.asarray(indices, dtype=np.int64).reshape(n_groups, channels)
     members = positions[indices]
-    centres = members.mean(axis=1)
+    # A whole-pixel centre: the canvas grid is the object grid shifted by whole pixels, so
+    # bilinear patches of one object cut on it agree with the scan's (physics.merge_patches).
+    centres = np.round(members.mean(axis=1))
     offsets = (members - centres[:, None, :]).astype(np.float32)
     return Groups(indices=indices, offsets=offsets, centres=centres, gridsize=gridsize)
 

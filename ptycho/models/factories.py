@@ -49,6 +49,8 @@ class ModelSpec:
     trainable_probe: bool = ModelConfig.trainable_probe
     log_scale: float = 0.0
     """Initial ``log s`` of the intensity scale (PINN)."""
+    merge_iterations: int = ModelConfig.merge_iterations
+    """Conjugate-gradient steps of the overlap constraint's merge (PINN with gridsize > 1)."""
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -114,6 +116,7 @@ def build_pinn(
     log_scale: float = 0.0,
     trainable_probe: bool = ModelConfig.trainable_probe,
     bottleneck_filters: int = ModelConfig.bottleneck_filters,
+    merge_iterations: int = ModelConfig.merge_iterations,
 ) -> Models:
     """Fresh physics-informed network (docs/physics.md §6).
 
@@ -126,6 +129,8 @@ def build_pinn(
         log_scale: initial ``log s`` of the intensity scale (:func:`initial_log_scale`).
         trainable_probe: refine the probe during training.
         bottleneck_filters: generator width at the 8×8 bottleneck.
+        merge_iterations: conjugate-gradient steps of the overlap constraint's least-squares
+            merge (:func:`ptycho.physics.merge_patches`); 0: normalised overlap-add.
     """
     spec = ModelSpec(
         kind="pinn",
@@ -135,6 +140,7 @@ def build_pinn(
         canvas_size=int(canvas_size) if gridsize > 1 else 0,
         trainable_probe=trainable_probe,
         log_scale=float(log_scale),
+        merge_iterations=int(merge_iterations),
     )
     channels = spec.gridsize**2
     generator = build_generator(
@@ -148,7 +154,8 @@ def build_pinn(
         offsets = keras.Input((channels, 2), name="offsets")
         inputs.append(offsets)
         patches = OverlapConstraint(
-            spec.N, spec.gridsize, spec.canvas_size, name="overlap_constraint"
+            spec.N, spec.gridsize, spec.canvas_size, spec.merge_iterations,
+            name="overlap_constraint",
         )(patches, offsets)
     exit_wave = ProbeIllumination(
         spec.N, trainable_probe=spec.trainable_probe, probe=probe, name="probe_illumination"
@@ -197,6 +204,7 @@ def build_models(spec: ModelSpec, probe: np.ndarray | None = None) -> Models:
             log_scale=spec.log_scale,
             trainable_probe=spec.trainable_probe,
             bottleneck_filters=spec.bottleneck_filters,
+            merge_iterations=spec.merge_iterations,
         )
     return build_baseline(
         N=spec.N, gridsize=spec.gridsize, bottleneck_filters=spec.bottleneck_filters

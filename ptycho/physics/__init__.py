@@ -11,6 +11,7 @@ from ptycho.physics.dose import (
 )
 from ptycho.physics.geometry import (
     extract_patches,
+    merge_patches,
     overlap_add,
     place_patches,
     resample_matrix,
@@ -26,6 +27,7 @@ __all__ = [
     "far_field",
     "illuminate",
     "intensity",
+    "merge_patches",
     "overlap_add",
     "place_patches",
     "poisson_counts",

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 __all__ = [
     "extract_patches",
+    "merge_patches",
     "overlap_add",
     "place_patches",
     "resample_matrix",
@@ -200,3 +201,76 @@ def overlap_add(
     if numerator.dtype.is_complex:
         inverse = tf.cast(inverse, numerator.dtype)
     return numerator * inverse, weight
+
+
+def _real_dot(a: tf.Tensor, b: tf.Tensor, axes: tuple[int, ...]) -> tf.Tensor:
+    """``Re Σ conj(a)·b`` over ``axes`` (the real inner product of complex or real tensors)."""
+    if a.dtype.is_complex:
+        return tf.reduce_sum(tf.math.real(tf.math.conj(a) * b), axis=axes)
+    return tf.reduce_sum(a * b, axis=axes)
+
+
+def merge_patches(
+    patches: tf.Tensor,
+    positions: tf.Tensor,
+    canvas_shape: tuple[int, int],
+    iterations: int,
+    min_weight: float = 1e-3,
+) -> tf.Tensor:
+    """The canvas whose patches best match ``patches``: ``argmin_x Σ_c ‖E_c x − p_c‖²`` per sample.
+
+    :func:`overlap_add` is that least-squares solution only when every patch sits at a whole
+    pixel. At sub-pixel positions bilinear ``E_cᵀE_c`` is not diagonal and overlap-add smooths:
+    patches cut from one object by :func:`extract_patches` come back from overlap-add and re-cut
+    changed by about 2.4% (probe-weighted, measured on the quickstart's scan; bench/merge.py).
+    Starting from overlap-add, ``iterations`` steps of conjugate gradients on the normal
+    equations (CGLS) move towards the least-squares canvas; each costs one
+    :func:`extract_patches` and one :func:`place_patches`, with static shapes (XLA compiles the
+    unrolled loop) and gradients to the patches. Measured on the lines object (N=32 and 64,
+    g=2 and 3): 8 steps leave about 2e-4 of the patches' probe-weighted norm, the worst group
+    under 8e-4. Re-cutting the least-squares canvas is the orthogonal projection of the patches
+    onto the sets that one object can produce: the overlap constraint of ptychography.
+
+    Consistent patches are reproduced only when they were cut on the canvas's own pixel grid:
+    give positions whose fractional parts are those of the scan (the group centre on a whole
+    pixel, :func:`ptycho.data.group_positions`).
+
+    Args:
+        patches: ``(B, C, N, N)`` float32 or complex64.
+        positions: ``(B, C, 2)`` float32 ``(x, y)`` patch centres on the canvas.
+        canvas_shape: ``(H, W)``.
+        iterations: CGLS steps after overlap-add, ≥ 0 (0: :func:`overlap_add` alone).
+        min_weight: as for :func:`overlap_add`.
+
+    Returns:
+        ``(B, H, W)`` canvas, same dtype as ``patches``.
+    """
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
+    patches = tf.convert_to_tensor(patches)
+    positions = tf.convert_to_tensor(positions, tf.float32)
+    canvas, _ = overlap_add(patches, positions, canvas_shape, min_weight)
+    if iterations == 0:
+        return canvas
+    size = patches.shape[-1]
+
+    def scaled(alpha: tf.Tensor, tensor: tf.Tensor) -> tf.Tensor:
+        alpha = tf.reshape(alpha, [-1] + [1] * (tensor.shape.rank - 1))
+        return tf.cast(alpha, tensor.dtype) * tensor
+
+    # CGLS (Hestenes–Stiefel on EᵀE x = Eᵀp), one independent solve per sample. divide_no_nan:
+    # an exactly consistent group has a zero residual and stops moving (no 0/0).
+    residual = patches - extract_patches(canvas, positions, size)
+    gradient = place_patches(residual, positions, canvas_shape)
+    direction = gradient
+    gradient_norm = _real_dot(gradient, gradient, (1, 2))
+    for _ in range(iterations):
+        step_image = extract_patches(direction, positions, size)
+        alpha = tf.math.divide_no_nan(gradient_norm, _real_dot(step_image, step_image, (1, 2, 3)))
+        canvas = canvas + scaled(alpha, direction)
+        residual = residual - scaled(alpha, step_image)
+        gradient = place_patches(residual, positions, canvas_shape)
+        new_norm = _real_dot(gradient, gradient, (1, 2))
+        direction = gradient + scaled(tf.math.divide_no_nan(new_norm, gradient_norm), direction)
+        gradient_norm = new_norm
+    return canvas
