@@ -1,13 +1,14 @@
 """The iterative arms on quickstart-sized data: LSQML (Poisson) and ePIE per dose, side by side.
 
 Each point is ``run_pipeline`` of an iterative job (the same path a tracked job takes, no
-MLflow): N=32, a 96-pixel lines object, 144 test patterns, known probe and positions. Prints
-amplitude/phase SSIM, amplitude FRC50, the test NLL per photon and the reconstruction time, and
-writes ``bench/results/iterative.json``. One dose and engine takes 10-45 s on 2 CPU cores.
+MLflow): N=32, a 96-pixel lines object, the quickstart's scan of 512 patterns (design
+reconstruct), known probe and positions. Prints amplitude/phase SSIM, amplitude FRC50, the test
+NLL per photon and the reconstruction time, and writes ``bench/results/iterative.json``. With 144
+patterns one dose and engine took 10-45 s on 2 CPU cores; time grows with the patterns.
 
     python bench/iterative.py                              # 1e2 1e3 1e4 1e6, lsqml and epie
     python bench/iterative.py --doses 1e2 --iterations 10 30 100 --kinds lsqml
-    python bench/iterative.py --N 64 --object-size 128 --n-test 128 --doses 1e9   # the 1e9 check
+    python bench/iterative.py --N 64 --object-size 128 --n-patterns 128 --doses 1e9   # the 1e9 check
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def main() -> int:
     parser.add_argument("--iterations", nargs="+", type=int, default=[100])
     parser.add_argument("--N", type=int, default=32)
     parser.add_argument("--object-size", type=int, default=96)
-    parser.add_argument("--n-test", type=int, default=144)
+    parser.add_argument("--n-patterns", type=int, default=512,
+                        help="patterns of the scan (data.n_train; design reconstruct)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "iterative.json"))
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -44,7 +46,7 @@ def main() -> int:
             for iterations in args.iterations:
                 config = validate({
                     "N": args.N, "dose": dose,
-                    "data": {"object": {"size": args.object_size}, "n_test": args.n_test},
+                    "data": {"object": {"size": args.object_size}, "n_train": args.n_patterns},
                     "model": {"kind": kind, "iterations": iterations},
                 })
                 metrics = run_pipeline(config).metrics

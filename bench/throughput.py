@@ -110,7 +110,7 @@ def run_one(N: int, gridsize: int, jit: bool, steps: int, batch: int) -> dict:
     n_train = batch * steps
     # The object's size defaults to 2·N.
     pair = make_datasets(
-        SimulationSpec(N=N, dose=1e6, seed=0, data=DataConfig(n_train=n_train, n_test=batch))
+        SimulationSpec(N=N, dose=1e6, seed=0, data=DataConfig(n_train=n_train))
     )
     train = pair.train
     groups = group_positions(train.positions, gridsize, seed=0)

@@ -38,10 +38,10 @@ __all__ = [
     "SCHEMA_NAME",
     "ConfigError",
     "DataConfig",
+    "Design",
     "Device",
     "DtypePolicy",
     "EvalConfig",
-    "IterativeData",
     "JitCompile",
     "JobConfig",
     "Loss",
@@ -55,7 +55,6 @@ __all__ = [
     "ProbeKind",
     "ScanConfig",
     "ScanKind",
-    "TestObject",
     "TrackingConfig",
     "TrainConfig",
     "config_hash",
@@ -100,14 +99,6 @@ class ModelKind(StrEnum):
         return self in (ModelKind.lsqml, ModelKind.epie)
 
 
-class IterativeData(StrEnum):
-    test = "test"
-    """The test patterns only: what the PINN reconstructs at inference."""
-    train_test = "train+test"
-    """Training and test patterns together (with ``data.test_object=same``, the photons the PINN
-    has seen of the object in all)."""
-
-
 class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -136,10 +127,15 @@ class ScanKind(StrEnum):
     random = "random"
 
 
-class TestObject(StrEnum):
-    __test__ = False  # not a pytest test class
-    same = "same"
-    independent = "independent"
+class Design(StrEnum):
+    """What a job's test set is (docs/physics.md §4.4)."""
+
+    reconstruct = "reconstruct"
+    """The test set is the measured scan itself: the network trains on those patterns and is
+    scored on its reconstruction of them, as an iterative reconstruction is."""
+    generalize = "generalize"
+    """The test set is an independent realisation of the object, scanned with the training
+    scan's geometry (same number of positions, same density, its own jitter and noise)."""
 
 
 class PhaseAlignment(StrEnum):
@@ -341,12 +337,11 @@ class DataConfig(_Section):
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     scan: ScanConfig = field(default_factory=ScanConfig)
     n_train: int = 512
-    """Training diffraction patterns."""
-    n_test: int = 128
-    """Test diffraction patterns (reconstructed, stitched and scored)."""
-    test_object: TestObject = TestObject.same
-    """``same``: test positions scan the training object (reconstruct what you measured);
-    ``independent``: a second realisation of the object (generalisation)."""
+    """Diffraction patterns of the measured scan (the test scan, with ``generalize``, has as
+    many)."""
+    design: Design = Design.reconstruct
+    """``reconstruct``: score the reconstruction of the measured patterns; ``generalize``: score
+    a second object scanned the same way."""
     noise_seed: int | None = None
     """``None``: the job's seed."""
     cache: bool = True
@@ -362,7 +357,6 @@ class DataConfig(_Section):
 
     def check(self) -> None:
         _number("n_train", self.n_train, low=1, integer=True)
-        _number("n_test", self.n_test, low=1, integer=True)
         if self.noise_seed is not None:
             _number("noise_seed", self.noise_seed, low=0, integer=True)
 
@@ -397,8 +391,6 @@ class ModelConfig(_Section):
     """Refine the probe too (it starts from the true probe)."""
     position_correction: bool = False
     """Refine the scan positions too (they start from the true positions)."""
-    data: IterativeData = IterativeData.test
-    """Which patterns the iterative arm reconstructs from."""
     device: Device = Device.auto
     """Where pty-chi runs: ``auto`` is the GPU when torch sees one, else the CPU."""
 
@@ -414,7 +406,7 @@ class ModelConfig(_Section):
 
 
 ITERATIVE_SETTINGS = ("iterations", "tolerance", "batch_size", "step_size", "alpha",
-                      "object_init_noise", "probe_update", "position_correction", "data",
+                      "object_init_noise", "probe_update", "position_correction",
                       "device")
 """``model`` settings only the iterative arms use."""
 
@@ -554,23 +546,17 @@ class JobConfig(_Section):
             raise _fail("data.object.size", data.object.size,
                         f"smaller than a patch of N={self.N} (needs >= {self.N + 1})")
         if self.model.kind.iterative:  # gridsize and train.* are not used: nothing to check
-            if (self.model.data == IterativeData.train_test
-                    and data.test_object != TestObject.same):
-                raise _fail("model.data", str(self.model.data),
-                            f"needs data.test_object=same (the training patterns scan another "
-                            f"object with data.test_object={data.test_object})")
             return
         channels = self.gridsize**2
-        for split in ("n_train", "n_test"):
-            if getattr(data, split) < channels:
-                raise _fail(f"data.{split}", getattr(data, split),
-                            f"gridsize={self.gridsize} needs at least {channels} patterns per "
-                            "group")
         n_val = validation_count(data.n_train, self.train.validation_fraction)
+        if data.n_train < channels or 0 < n_val < channels:
+            raise _fail("data.n_train", data.n_train,
+                        f"gridsize={self.gridsize} needs at least {channels} patterns per group "
+                        f"in training and in validation ({n_val} held out)")
         if data.n_train - n_val < self.train.batch_size:
             raise _fail("train.batch_size", self.train.batch_size,
                         f"exceeds the {data.n_train - n_val} training groups "
-                        f"(data.n_train={data.n_train})")
+                        f"(data.n_train={data.n_train}, {n_val} held out for validation)")
 
     # --- derived --------------------------------------------------------------------------------
 
@@ -731,9 +717,8 @@ def _hydra_class(cls: type) -> type:
             nested = _hydra_class(kind)
             fields.append((item.name, nested, field(default_factory=nested)))
             continue
-        if _enum_of(kind) in (JitCompile, IterativeData):
-            # YAML's true/false are booleans, and OmegaConf matches enum members by name
-            # ("train_test"), not by value ("train+test"): the section turns strings into choices
+        if _enum_of(kind) is JitCompile:
+            # YAML's true/false are booleans: the section turns strings into choices
             kind = str
         missing = item.default is dataclasses.MISSING
         default = item.default_factory() if missing else item.default  # type: ignore[misc]

@@ -340,11 +340,13 @@ def _raw_name(raw: Mapping[str, Any]) -> str:
 
 def _plan(config: JobConfig, name: str) -> str:
     data, train, model = config.data, config.train, config.model
-    simulate = (f"{name}: simulate {data.n_train}+{data.n_test} patterns of N={config.N} at dose "
+    scans = ("1 scan" if str(data.design) == "reconstruct"
+             else "2 scans (training object, independent test object)")
+    simulate = (f"{name}: simulate {scans} of {data.n_train} patterns of N={config.N} at dose "
                 f"{config.dose:g} ({data.object.kind} object {data.object.size}px, seed "
-                f"{config.seed}), ")
+                f"{config.seed}, design {data.design}), ")
     if model.kind.iterative:
-        return (f"{simulate}reconstruct with {model.kind} from the {model.data} patterns for <= "
+        return (f"{simulate}reconstruct with {model.kind} from the scored scan for <= "
                 f"{model.iterations} iterations (batch {model.batch_size}; gridsize, loss and "
                 f"train.* unused), config_hash {config.config_hash}")
     return (

@@ -6,7 +6,7 @@ Callable from a notebook::
 
     from ptycho.config import validate
     from ptycho.pipeline import run_pipeline
-    result = run_pipeline(validate({"N": 16, "data": {"n_train": 48, "n_test": 48}}))
+    result = run_pipeline(validate({"N": 16, "data": {"n_train": 48}}))
     result.metrics["amp_ssim"], result.evaluation.amplitude
 
 ``ptycho.job`` wraps it in a tracked MLflow run; nothing here knows about runs.
@@ -23,13 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from ptycho import physics, runtime
-from ptycho.config import IterativeData, JobConfig, ModelKind
+from ptycho.checks import validation_count
+from ptycho.config import JobConfig, ModelKind
 from ptycho.data import (
     DatasetPair,
     Groups,
     canvas_size,
     check_canvas,
+    check_matched_groups,
+    concatenate_groups,
     group_positions,
+    holdout_region,
     load_or_simulate,
 )
 from ptycho.data.simulation import SimulationSpec
@@ -52,7 +56,15 @@ from ptycho.models import (
 )
 from ptycho.training import FitResult, fit, poisson_nll_per_photon, predict, reconstruct
 
-__all__ = ["EpochHook", "PipelineResult", "iterative_inputs", "run_pipeline", "simulation_spec"]
+__all__ = [
+    "EpochHook",
+    "PipelineResult",
+    "TrainingGroups",
+    "iterative_inputs",
+    "run_pipeline",
+    "simulation_spec",
+    "training_groups",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +87,7 @@ class PipelineResult:
         input_scale: the scale applied to the measured amplitudes (saved with the model).
         fit: what training ran (history, epochs, XLA, timings); ``None`` for an iterative arm.
         iterative: what the iterative reconstruction ran; ``None`` for the networks.
-        tags: string facts for the run's tags (``xla``, ``device``, ``iterative_data``).
+        tags: string facts for the run's tags (``xla``, ``device``).
     """
 
     metrics: dict[str, float]
@@ -118,11 +130,55 @@ def _build(config: JobConfig, pair: DatasetPair, canvas: int) -> Models:
     )
 
 
+@dataclass(frozen=True)
+class TrainingGroups:
+    """The groups ``fit`` sees: training groups first, then validation groups.
+
+    Attributes:
+        groups: all of them, indices into the training scan.
+        validation: ``(V,)`` int64 indices (into ``groups``) of the validation groups.
+        validation_patterns: ``(P,)`` int64 indices (into the scan) of the held-out region.
+    """
+
+    groups: Groups
+    validation: np.ndarray
+    validation_patterns: np.ndarray
+
+
+def training_groups(positions: np.ndarray, gridsize: int, validation_fraction: float, *,
+                    seed: int) -> TrainingGroups:
+    """Hold out a region of the scan for validation and group each part on its own.
+
+    ``round(validation_fraction · M)`` patterns around a seeded scan position are held out
+    (:func:`ptycho.data.holdout_region`); training groups are formed among the others and
+    validation groups among the held-out ones, so no pattern is in both (at every gridsize).
+
+    Args:
+        positions: ``(M, 2)`` float64 ``(x, y)`` pixels of the training scan.
+        gridsize: g ≥ 1.
+        validation_fraction: share of the patterns held out, in ``[0, 0.5]``; 0: none.
+        seed: the region's and the groups' seed.
+    """
+    count = validation_count(len(positions), validation_fraction)
+    train_patterns, val_patterns = holdout_region(positions, count, seed=seed)
+    train = group_positions(positions, gridsize, seed=seed, among=train_patterns)
+    if not count:
+        return TrainingGroups(train, np.zeros(0, np.int64), val_patterns)
+    validation = group_positions(positions, gridsize, seed=seed, among=val_patterns)
+    return TrainingGroups(
+        groups=concatenate_groups(train, validation),
+        validation=np.arange(len(train), len(train) + len(validation), dtype=np.int64),
+        validation_patterns=val_patterns,
+    )
+
+
 def _check_geometry(config: JobConfig, pair: DatasetPair, train_groups: Groups,
                     test_groups: Groups) -> int:
-    """Before any training: the test scan can be stitched and every group fits the overlap
-    canvas. Returns the canvas side (pixels), sized from the train and the test groups."""
+    """Before any training: the test scan can be stitched, its groups are shaped like the
+    training groups and every group fits the overlap canvas. Returns the canvas side (pixels),
+    sized from the train and the test groups."""
     check_stitch_geometry(pair.test.positions, N=config.N, keep_fraction=config.eval.keep_fraction)
+    check_matched_groups(train_groups, test_groups, what="test groups")
     offsets = [train_groups.offsets, test_groups.offsets]
     canvas = canvas_size(offsets, config.N)
     check_canvas(offsets, config.N, canvas)
@@ -197,7 +253,9 @@ def _run_network(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_sim
                  on_epoch: EpochHook | None) -> PipelineResult:
     """Build, train, reconstruct the test scan and evaluate it (a PINN or the baseline)."""
 
-    train_groups = group_positions(pair.train.positions, config.gridsize, seed=config.seed)
+    split = training_groups(pair.train.positions, config.gridsize,
+                            config.train.validation_fraction, seed=config.seed)
+    train_groups = split.groups
     test_groups = group_positions(pair.test.positions, config.gridsize, seed=config.seed)
     canvas = _check_geometry(config, pair, train_groups, test_groups)
     input_scale = compute_input_scale(pair.train.counts)
@@ -212,7 +270,7 @@ def _run_network(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_sim
         batch_size=t.batch_size, learning_rate=t.learning_rate,
         validation_fraction=t.validation_fraction, plateau_factor=t.plateau_factor,
         plateau_patience=t.plateau_patience, min_learning_rate=t.min_learning_rate,
-        early_stopping_patience=t.early_stopping_patience,
+        early_stopping_patience=t.early_stopping_patience, validation=split.validation,
         jit_compile=runtime.resolve_jit_compile(str(t.jit_compile)), seed=config.seed,
         on_epoch=on_epoch,
     )
@@ -250,6 +308,8 @@ def _run_network(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_sim
         "time_eval_s": time_eval,
         "train_patterns_per_s": result.patterns_per_s,
         "params_count": float(models.params_count),
+        "validation_patterns": float(len(split.validation_patterns)),
+        "validation_groups": float(len(split.validation)),
         "epochs_run": float(result.epochs_run),
         "best_epoch": float(result.best_epoch),
     }
@@ -260,15 +320,14 @@ def _run_network(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_sim
     )
 
 
-def iterative_inputs(config: JobConfig, pair: DatasetPair) -> tuple[np.ndarray, np.ndarray, float]:
-    """What an iterative arm reconstructs from (``model.data``): ``(counts (M, N, N) float32,
-    positions (M, 2) float64 (x, y), measured dose)``, the test patterns first."""
-    parts = [pair.test]
-    if config.model.data == IterativeData.train_test:
-        parts.append(pair.train)
-    counts = np.concatenate([part.counts for part in parts]).astype(np.float32)
-    positions = np.concatenate([part.positions for part in parts]).astype(np.float64)
-    return counts, positions, float(counts.sum(axis=(1, 2)).mean())
+def iterative_inputs(pair: DatasetPair) -> tuple[np.ndarray, np.ndarray, float]:
+    """What an iterative arm reconstructs from: the scored scan's ``(counts (M, N, N) float32,
+    positions (M, 2) float64 (x, y), measured dose)`` (with ``data.design=reconstruct``, the
+    patterns the networks train on)."""
+    test = pair.test
+    counts = np.asarray(test.counts, np.float32)
+    return counts, np.asarray(test.positions, np.float64), float(
+        counts.sum(axis=(1, 2), dtype=np.float64).mean())
 
 
 def _run_iterative(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_simulate: float,
@@ -276,7 +335,7 @@ def _run_iterative(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_s
     """Reconstruct with pty-chi and score the whole object on the PINN's region of the test scan."""
     e = config.eval
     check_stitch_geometry(pair.test.positions, N=config.N, keep_fraction=e.keep_fraction)
-    counts, positions, dose = iterative_inputs(config, pair)
+    counts, positions, dose = iterative_inputs(pair)
     outcome = reconstruct_iteratively(
         config.model.kind, counts, positions, pair.test.probe, pair.test.obj.shape, dose,
         settings=config.model, seed=config.seed, on_iteration=on_iteration)
@@ -307,5 +366,5 @@ def _run_iterative(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_s
         metrics=metrics, evaluation=evaluation,
         diffraction=(pair.test.counts[:shown], expected[:shown]), cache_hit=cache_hit,
         iterative=outcome,
-        tags={"device": outcome.device, "iterative_data": str(config.model.data)},
+        tags={"device": outcome.device},
     )

@@ -33,10 +33,10 @@ def simulation_spec(*, N: int, dose: float, seed: int = 0, obj: ObjectConfig | N
     return SimulationSpec(N=N, dose=dose, seed=seed, data=DataConfig(**data))  # type: ignore
 
 
-def tiny_pair(N: int, *, n_train: int = 24, n_test: int = 8, dose: float = 1e5,
-              seed: int = 0, object_size: int | None = None) -> DatasetPair:
+def tiny_pair(N: int, *, n_train: int = 24, dose: float = 1e5, seed: int = 0,
+              object_size: int | None = None, design: str = "reconstruct") -> DatasetPair:
     size = object_size or N + 24
-    return make_datasets(simulation_spec(N=N, dose=dose, n_train=n_train, n_test=n_test,
+    return make_datasets(simulation_spec(N=N, dose=dose, n_train=n_train, design=design,
                                          seed=seed, obj=ObjectConfig(size=size)))
 
 

@@ -249,7 +249,7 @@ def test_the_store_comes_from_the_config_then_the_environment_then_the_project(
 def test_a_whole_job_runs_without_tracking_or_hydra(tmp_path: Path) -> None:
     from ptycho.pipeline import run_pipeline
 
-    config = validate({"N": 16, "dose": 1e5, "data": {"n_train": 48, "n_test": 48,
+    config = validate({"N": 16, "dose": 1e5, "data": {"n_train": 48,
                                                       "object": {"size": 48}},
                        "train": {"epochs": 1, "batch_size": 8},
                        "eval": {"keep_fraction": 0.5, "border": 2}})

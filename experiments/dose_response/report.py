@@ -61,8 +61,8 @@ LIMIT_NOTE = (
     "any unbiased reconstruction from those photons can have, with the probe and positions "
     "known; docs/physics.md §11). Efficiency = bound / MSE: 1 is the limit. It can exceed 1 only "
     "for a biased estimator (a network whose learned prior helps, a regularised reconstruction) "
-    "or an arm that used more photons than the test scan (the PINN trained on the same object; "
-    "iterative arms labelled train+test)."
+    "or an arm that used more photons than the test scan (with data.design=generalize the PINN "
+    "learned from a second object's photons too)."
 )
 DEFAULT_THRESHOLDS = {"amp_frc50": 5.0, "amp_psnr": 15.0}
 TRUTH = "ground truth"
@@ -95,18 +95,31 @@ def _axis_values(record: RunRecord) -> dict[str, object]:
         "dose": number("dose", float),
         "loss": "" if iterative else params.get("loss", ""),
         "model": model,
-        "data": params.get("model.data", "test") if iterative else "",
+        # What was scored: "" for data.design=reconstruct, "generalize" for an independent test
+        # object; stores written before data.design (wave 1) may hold iterative arms labelled
+        # by the patterns they used ("train+test").
+        "data": _data_label(params, iterative),
         "seed": number("seed", int),
     }
 
 
+def _data_label(params: dict[str, str], iterative: bool) -> str:
+    design = params.get("data.design", "reconstruct")
+    if design != "reconstruct":
+        return design
+    legacy = params.get("model.data", "") if iterative else ""
+    return "" if legacy == "test" else legacy
+
+
 def arm_label(row: pd.Series | dict) -> str:
-    """``N64 g2 poisson_nll pinn``; an iterative arm ``N64 lsqml`` (``N64 lsqml train+test``
-    when it reconstructs from the training patterns too)."""
+    """``N64 g2 poisson_nll pinn``; an iterative arm ``N64 lsqml``; ``… generalize`` when the
+    scored object was not the measured one (``N64 lsqml train+test`` for a wave-1 iterative arm
+    that used the training patterns too)."""
+    value = row.get("data", "")
+    data = "" if not isinstance(value, str) or value in ("test", "") else f" {value}"
     if row["model"] in ITERATIVE:
-        data = "" if row.get("data", "test") in ("test", "") else f" {row['data']}"
         return f"N{int(row['N'])} {row['model']}{data}"
-    return f"N{int(row['N'])} g{int(row['gridsize'])} {row['loss']} {row['model']}"
+    return f"N{int(row['N'])} g{int(row['gridsize'])} {row['loss']} {row['model']}{data}"
 
 
 def collect(records: Sequence[RunRecord]) -> pd.DataFrame:
@@ -324,7 +337,7 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;pad
 <p>Lowest dose at which each arm's mean reaches the threshold (log-dose interpolation);
 <code>vs_lsqml</code>: that dose over the dose LSQML (pty-chi, Poisson) needs at the same N, so
 below 1 the arm needs fewer photons than the iterative reconstruction. Iterative arms
-reconstruct from the test patterns unless labelled <code>train+test</code>.</p>
+reconstruct the scored scan.</p>
 {efficiency.to_html(index=False, float_format='{:.4g}'.format)}
 <h2>Failed runs</h2>{failed.to_html(index=False) if len(failed) else '<p>none</p>'}
 <h2>All runs</h2>{runs.drop(columns=['error']).to_html(index=False, float_format='{:.4g}'.format)}

@@ -1,7 +1,16 @@
 """Simulated datasets: objects, probes, scan positions, grouping, simulate, NPZ I/O, cache."""
 
 from ptycho.data.dataset import DiffractionData, extract_object_patches, simulate
-from ptycho.data.grouping import Groups, canvas_size, check_canvas, group_positions
+from ptycho.data.grouping import (
+    Groups,
+    canvas_size,
+    check_canvas,
+    check_matched_groups,
+    concatenate_groups,
+    group_positions,
+    group_reach,
+    holdout_region,
+)
 from ptycho.data.npz import load_npz, save_npz
 from ptycho.data.objects import make_object
 from ptycho.data.probe import disc_probe, make_probe
@@ -22,9 +31,13 @@ __all__ = [
     "cache_key",
     "canvas_size",
     "check_canvas",
+    "check_matched_groups",
+    "concatenate_groups",
     "disc_probe",
     "extract_object_patches",
     "group_positions",
+    "group_reach",
+    "holdout_region",
     "load_npz",
     "load_or_simulate",
     "make_datasets",

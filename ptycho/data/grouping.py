@@ -17,7 +17,17 @@ from scipy.spatial import cKDTree
 
 from ptycho.checks import check_gridsize, check_patch_size
 
-__all__ = ["Groups", "OffsetArrays", "canvas_size", "check_canvas", "group_positions"]
+__all__ = [
+    "Groups",
+    "OffsetArrays",
+    "canvas_size",
+    "check_canvas",
+    "check_matched_groups",
+    "concatenate_groups",
+    "group_positions",
+    "group_reach",
+    "holdout_region",
+]
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,12 @@ class Groups:
 
 
 def group_positions(
-    positions: np.ndarray, gridsize: int, *, seed: int, n_groups: int | None = None
+    positions: np.ndarray,
+    gridsize: int,
+    *,
+    seed: int,
+    n_groups: int | None = None,
+    among: np.ndarray | None = None,
 ) -> Groups:
     """Form groups of ``gridsize²`` nearest neighbours.
 
@@ -58,8 +73,17 @@ def group_positions(
         n_groups: number of groups; ``None`` uses every position as a seed once (``G = M``).
             Must not exceed the number of positions.
         seed: chooses the seed positions when ``n_groups < M``.
+        among: ``(K,)`` int indices of the positions to group (e.g. the training or the
+            validation patterns of :func:`holdout_region`): groups use those positions only, and
+            their ``indices`` still point into ``positions``. ``None``: all of them.
     """
     gridsize = check_gridsize(gridsize)
+    if among is not None:
+        among = np.asarray(among, dtype=np.int64).reshape(-1)
+        groups = group_positions(np.asarray(positions, np.float64)[among], gridsize, seed=seed,
+                                 n_groups=n_groups)
+        return Groups(indices=among[groups.indices], offsets=groups.offsets,
+                      centres=groups.centres, gridsize=gridsize)
     positions = np.asarray(positions, dtype=np.float64)
     n_positions = positions.shape[0]
     channels = gridsize**2
@@ -92,6 +116,47 @@ def group_positions(
     return Groups(indices=indices, offsets=offsets, centres=centres, gridsize=gridsize)
 
 
+def concatenate_groups(*parts: Groups) -> Groups:
+    """The groups of ``parts`` in order (one gridsize), e.g. training then validation groups."""
+    if not parts or len({part.gridsize for part in parts}) != 1:
+        raise ValueError("concatenate_groups needs at least one Groups, all of one gridsize")
+    return Groups(indices=np.concatenate([part.indices for part in parts]),
+                  offsets=np.concatenate([part.offsets for part in parts]),
+                  centres=np.concatenate([part.centres for part in parts]),
+                  gridsize=parts[0].gridsize)
+
+
+def holdout_region(positions: np.ndarray, count: int, *, seed: int) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    """Split a scan into training and validation patterns by region.
+
+    The validation patterns are the ``count`` positions nearest (Chebyshev distance: a square) to
+    one scan position drawn with ``seed``: a compact patch of the object. Grouping each part on
+    its own (``group_positions(..., among=...)``) then gives validation groups that share no
+    pattern with any training group, so ``val_loss`` measures the fit to photons the network
+    never trained on (a random split of overlapping groups cannot, at g > 1).
+
+    Args:
+        positions: ``(M, 2)`` float ``(x, y)`` pixels.
+        count: validation patterns, ``0 ≤ count < M``.
+        seed: draws the region's centre.
+
+    Returns:
+        ``(training (M − count,), validation (count,))`` sorted int64 indices into ``positions``.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    total = positions.shape[0]
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or not (
+            0 <= count < total):
+        raise ValueError(f"count must be an integer in [0, {total}), got {count!r}")
+    if count == 0:
+        return np.arange(total, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    centre = positions[np.random.default_rng(seed).integers(total)]
+    distance = np.abs(positions - centre).max(axis=1)
+    order = np.argsort(distance, kind="stable")
+    return np.sort(order[count:]), np.sort(order[:count])
+
+
 OffsetArrays = np.ndarray | Sequence[np.ndarray]
 """One ``(G, C, 2)`` offsets array, or a list/tuple of them (e.g. train and test groups)."""
 
@@ -118,6 +183,33 @@ def _offset_arrays(offsets: OffsetArrays) -> list[np.ndarray]:
 def _group_reach(offsets: np.ndarray) -> np.ndarray:
     """``(G,)`` largest ``|x|`` or ``|y|`` offset of each group, pixels."""
     return np.abs(offsets).max(axis=(1, 2), initial=0.0)
+
+
+def group_reach(groups: Groups) -> np.ndarray:
+    """``(G,)`` float64: each group's spread, the largest Chebyshev distance (pixels) between two
+    of its members (independent of where the centre is rounded to)."""
+    members = groups.offsets.astype(np.float64)
+    spread = np.abs(members[:, :, None, :] - members[:, None, :, :]).max(axis=-1)
+    return spread.max(axis=(1, 2))
+
+
+def check_matched_groups(reference: Groups, other: Groups, *, what: str,
+                         tolerance: float = 0.25) -> None:
+    """Raise ``ValueError`` when ``other``'s groups are not shaped like ``reference``'s.
+
+    A network trained on groups of one spread and scored on groups of another is scored out of
+    distribution. The medians of :func:`group_reach` must agree within ``tolerance`` (relative);
+    g = 1 (no spread) always passes.
+    """
+    if reference.gridsize == 1:
+        return
+    expected, seen = float(np.median(group_reach(reference))), float(
+        np.median(group_reach(other)))
+    if abs(seen - expected) > tolerance * expected:
+        raise ValueError(
+            f"{what}: groups spread {seen:.2f} px (median), training groups {expected:.2f} px; "
+            f"groups of a different geometry are out of the network's training distribution "
+            f"(allowed: within {tolerance:.0%})")
 
 
 def canvas_size(offsets: OffsetArrays, N: int) -> int:

@@ -4,6 +4,10 @@ Everything that determines the data is in :class:`SimulationSpec`; its hash keys
 sweep over gridsize, loss or model at one (N, dose, seed) simulates once. Gridsize is not part of
 the key: grouping happens after simulation.
 
+Designs (``data.design``): ``reconstruct`` simulates one scan, which is both the training and the
+test set (``pair.test is pair.train``); ``generalize`` adds a test scan of an independent object
+realisation with the training scan's geometry (same number of positions, same region).
+
 Seeds: ``seed`` fixes the object(s) and the scan positions, ``noise_seed`` (default: ``seed``) the
 Poisson noise; train and test get independent streams of each (``numpy.random.SeedSequence``).
 """
@@ -42,7 +46,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 """Bump when the simulator's numbers change: old cache entries are then never matched."""
 
 @dataclass(frozen=True)
@@ -88,12 +92,8 @@ class SimulationSpec:
         return self.data.n_train
 
     @property
-    def n_test(self) -> int:
-        return self.data.n_test
-
-    @property
-    def test_object(self) -> str:
-        return str(self.data.test_object)
+    def design(self) -> str:
+        return str(self.data.design)
 
     @property
     def noise_seed(self) -> int | None:
@@ -110,20 +110,26 @@ class SimulationSpec:
             "N": self.N,
             "dose": self.dose,
             "n_train": self.n_train,
-            "n_test": self.n_test,
+            "design": self.design,
             "seed": self.seed,
             "noise_seed": self.effective_noise_seed,
             "obj": self.obj.fingerprint(),
             "probe": self.probe.fingerprint(),
             "scan": {k: getattr(self.scan, k) for k in self.scan.__dataclass_fields__},
-            "test_object": self.test_object,
         }
 
 
 @dataclass(frozen=True, eq=False)
 class DatasetPair:
+    """The training scan and the scored test scan (the same object with ``reconstruct``)."""
+
     train: DiffractionData
     test: DiffractionData
+
+    @property
+    def reconstructs(self) -> bool:
+        """Whether the test set is the training scan itself (``data.design=reconstruct``)."""
+        return self.test is self.train
 
 
 def cache_key(spec: SimulationSpec) -> str:
@@ -141,16 +147,16 @@ def make_datasets(spec: SimulationSpec) -> DatasetPair:
     """Simulate the train and test sets of ``spec`` (no cache)."""
     obj_seed, train_scan_seed, test_scan_seed, test_obj_seed = _seeds(spec.seed, 0x0B1EC7, 4)
     train_noise_seed, test_noise_seed = _seeds(spec.effective_noise_seed, 0x9015E, 2)
-    obj = make_object(spec.obj, obj_seed)
-    test_obj = obj if spec.test_object == "same" else make_object(spec.obj, test_obj_seed)
     probe = make_probe(spec.probe, spec.N)
     fingerprint = spec.fingerprint()
+    scans = [("train", make_object(spec.obj, obj_seed), train_scan_seed, train_noise_seed)]
+    if spec.design == "generalize":
+        scans.append(("test", make_object(spec.obj, test_obj_seed), test_scan_seed,
+                      test_noise_seed))
     sets = []
-    for split, split_obj, scan_seed, noise_seed, n in (
-        ("train", obj, train_scan_seed, train_noise_seed, spec.n_train),
-        ("test", test_obj, test_scan_seed, test_noise_seed, spec.n_test),
-    ):
-        positions = make_positions(spec.scan, n, split_obj.shape, spec.N, seed=scan_seed)
+    for split, split_obj, scan_seed, noise_seed in scans:
+        positions = make_positions(spec.scan, spec.n_train, split_obj.shape, spec.N,
+                                   seed=scan_seed)
         sets.append(
             simulate(
                 split_obj,
@@ -161,7 +167,7 @@ def make_datasets(spec: SimulationSpec) -> DatasetPair:
                 metadata={"split": split, "spec": fingerprint},
             )
         )
-    return DatasetPair(train=sets[0], test=sets[1])
+    return DatasetPair(train=sets[0], test=sets[-1])
 
 
 def _sha256(path: Path) -> str:
@@ -175,10 +181,13 @@ def _sha256(path: Path) -> str:
 def _read_entry(entry: Path) -> DatasetPair:
     """Load a cache entry, verifying every file against the manifest; raise on any defect."""
     manifest = json.loads((entry / "manifest.json").read_text())
-    for name in ("train.npz", "test.npz"):
-        if _sha256(entry / name) != manifest["files"][name]:
+    for name, digest in manifest["files"].items():
+        if _sha256(entry / name) != digest:
             raise ValueError(f"checksum mismatch for {name}")
-    return DatasetPair(train=load_npz(entry / "train.npz"), test=load_npz(entry / "test.npz"))
+    train = load_npz(entry / "train.npz")
+    # reconstruct: one scan, stored once.
+    test = load_npz(entry / "test.npz") if "test.npz" in manifest["files"] else train
+    return DatasetPair(train=train, test=test)
 
 
 def _write_entry(entry: Path, pair: DatasetPair, spec: SimulationSpec) -> None:
@@ -187,7 +196,10 @@ def _write_entry(entry: Path, pair: DatasetPair, spec: SimulationSpec) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
         files = {}
-        for name, data in (("train.npz", pair.train), ("test.npz", pair.test)):
+        parts = [("train.npz", pair.train)]
+        if not pair.reconstructs:
+            parts.append(("test.npz", pair.test))
+        for name, data in parts:
             save_npz(staging / name, data)
             files[name] = _sha256(staging / name)
         manifest = {"spec": spec.fingerprint(), "files": files, "created": time.time()}

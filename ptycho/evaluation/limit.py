@@ -31,8 +31,9 @@ What is computed, and its assumptions:
   ``eval.subpixel_registration`` is not modelled (it would lower the bound slightly).
 - **Estimators**: unbiased, with the probe and positions known, Poisson counts and no other
   noise. A biased estimator (a network whose prior helps, a regularised reconstruction) can beat
-  the bound; an arm that also sees other patterns (the PINN trained on the same object,
-  ``model.data=train+test``) uses more photons than the test scan whose bound this is.
+  the bound; an arm that also learned from other patterns (the PINN with
+  ``data.design=generalize``, trained on a second object) used more photons than the test scan
+  whose bound this is.
 
 Two ways to evaluate the trace: ``dense`` (the whole matrix, for up to :data:`DENSE_LIMIT` real
 parameters; exact) and ``cg`` (matrix-free: Hutchinson's estimator with Rademacher probes, each

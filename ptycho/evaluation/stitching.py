@@ -112,7 +112,7 @@ def check_stitch_geometry(positions: np.ndarray, *, N: int, keep_fraction: float
         raise ValueError(
             f"the scan leaves {gap:.1f} px between neighbouring patch centres: stitching needs "
             f"a central part of {keep} px, more than a patch (N={N}); simulate more test "
-            f"patterns (data.n_test) or a smaller object (data.object.size)"
+            f"patterns (data.n_train) or a smaller object (data.object.size)"
         )
     return keep
 

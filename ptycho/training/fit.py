@@ -226,6 +226,7 @@ def fit(
     plateau_patience: int = TrainConfig.plateau_patience,
     min_learning_rate: float = TrainConfig.min_learning_rate,
     early_stopping_patience: int = TrainConfig.early_stopping_patience,
+    validation: np.ndarray | None = None,
     on_epoch: EpochHook | None = None,
 ) -> FitResult:
     """Train ``model`` (compiled here with a fresh Adam) and return what ran.
@@ -243,7 +244,11 @@ def fit(
         learning_rate: Adam's initial rate.
         validation_fraction: share of groups held out (seeded, :func:`validation_split`) for
             ``val_loss``, the mean loss over every held-out group; 0 disables validation and
-            the schedule then watches ``loss``.
+            the schedule then watches ``loss``. Ignored when ``validation`` is given.
+        validation: ``(V,)`` int indices of the groups to hold out, chosen by the caller (the
+            job holds out a region, :func:`ptycho.data.holdout_region`, so that no pattern is
+            in a training and a validation group); every other group trains. Empty: no
+            validation.
         plateau_factor, plateau_patience, min_learning_rate: reduce-on-plateau schedule.
         early_stopping_patience: epochs without improvement before stopping; the best epoch's
             weights are restored.
@@ -263,7 +268,15 @@ def fit(
         raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction!r}")
     loss_fn = get_loss(loss)
     n_groups = len(targets)
-    n_val = validation_count(n_groups, validation_fraction)
+    if validation is None:
+        train_idx, val_idx = validation_split(n_groups, validation_fraction, seed=seed)
+    else:
+        val_idx = np.unique(np.asarray(validation, dtype=np.int64))
+        if val_idx.size and (val_idx[0] < 0 or val_idx[-1] >= n_groups):
+            raise ValueError(f"validation indices must lie in [0, {n_groups}), got "
+                             f"{val_idx[0]}..{val_idx[-1]}")
+        train_idx = np.setdiff1d(np.arange(n_groups), val_idx)
+    n_val = int(val_idx.size)
     n_train = n_groups - n_val
     if n_train < batch_size:
         raise ValueError(
@@ -271,7 +284,6 @@ def fit(
             f"({n_groups} groups, {n_val} held out for validation)"
         )
 
-    train_idx, val_idx = validation_split(n_groups, validation_fraction, seed=seed)
     train_ds = _batches(
         {k: v[train_idx] for k, v in inputs.items()},
         targets[train_idx],

@@ -13,18 +13,25 @@ from tests.helpers import simulation_spec
 
 
 def _spec(**overrides: object) -> SimulationSpec:
-    fields = {"N": 16, "dose": 1e3, "n_train": 10, "n_test": 4, "obj": ObjectConfig(size=40)}
+    fields = {"N": 16, "dose": 1e3, "n_train": 10, "obj": ObjectConfig(size=40)}
     fields.update(overrides)
     return simulation_spec(**fields)  # type: ignore[arg-type]
 
 
-def test_second_call_is_a_hit_with_identical_data(tmp_path: Path) -> None:
-    first, hit = load_or_simulate(_spec(), tmp_path)
+@pytest.mark.parametrize(("design", "files"), [("reconstruct", {"train.npz"}),
+                                              ("generalize", {"train.npz", "test.npz"})])
+def test_second_call_is_a_hit_with_identical_data(tmp_path: Path, design: str,
+                                                  files: set[str]) -> None:
+    first, hit = load_or_simulate(_spec(design=design), tmp_path)
     assert not hit
-    second, hit = load_or_simulate(_spec(), tmp_path)
+    second, hit = load_or_simulate(_spec(design=design), tmp_path)
     assert hit
     np.testing.assert_array_equal(first.train.counts, second.train.counts)
     np.testing.assert_array_equal(first.test.positions, second.test.positions)
+    # One scan is stored once; the pair read back keeps its design.
+    assert {path.name for path in (tmp_path / cache_key(_spec(design=design))).glob("*.npz")} \
+        == files
+    assert second.reconstructs == (design == "reconstruct")
 
 
 def test_key_depends_on_everything_that_determines_the_data() -> None:
@@ -35,7 +42,7 @@ def test_key_depends_on_everything_that_determines_the_data() -> None:
         cache_key(_spec(seed=1)),
         cache_key(_spec(noise_seed=1)),
         cache_key(_spec(obj=ObjectConfig(size=40, kind="grf"))),
-        cache_key(_spec(test_object="independent")),
+        cache_key(_spec(design="generalize")),
     }
     assert len(keys) == 7
     assert cache_key(_spec()) == cache_key(_spec())

@@ -17,7 +17,7 @@ from tests.helpers import simulation_spec
 
 @pytest.fixture(scope="module")
 def dataset():
-    return make_datasets(simulation_spec(N=16, dose=1e3, n_train=12, n_test=4,
+    return make_datasets(simulation_spec(N=16, dose=1e3, n_train=12,
                                         obj=ObjectConfig(size=40))).train
 
 

@@ -18,7 +18,7 @@ from tests.helpers import simulation_spec
 
 
 def _spec(**overrides: object) -> SimulationSpec:
-    fields = {"N": 16, "dose": 1e4, "n_train": 24, "n_test": 8, "seed": 3,
+    fields = {"N": 16, "dose": 1e4, "n_train": 24, "seed": 3,
               "obj": ObjectConfig(size=40)}
     fields.update(overrides)
     return simulation_spec(**fields)  # type: ignore[arg-type]
@@ -52,16 +52,24 @@ def test_seed_changes_positions_and_object() -> None:
     assert not np.allclose(base.train.obj, other.train.obj)
 
 
-def test_train_and_test_positions_are_independent() -> None:
-    """The reference hard-coded a seed in its simulator: train and test shared x-coordinates."""
-    pair = make_datasets(_spec(scan=ScanConfig(kind="random")))
-    assert not np.intersect1d(pair.train.positions[:, 0], pair.test.positions[:, 0]).size
-    assert not np.intersect1d(pair.train.positions[:, 1], pair.test.positions[:, 1]).size
-    np.testing.assert_array_equal(pair.train.obj, pair.test.obj)  # same object by default
-    raster = make_datasets(_spec(n_test=24))  # same raster, independent jitter
-    assert not np.allclose(raster.train.positions, raster.test.positions)
-    independent = make_datasets(_spec(test_object="independent"))
-    assert not np.allclose(independent.train.obj, independent.test.obj)
+def test_reconstruct_scores_the_measured_scan_itself() -> None:
+    pair = make_datasets(_spec())
+    assert pair.reconstructs and pair.test is pair.train
+
+
+def test_generalize_scans_an_independent_object_with_the_training_geometry() -> None:
+    """The reference hard-coded a seed in its simulator: train and test shared x-coordinates.
+    Here the test scan has its own object, jitter and noise, and the training scan's geometry:
+    as many positions on the same raster (a sparser test scan made test groups twice as wide)."""
+    pair = make_datasets(_spec(design="generalize", n_train=100))
+    train, test = pair.train, pair.test
+    assert not pair.reconstructs and len(test) == len(train)
+    assert not np.allclose(train.obj, test.obj)
+    assert not np.allclose(train.positions, test.positions)  # own jitter (edges clip alike)
+    assert np.abs(train.positions - test.positions).max() <= 2.0 + 1e-9  # one raster, ±1 jitter
+    assert test.metadata["split"] == "test"
+    random = make_datasets(_spec(design="generalize", scan=ScanConfig(kind="random")))
+    assert not np.intersect1d(random.train.positions[:, 1], random.test.positions[:, 1]).size
 
 
 def test_dataset_fields_have_documented_shapes_and_dtypes() -> None:
@@ -118,7 +126,7 @@ def test_disc_probe_is_centred_soft_and_peak_normalised() -> None:
         ({"dose": "abc"}, "dose", "'abc'"),
         ({"n_train": 0}, "n_train", "0"),
         ({"obj": ObjectConfig(size=16)}, "object.size", "16"),
-        ({"test_object": "other"}, "test_object", "'other'"),
+        ({"design": "other"}, "design", "'other'"),
     ],
 )
 def test_invalid_spec_is_refused_naming_argument_and_value(

@@ -19,7 +19,7 @@ from tests.helpers import amplitude_error, tiny_pair, tiny_pinn
 @pytest.mark.slow
 def test_train_evaluate_and_draw(tmp_path: Path) -> None:
     runtime.reset(0)
-    pair = tiny_pair(32, n_train=512, n_test=144, dose=1e6, object_size=96)
+    pair = tiny_pair(32, n_train=512, dose=1e6, object_size=96, design="generalize")
     models, inputs, targets = tiny_pinn(pair, 1)
     scale = compute_input_scale(pair.train.counts)
     test_groups = group_positions(pair.test.positions, 1, seed=0)

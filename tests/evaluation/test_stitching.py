@@ -113,7 +113,7 @@ def test_a_scan_too_sparse_for_a_whole_patch_is_refused_naming_the_settings() ->
     message = (
         r"the scan leaves 2\d\d\.\d px between neighbouring patch centres: stitching needs a "
         r"central part of 2\d\d px, more than a patch \(N=16\); simulate more test patterns "
-        r"\(data\.n_test\) or a smaller object \(data\.object\.size\)"
+        r"\(data\.n_train\) or a smaller object \(data\.object\.size\)"
     )
     with pytest.raises(ValueError, match=message):
         check_stitch_geometry(positions, N=16, keep_fraction=0.3)

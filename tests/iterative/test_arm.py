@@ -1,5 +1,5 @@
 """The iterative arms as jobs: ``model=lsqml|epie`` through ``run_job`` and ``python run.py``,
-the dedupe of the axes they do not use, and ``model.data=train+test``."""
+the dedupe of the axes they do not use, and the scan they reconstruct (the scored one)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from ptycho.training import poisson_nll_per_photon
 from tests.cli import parents_and_children, run
 from tests.test_job import context, smoke
 
-SMALL = ("model.iterations=4", "data.n_train=32", "data.n_test=48")
+SMALL = ("model.iterations=4", "data.n_train=48")
 
 
 def test_an_lsqml_job_is_tracked_like_a_network_job(store: Path) -> None:
@@ -32,7 +32,7 @@ def test_an_lsqml_job_is_tracked_like_a_network_job(store: Path) -> None:
     for key in METRIC_KEYS:
         assert np.isfinite(record.data.metrics[key]), key
     assert record.data.metrics["iterations_run"] == 4
-    assert record.data.metrics["patterns_reconstructed"] == 48  # the test patterns
+    assert record.data.metrics["patterns_reconstructed"] == 48  # the measured scan
     assert record.data.metrics["time_reconstruct_s"] > 0
     assert record.data.metrics["patterns_per_s_per_iteration"] > 0
     curve = mlflow.get_metric_history(outcome.run_id, "nll_per_photon")
@@ -40,7 +40,7 @@ def test_an_lsqml_job_is_tracked_like_a_network_job(store: Path) -> None:
     assert curve[-1].value < curve[0].value  # the data error falls
     tags = record.data.tags
     assert tags["model"] == "lsqml" and tags["device"] == "cpu"
-    assert tags["training_loss"] == "lsqml_poisson" and tags["iterative_data"] == "test"
+    assert tags["training_loss"] == "lsqml_poisson"
     assert "gridsize, loss, train" in tags["unused"]
     artifacts = {a.path for a in mlflow.list_artifacts(outcome.run_id)}
     assert {"reconstruction.npz", "figures", "config.yaml"} <= artifacts
@@ -51,9 +51,9 @@ def test_an_lsqml_job_is_tracked_like_a_network_job(store: Path) -> None:
 
 def test_iterations_are_seeded_and_the_tolerance_stops_them() -> None:
     config = validate({"N": 16, "dose": 1e4, "model": {"kind": "epie"},
-                       "data": {"object": {"size": 48}, "n_train": 16, "n_test": 48}})
+                       "data": {"object": {"size": 48}, "n_train": 48}})
     pair = make_datasets(simulation_spec(config))
-    counts, positions, dose = iterative_inputs(config, pair)
+    counts, positions, dose = iterative_inputs(pair)
 
     def once(**settings: object):
         model = ModelConfig(kind="epie", iterations=6, object_init_noise=0.05, **settings)
@@ -70,33 +70,32 @@ def test_iterations_are_seeded_and_the_tolerance_stops_them() -> None:
     assert stopped.iterations_run == 2
 
 
-def test_train_plus_test_reconstructs_from_both_sets_on_the_test_region() -> None:
-    config = validate({"N": 16, "dose": 1e4, "model": {"kind": "lsqml", "iterations": 2,
-                                                       "data": "train+test"},
-                       "data": {"object": {"size": 48}, "n_train": 24, "n_test": 48},
+def test_generalize_reconstructs_the_test_object_from_its_own_scan() -> None:
+    config = validate({"N": 16, "dose": 1e4, "model": {"kind": "lsqml", "iterations": 2},
+                       "data": {"object": {"size": 48}, "n_train": 48, "design": "generalize"},
                        "eval": {"keep_fraction": 0.5, "border": 2}})
+    pair = make_datasets(simulation_spec(config))
+    counts, positions, _ = iterative_inputs(pair)
+    np.testing.assert_array_equal(counts, pair.test.counts)  # never the training object's
+    np.testing.assert_array_equal(positions, pair.test.positions)
     result = run_pipeline(config)
-    assert result.metrics["patterns_reconstructed"] == 24 + 48
-    assert result.tags["iterative_data"] == "train+test"
+    assert result.metrics["patterns_reconstructed"] == 48
     measured, expected = result.diffraction  # the first test patterns, as for the PINN
     assert measured.shape == expected.shape == (config.eval.n_diffraction, 16, 16)
-    test_only = run_pipeline(validate({**config.resolved(), "model": {
-        **config.resolved()["model"], "data": "test"}}))
-    assert test_only.evaluation.region == result.evaluation.region  # scored on the same pixels
 
 
 @pytest.mark.slow
 def test_a_sweep_runs_each_iterative_job_once_and_reports_it(store: Path) -> None:
     done = run(["-m", "experiment=smoke", "model=lsqml", "gridsize=1,2", "loss=poisson_nll,mae",
-                "model.data=test,train+test", "resume=false", *SMALL], store)
+                "data.design=reconstruct,generalize", "resume=false", *SMALL], store)
     assert done.returncode == 0, done.stderr[-3000:]
     parents, children = parents_and_children(store)
-    assert len(parents) == 1 and len(children) == 2  # 8 jobs, 2 distinct: test, train+test
-    assert {c.data.params["model.data"] for c in children} == {"test", "train+test"}
+    assert len(parents) == 1 and len(children) == 2  # 8 jobs, 2 distinct designs
+    assert {c.data.params["data.design"] for c in children} == {"reconstruct", "generalize"}
     assert {c.info.status for c in children} == {"FINISHED"}
     assert done.stdout.count("SKIPPED") == 6
     assert "same job as N16_g1_dose1e5_poisson_nll_lsqml_s0" in done.stdout
     assert "lsqml does not use gridsize, loss or train.*" in done.stdout
     report = Path(done.stdout.split("report: ")[1].split()[0])
     summary = json.dumps(open(report.parent / "summary.csv").read())
-    assert "N16 lsqml" in summary and "N16 lsqml train+test" in summary
+    assert "N16 lsqml" in summary and "N16 lsqml generalize" in summary
