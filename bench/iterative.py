@@ -8,7 +8,7 @@ patterns one dose and engine took 10-45 s on 2 CPU cores; time grows with the pa
 
     python bench/iterative.py                              # 1e2 1e3 1e4 1e6, lsqml and epie
     python bench/iterative.py --doses 1e2 --iterations 10 30 100 --kinds lsqml
-    python bench/iterative.py --N 64 --object-size 128 --n-patterns 128 --doses 1e9   # the 1e9 check
+    python bench/iterative.py --N 64 --object-size 128 --n-patterns 128 --doses 1e9  # 1e9 check
 """
 
 from __future__ import annotations
