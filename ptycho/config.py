@@ -431,6 +431,12 @@ class TrainConfig(_Section):
     min_learning_rate: float = 1e-4
     early_stopping_patience: int = 3
     """Best weights restored."""
+    min_delta: float = 1e-5
+    """Least decrease of the monitored loss that counts as an improvement (plateau schedule and
+    early stopping). The networks train on dose-scaled losses (``ptycho.training.dose_scale``:
+    the PINN's NLL in nats per photon, its MAE relative to the mean amplitude), so this means the
+    same at every dose. 1e-5 is what wave 1's absolute 1e-4 meant at the quickstart's 1e4
+    photons (N=32: about 10 photons per pixel)."""
     jit_compile: JitCompile = JitCompile.auto
     dtype_policy: DtypePolicy = DtypePolicy.float32
 
@@ -439,6 +445,7 @@ class TrainConfig(_Section):
         _number("batch_size", self.batch_size, low=1, integer=True)
         _number("learning_rate", self.learning_rate, low=0, low_open=True)
         _number("validation_fraction", self.validation_fraction, low=0, high=0.5)
+        _number("min_delta", self.min_delta, low=0)
         _number("plateau_factor", self.plateau_factor, low=0, low_open=True, high=1)
         _number("plateau_patience", self.plateau_patience, low=0, integer=True)
         _number("min_learning_rate", self.min_learning_rate, low=0)

@@ -54,7 +54,14 @@ from ptycho.models import (
     model_inputs,
     pinn_targets,
 )
-from ptycho.training import FitResult, fit, poisson_nll_per_photon, predict, reconstruct
+from ptycho.training import (
+    FitResult,
+    dose_scale,
+    fit,
+    poisson_nll_per_photon,
+    predict,
+    reconstruct,
+)
 
 __all__ = [
     "EpochHook",
@@ -270,7 +277,9 @@ def _run_network(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_sim
         batch_size=t.batch_size, learning_rate=t.learning_rate,
         validation_fraction=t.validation_fraction, plateau_factor=t.plateau_factor,
         plateau_patience=t.plateau_patience, min_learning_rate=t.min_learning_rate,
-        early_stopping_patience=t.early_stopping_patience, validation=split.validation,
+        early_stopping_patience=t.early_stopping_patience, min_delta=t.min_delta,
+        loss_scale=dose_scale(config.training_loss, pair.train.counts),
+        validation=split.validation,
         jit_compile=runtime.resolve_jit_compile(str(t.jit_compile)), seed=config.seed,
         on_epoch=on_epoch,
     )

@@ -4,6 +4,7 @@ from ptycho.training.fit import FitResult, TrainingDiverged, fit, predict
 from ptycho.training.losses import (
     LOSSES,
     amplitude_mae,
+    dose_scale,
     get_loss,
     poisson_nll,
     poisson_nll_per_photon,
@@ -17,6 +18,7 @@ __all__ = [
     "Reconstruction",
     "TrainingDiverged",
     "amplitude_mae",
+    "dose_scale",
     "fit",
     "get_loss",
     "poisson_nll",

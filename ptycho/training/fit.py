@@ -188,6 +188,21 @@ def _batches(
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
+Loss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def _scaled(loss_fn: Loss, scale: float) -> Loss:
+    """``scale · loss_fn`` (the function itself when ``scale`` is 1)."""
+    if scale == 1.0:
+        return loss_fn
+
+    def scaled(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        return loss_fn(y_true, y_pred) * scale
+
+    scaled.__name__ = getattr(loss_fn, "__name__", "loss")
+    return scaled
+
+
 def validation_split(
     n_groups: int, validation_fraction: float, *, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +241,8 @@ def fit(
     plateau_patience: int = TrainConfig.plateau_patience,
     min_learning_rate: float = TrainConfig.min_learning_rate,
     early_stopping_patience: int = TrainConfig.early_stopping_patience,
+    min_delta: float = TrainConfig.min_delta,
+    loss_scale: float = 1.0,
     validation: np.ndarray | None = None,
     on_epoch: EpochHook | None = None,
 ) -> FitResult:
@@ -252,6 +269,10 @@ def fit(
         plateau_factor, plateau_patience, min_learning_rate: reduce-on-plateau schedule.
         early_stopping_patience: epochs without improvement before stopping; the best epoch's
             weights are restored.
+        min_delta: the least decrease of the monitored loss that counts as an improvement, for
+            the plateau schedule and early stopping (in the units of ``loss_scale · loss``).
+        loss_scale: the loss trained on (and logged) is ``loss_scale · loss``;
+            :func:`ptycho.training.dose_scale` makes it dose-independent.
         jit_compile: compile the whole train step with XLA.
         seed: shuffling and validation split.
         on_epoch: called after each finite epoch with ``(epoch, {loss, val_loss, learning_rate})``.
@@ -266,7 +287,11 @@ def fit(
         raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction!r}")
-    loss_fn = get_loss(loss)
+    if not (math.isfinite(loss_scale) and loss_scale > 0):
+        raise ValueError(f"loss_scale must be a positive finite number, got {loss_scale!r}")
+    if not (math.isfinite(min_delta) and min_delta >= 0):
+        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+    loss_fn = _scaled(get_loss(loss), loss_scale)
     n_groups = len(targets)
     if validation is None:
         train_idx, val_idx = validation_split(n_groups, validation_fraction, seed=seed)
@@ -316,7 +341,8 @@ def fit(
     model.optimizer.build(model.trainable_variables)
     timer, guard, progress = _StepTimer(), _Guard(), _Progress(epochs, on_epoch)
     stopper = keras.callbacks.EarlyStopping(
-        monitor=monitor, patience=early_stopping_patience, restore_best_weights=True
+        monitor=monitor, patience=early_stopping_patience, min_delta=min_delta,
+        restore_best_weights=True,
     )
     callbacks = [
         timer,
@@ -325,6 +351,7 @@ def fit(
             monitor=monitor,
             factor=plateau_factor,
             patience=plateau_patience,
+            min_delta=min_delta,
             min_lr=min_learning_rate,
             verbose=0,
         ),

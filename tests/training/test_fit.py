@@ -16,6 +16,7 @@ from ptycho import runtime
 from ptycho.training import (
     TrainingDiverged,
     amplitude_mae,
+    dose_scale,
     fit,
     get_loss,
     poisson_nll,
@@ -45,6 +46,33 @@ def test_full_nll_per_photon_matches_scipy() -> None:
     counts = rng.poisson(expected).astype(np.float64)
     reference = -poisson.logpmf(counts, expected).sum() / counts.sum()
     assert float(poisson_nll_per_photon(counts, expected)) == pytest.approx(reference, rel=1e-4)
+
+
+@pytest.mark.parametrize("epsilon", [0.01, 0.05])
+def test_dose_scaled_nll_rises_by_the_same_amount_at_every_dose(epsilon: float) -> None:
+    """A relative amplitude error ε raises the scaled NLL by E = (1+ε)² − 1 − 2·log(1+ε) (nats
+    per photon) at any dose, so train.min_delta means the same at 1e2 and 1e8 photons per
+    pattern; the unscaled loss's rise grows with the dose."""
+    rng = np.random.default_rng(2)
+    shape = 1e-3 + np.abs(np.fft.fftshift(np.fft.fft2(rng.standard_normal((64, 16, 16)))) ** 2)
+    rises = {}
+    for dose in (1e2, 1e8):
+        expected = shape / shape.sum(axis=(1, 2), keepdims=True) * dose
+        # The loss is linear in the counts: its mean over Poisson draws is its value at λ (one
+        # draw at 1e2 photons scatters the rise by more than its size).
+        counts = expected.astype(np.float32)[..., None]
+        truth = tf.constant(expected[..., None], tf.float32)
+        worse = truth * (1 + epsilon) ** 2
+        raw = float(poisson_nll(counts, worse)) - float(poisson_nll(counts, truth))
+        rises[dose] = (raw, raw * dose_scale("poisson_nll", counts))
+    exact = (1 + epsilon) ** 2 - 1 - 2 * np.log(1 + epsilon)
+    for dose, (_raw, scaled) in rises.items():
+        assert scaled == pytest.approx(exact, rel=2e-2), dose
+    assert rises[1e8][0] / rises[1e2][0] > 1e5
+    assert dose_scale("supervised_mae", np.ones(3)) == 1.0
+    assert dose_scale("mae", np.full(4, 9.0)) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match=r"positive finite mean, got 0\.0"):
+        dose_scale("poisson_nll", np.zeros(4))
 
 
 def test_unknown_loss_is_refused_naming_it() -> None:
@@ -163,6 +191,9 @@ def test_a_divergent_learning_rate_stops_with_a_clear_report() -> None:
         ({"learning_rate": -1.0}, "learning_rate must be a positive finite number, got -1.0"),
         ({"validation_fraction": 1.0}, r"validation_fraction must lie in \[0, 1\), got 1.0"),
         ({"loss": "l2"}, "loss must be one of"),
+        ({"loss_scale": 0.0}, "loss_scale must be a positive finite number, got 0.0"),
+        ({"min_delta": -1.0}, "min_delta must be a finite number >= 0, got -1.0"),
+        ({"validation": np.array([3, 16])}, r"validation indices must lie in \[0, 16\), got 3..16"),
     ],
 )
 def test_bad_fit_arguments_are_refused(kwargs: dict, message: str) -> None:
