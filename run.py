@@ -60,7 +60,8 @@ def main(cfg: DictConfig) -> float | None:
     if not context.sweep and not outcome.ok:
         print(f"error: {outcome.name} {outcome.status}: {outcome.error}", file=sys.stderr)
         raise SystemExit(2 if outcome.status == "INVALID" else 1)
-    return outcome.metrics.get("amp_frc50")
+    # What a search sweeper (hydra/sweeper=optuna) optimises: its metric, read here at the edge.
+    return outcome.metrics.get(str(hydra_config.sweeper.get("metric", "amp_frc50")))
 
 
 if __name__ == "__main__":

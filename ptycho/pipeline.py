@@ -321,6 +321,8 @@ def _run_network(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_sim
         "validation_groups": float(len(split.validation)),
         "epochs_run": float(result.epochs_run),
         "best_epoch": float(result.best_epoch),
+        # the monitored loss of the weights kept (dose-scaled units): a search's objective
+        "val_loss_best": float(min(result.history.get("val_loss") or result.history["loss"])),
     }
     return PipelineResult(
         metrics=metrics, models=models, input_scale=input_scale, fit=result,

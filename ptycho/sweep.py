@@ -42,6 +42,7 @@ __all__ = [
     "job_context",
     "job_died",
     "summary_table",
+    "sweep_plan",
     "swept_keys",
 ]
 
@@ -79,6 +80,22 @@ def expand_sweep(config: DictConfig) -> list[list[str]]:
         else:
             choices[key] = [f"{key}={override.get_value_element_as_str()}"]
     return [list(job) for job in itertools.product(*choices.values())]
+
+
+def sweep_plan(config: DictConfig) -> tuple[int, list[str]]:
+    """``(number of jobs, swept keys)`` of a multirun: the basic sweeper's product
+    (:func:`expand_sweep`), or a search sweeper's ``n_trials`` over its searched keys (it
+    corrects the number once it has opened its study, ``SweepState.set_job_total``)."""
+    sweeper = config.hydra.sweeper
+    if "n_trials" in sweeper:
+        keys = [str(key) for key in (sweeper.get("params") or {})]
+        for override in OverridesParser.create().parse_overrides(
+                list(config.hydra.overrides.task)):
+            if override.is_sweep_override():
+                keys.append(override.get_key_element())
+        return int(sweeper.n_trials), sorted(set(keys))
+    jobs = expand_sweep(config)
+    return len(jobs), swept_keys(jobs)
 
 
 def swept_keys(jobs: list[list[str]]) -> list[str]:
@@ -177,11 +194,11 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         state = self._state = SweepState(sweep_dir)
-        jobs = expand_sweep(config)
-        self._job_total = len(jobs)
-        state.start(job_total=len(jobs), swept=swept_keys(jobs))
+        job_total, swept = sweep_plan(config)
+        self._job_total = job_total
+        state.start(job_total=job_total, swept=swept)
         _launched.append(self)
-        print(f"sweep: {len(jobs)} jobs -> {sweep_dir}", flush=True)
+        print(f"sweep: {job_total} jobs -> {sweep_dir}", flush=True)
         if config.dry_run:
             return
         root = project_root_of(config)
@@ -203,14 +220,14 @@ class SweepCallback(Callback):
                 "sweep.overrides": json.dumps(list(config.hydra.overrides.task)),
                 "sweep.params": json.dumps(params),
                 "sweep.dir": str(sweep_dir),
-                "sweep.jobs": str(len(jobs)),
+                "sweep.jobs": str(job_total),
                 **git_state(root),
                 **host_tags(),
             },
         )
         # From here on the parent is closed whatever happens (finish() closes what is left).
         self._tracker, self._parent_run_id = tracker, parent_run_id
-        tracker.log_params(parent_run_id, {"sweep_jobs": len(jobs), **{
+        tracker.log_params(parent_run_id, {"sweep_jobs": job_total, **{
             f"sweep.{k}": v for k, v in params.items()}})
         state.set_parent(parent_run_id=parent_run_id, experiment_id=experiment_id,
                          tracking_uri=tracker.uri)
@@ -221,7 +238,9 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         state = self._state or SweepState(config.hydra.sweep.dir)
-        outcomes = state.outcomes(self._job_total or None)
+        # A search sweeper corrects the total once it knows how many trials remain.
+        job_total = int(state.read().get("job_total", self._job_total) or 0)
+        outcomes = state.outcomes(job_total or None)
         failed = [o for o in outcomes if o["status"] not in ("FINISHED", "SKIPPED", "DRY_RUN")]
         killed = [o for o in outcomes if o["status"] == "KILLED"]
         table = summary_table(outcomes)

@@ -78,6 +78,13 @@ class SweepState:
                     tracking_uri=tracking_uri)
         self._write_info(info)
 
+    def set_job_total(self, job_total: int) -> None:
+        """Correct the number of jobs (after :meth:`start`): a search sweeper knows how many
+        trials remain only once it has opened its study."""
+        info = self.read()
+        info["job_total"] = int(job_total)
+        self._write_info(info)
+
     def _write_info(self, info: Mapping[str, Any]) -> None:
         temporary = self.folder / "sweep.json.tmp"
         temporary.write_text(json.dumps(dict(info), indent=2))

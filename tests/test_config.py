@@ -47,7 +47,15 @@ def test_the_default_config_validates() -> None:
     assert dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen
 
 
-@pytest.mark.parametrize("experiment", ["smoke", "quickstart", "dose_response", "reference_small"])
+PRESETS = sorted(path.stem for path in (Path(__file__).parents[1] / "conf" / "experiment").glob(
+    "*.yaml"))
+
+
+def test_the_presets_are_the_documented_ones() -> None:
+    assert PRESETS == ["dose_response", "quickstart", "reference_small", "smoke", "tune"]
+
+
+@pytest.mark.parametrize("experiment", PRESETS)
 def test_every_experiment_preset_composes_and_validates(experiment: str) -> None:
     config = validate(composed(f"experiment={experiment}"))
     assert config.tracking.experiment == experiment
