@@ -217,9 +217,11 @@ def run_pipeline(
     pair, cache_hit = load_or_simulate(simulation_spec(config),
                                        cache_dir if config.data.cache else None)
     time_simulate = time.perf_counter() - start
-    log.info("data: %d train + %d test patterns, measured dose %.4g (cache %s) in %.1fs",
-             len(pair.train), len(pair.test), pair.train.measured_dose,
-             "hit" if cache_hit else "miss", time_simulate)
+    scans = (f"{len(pair.train)} patterns, trained on and scored (design reconstruct)"
+             if pair.reconstructs else
+             f"{len(pair.train)} train + {len(pair.test)} test patterns (design generalize)")
+    log.info("data: %s, measured dose %.4g (cache %s) in %.1fs", scans,
+             pair.train.measured_dose, "hit" if cache_hit else "miss", time_simulate)
     limit_cache = Path(cache_dir) if cache_dir is not None and config.data.cache else None
     if config.model.kind.iterative:
         result = _run_iterative(config, pair, cache_hit, time_simulate, on_iteration)
