@@ -357,14 +357,13 @@ def _run_iterative(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_s
         outcome.obj, pair.test.positions, config.N, pair.test.obj, keep_fraction=e.keep_fraction,
         border=e.border, phase_alignment=str(e.phase_alignment),
         subpixel_registration=e.subpixel_registration)
-    n_test = len(pair.test)
     expected = outcome.expected if outcome.expected is not None else np.zeros_like(counts)
     time_eval = time.perf_counter() - eval_start
     metrics = {
         **evaluation.metrics,
         **{k: v for k, v in evaluation.extra.items() if np.isfinite(v)},
         "test_nll_per_photon": float(poisson_nll_per_photon(pair.test.counts,
-                                                            expected[:n_test])),
+                                                            expected)),
         "measured_dose": pair.train.measured_dose,
         "time_simulate_s": time_simulate,
         "time_reconstruct_s": outcome.time_s,
