@@ -23,9 +23,10 @@ __all__ = ["write_artifacts"]
 
 def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResult, *,
                     title: str, metrics: Mapping[str, float] | None = None) -> Path:
-    """Write ``config.yaml``, ``metrics.json``, ``reconstruction.npz``, ``figures/*.png``
-    (reconstruction, training curves, FRC, diffraction) and, with ``tracking.log_model``,
-    ``model/`` into ``folder``; returns it.
+    """Write ``config.yaml``, ``metrics.json``, ``reconstruction.npz`` (with the per-pixel
+    Cramér–Rao maps as ``crb_*`` under ``eval.crb``), ``figures/*.png`` (reconstruction,
+    training curves, FRC, diffraction, and the error beside the bound: ``limit``) and, with
+    ``tracking.log_model``, ``model/`` into ``folder``; returns it.
 
     Raises:
         OSError: the folder cannot be written (full disk, no access).
@@ -45,6 +46,7 @@ def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResul
         phase=evaluation.phase.astype(np.float32),
         phase_truth=evaluation.phase_truth.astype(np.float32),
         region=np.array([rows.start, rows.stop, cols.start, cols.stop]),
+        **{f"crb_{name}": values for name, values in result.limit_maps.items()},
     )
     figures = root / "figures"
     figures.mkdir(exist_ok=True)
@@ -55,6 +57,8 @@ def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResul
         "frc": viz.frc_figure(evaluation.frc, title),
         "diffraction": viz.diffraction_figure(measured, expected, len(measured), title),
     }
+    if result.limit_maps:
+        drawn["limit"] = viz.limit_figure(evaluation, result.limit_maps, title)
     for name, figure in drawn.items():
         figure.savefig(figures / f"{name}.png", dpi=90)
     if config.tracking.log_model and result.models is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +95,9 @@ class PipelineResult:
         fit: what training ran (history, epochs, XLA, timings); ``None`` for an iterative arm.
         iterative: what the iterative reconstruction ran; ``None`` for the networks.
         tags: string facts for the run's tags (``xla``, ``device``).
+        limit_maps: the Cramér–Rao bound per pixel of the scored region at the job's dose
+            (``amp_variance``, ``phase_variance`` and their ``*_stderr``, each ``(h, w)``
+            float32); empty without ``eval.crb``.
     """
 
     metrics: dict[str, float]
@@ -106,6 +109,7 @@ class PipelineResult:
     fit: FitResult | None = None
     iterative: IterativeResult | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    limit_maps: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -243,7 +247,8 @@ def _with_limit(config: JobConfig, pair: DatasetPair, result: PipelineResult,
         test.obj, test.probe, test.positions, result.evaluation.region,
         cache_dir, phase_alignment=str(config.eval.phase_alignment),
         samples=config.eval.crb_samples)
-    bound = limit.at_scale(dose_scale_of(test.obj, test.probe, test.positions, config.dose))
+    scale = dose_scale_of(test.obj, test.probe, test.positions, config.dose)
+    bound = limit.at_scale(scale)
     metrics = result.metrics
     for part in ("amp", "phase"):
         mse = metrics[f"{part}_mse"]
@@ -255,7 +260,7 @@ def _with_limit(config: JobConfig, pair: DatasetPair, result: PipelineResult,
              bound["phase_crb_efficiency"])
     result.metrics.update({k: v for k, v in bound.items() if np.isfinite(v)})
     result.tags["crb_method"] = limit.method
-    return result
+    return replace(result, limit_maps=limit.maps_at_scale(scale))
 
 
 def _run_network(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_simulate: float,

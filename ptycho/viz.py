@@ -22,6 +22,7 @@ __all__ = [
     "diffraction_figure",
     "dose_response_figure",
     "frc_figure",
+    "limit_figure",
     "reconstruction_figure",
     "reconstruction_grid_figure",
     "training_curves_figure",
@@ -78,6 +79,40 @@ def reconstruction_figure(evaluation: Evaluation, title: str = "") -> Figure:
         f"FRC50 {m['phase_frc50']:.1f}"
     )
     figure.suptitle(f"{title}\n{headline}" if title else headline, fontsize=10)
+    return figure
+
+
+def limit_figure(evaluation: Evaluation, maps: Mapping[str, np.ndarray], title: str = ""
+                 ) -> Figure:
+    """The reconstruction's error beside the Cramér–Rao limit, pixel by pixel, for amplitude
+    (row 1) and phase (row 2): ``|error|`` of the aligned reconstruction and the bound's standard
+    deviation ``√(variance bound)`` (the smallest any unbiased estimator could have there), on
+    one colour scale per row. ``maps`` holds ``amp_variance``, ``phase_variance`` and their
+    ``*_stderr`` at the job's dose (:meth:`~ptycho.evaluation.limit.LimitEstimate.maps_at_scale`).
+    """
+    figure = _figure(8, 7)
+    axes = figure.subplots(2, 2)
+    rows = (("amplitude", evaluation.amplitude - evaluation.amplitude_truth, "amp", ""),
+            ("phase", evaluation.phase - evaluation.phase_truth, "phase", " (rad)"))
+    for row, (name, error, key, unit) in enumerate(rows):
+        bound = np.sqrt(np.maximum(maps[f"{key}_variance"], 0.0))
+        magnitude = np.abs(error)
+        high = float(np.percentile(np.concatenate([magnitude.ravel(), bound.ravel()]), 99)) or 1.0
+        rms = float(np.sqrt(np.mean(error ** 2)))
+        limit_rms = float(np.sqrt(np.mean(maps[f"{key}_variance"])))
+        _show(figure, axes[row, 0], magnitude,
+              f"{name} |error|{unit}, RMS {rms:.3g}", "magma", vmin=0, vmax=high,
+              colorbar=False)
+        shared = _show(figure, axes[row, 1], bound,
+                       f"{name} Cramér–Rao std{unit}, RMS {limit_rms:.3g}", "magma",
+                       vmin=0, vmax=high, colorbar=False)
+        figure.colorbar(shared, ax=[axes[row, 0], axes[row, 1]], fraction=0.046, pad=0.02)
+    relative = [np.nanmedian(maps[f"{k}_variance_stderr"] / maps[f"{k}_variance"])
+                for k in ("amp", "phase")]
+    note = ("bound per pixel: exact" if max(relative) == 0 else
+            f"bound per pixel: Hutchinson estimate, median relative standard error "
+            f"{relative[0]:.2f} (amp), {relative[1]:.2f} (phase)")
+    figure.suptitle(f"{title}\n{note}" if title else note, fontsize=10)
     return figure
 
 

@@ -38,6 +38,9 @@ What is computed, and its assumptions:
 Two ways to evaluate the trace: ``dense`` (the whole matrix, for up to :data:`DENSE_LIMIT` real
 parameters; exact) and ``cg`` (matrix-free: Hutchinson's estimator with Rademacher probes, each
 ``I⁺h`` by conjugate gradients with a diagonal preconditioner; its standard error is reported).
+Either also gives the bound per pixel (:attr:`LimitEstimate.maps`): the diagonal of
+``L T I⁺ Tᵀ Lᵀ``, exact (``dense``) or by Hutchinson's diagonal estimator from the same probes
+(``cg``), whose mean over the region is the bound on the MSE.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +78,7 @@ DENSE_LIMIT = 4096
 """Up to this many real parameters (twice the free pixels) the bound is computed densely."""
 MIN_PROBES = 4
 """Hutchinson probes per part at least (``cg``)."""
-LIMIT_VERSION = 1
+LIMIT_VERSION = 2
 """Bumped when what :func:`estimate_limit` computes changes (invalidates cached limits)."""
 
 
@@ -102,12 +105,22 @@ class LimitEstimate:
     cg_iterations: int
     """Largest number of CG iterations one solve took (0 for ``dense``)."""
     seconds: float
+    maps: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    """Per-pixel bounds at ``s² = 1``, each ``(h, w)`` float64 over the scored region:
+    ``amp_variance`` (amplitude units²) and ``phase_variance`` (rad²), the diagonal of the
+    aligned error's bound covariance, whose mean over the region is ``amp_mse``/``phase_mse``;
+    ``amp_variance_stderr``/``phase_variance_stderr``, each pixel's standard error (0 for
+    ``dense``; Hutchinson's diagonal estimator for ``cg``)."""
 
     def at_scale(self, scale: float) -> dict[str, float]:
         """``amp_mse_crb``, ``phase_mse_crb`` and their standard errors at dose scale ``s²``."""
         return {"amp_mse_crb": self.amp_mse / scale, "phase_mse_crb": self.phase_mse / scale,
                 "amp_mse_crb_stderr": self.amp_mse_stderr / scale,
                 "phase_mse_crb_stderr": self.phase_mse_stderr / scale}
+
+    def maps_at_scale(self, scale: float) -> dict[str, np.ndarray]:
+        """:attr:`maps` at dose scale ``s²`` (each divided by it), as float32."""
+        return {name: (values / scale).astype(np.float32) for name, values in self.maps.items()}
 
 
 def illumination(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -289,6 +302,13 @@ def alignment_maps(amplitude: np.ndarray, phase_alignment: str
     return amplitude_adjoint, phase_adjoint
 
 
+def _amplitude_forward(amplitude: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``L`` of the amplitude alignment (the transpose of :func:`alignment_maps`' first map):
+    ``w ↦ w − u·mean(w)`` with ``u = a/mean(a)``, on ``(n,)`` region vectors."""
+    ratio = (np.asarray(amplitude, np.float64) / np.mean(amplitude)).ravel()
+    return lambda w: w - ratio * np.mean(w)
+
+
 def _relative_stderr(values: list[float]) -> float:
     """Standard error of the mean over the mean (infinite for fewer than two values)."""
     if len(values) < 2 or np.mean(values) == 0:
@@ -394,6 +414,9 @@ def estimate_limit(
     if method not in ("auto", "dense", "cg"):
         raise ValueError(f"limit method must be auto, dense or cg, got {method!r}")
     results: dict[str, tuple[float, float]] = {}
+    maps: dict[str, np.ndarray] = {}
+    shape = obj[rows, cols].shape
+    lit_index = np.flatnonzero(region_index >= 0)  # region pixels that are parameters
     worst = used = 0
     if use_dense:
         matrix = fisher_matrix(obj, probe, positions, free)
@@ -404,13 +427,18 @@ def estimate_limit(
             columns = np.stack([representer(adjoint(e), direction)
                                 for e in np.eye(region_count)], axis=1)
             real = np.concatenate([columns.real, columns.imag])
-            results[part] = (float(np.einsum("ij,ij->", real, inverse @ real)) / region_count,
-                             0.0)
+            diagonal_bound = np.einsum("ij,ij->j", real, inverse @ real)  # per region pixel
+            results[part] = (float(diagonal_bound.sum()) / region_count, 0.0)
+            maps[f"{part}_variance"] = diagonal_bound.reshape(shape)
+            maps[f"{part}_variance_stderr"] = np.zeros(shape)
     else:
         rng = np.random.default_rng(seed)
-        for part, adjoint, direction in (("amp", amp_adjoint, amp_dir),
-                                         ("phase", phase_adjoint, phase_dir)):
+        amp_forward = _amplitude_forward(np.abs(obj[rows, cols]))
+        for part, adjoint, forward, direction in (
+                ("amp", amp_adjoint, amp_forward, amp_dir),
+                ("phase", phase_adjoint, phase_adjoint, phase_dir)):  # a projection: Lᵀ = L
             values: list[float] = []
+            diagonals: list[np.ndarray] = []
             for k in range(samples):
                 if k >= MIN_PROBES and _relative_stderr(values) < target_stderr:
                     break  # precise enough: large regions average over many pixels per probe
@@ -419,6 +447,13 @@ def estimate_limit(
                 x, iterations = _cg(regularised, h, diagonal + 1e-12 * diagonal.max(),
                                     tolerance=tolerance, max_iterations=max_iterations)
                 worst = max(worst, iterations)
+                # Hutchinson's diagonal (Bekas, Kokiopoulou & Saad 2007): z ⊙ (L T I⁺ Tᵀ Lᵀ z);
+                # its mean over the region is exactly this probe's trace sample below
+                x = x - gauge * np.vdot(gauge, x).real
+                scored_error = np.zeros(region_count)
+                scored_error[lit_index] = (np.conj(direction[lit_index])
+                                           * x[region_index[lit_index]]).real
+                diagonals.append(z * forward(scored_error))
                 values.append(float(np.vdot(h, x).real) / region_count)
                 log.info("limit: %s probe %d (at most %d): %.4g (%d CG iterations)", part,
                          k + 1, samples, values[-1], iterations)
@@ -426,12 +461,17 @@ def estimate_limit(
             results[part] = (float(np.mean(values)),
                              float(np.std(values, ddof=1) / np.sqrt(len(values)))
                              if len(values) > 1 else float("nan"))
+            stack = np.array(diagonals)
+            maps[f"{part}_variance"] = stack.mean(axis=0).reshape(shape)
+            maps[f"{part}_variance_stderr"] = (
+                stack.std(axis=0, ddof=1) / np.sqrt(len(stack)) if len(stack) > 1
+                else np.full(region_count, np.nan)).reshape(shape)
     return LimitEstimate(
         amp_mse=results["amp"][0], phase_mse=results["phase"][0],
         amp_mse_stderr=results["amp"][1], phase_mse_stderr=results["phase"][1],
         method="dense" if use_dense else "cg", samples=0 if use_dense else used,
         free_pixels=count, region_pixels=region_count, cg_iterations=worst,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, maps=maps,
     )
 
 
@@ -459,15 +499,21 @@ def load_or_estimate_limit(obj: np.ndarray, probe: np.ndarray, positions: np.nda
     if cache_dir is not None:
         key = limit_cache_key(obj, probe, positions, region, **settings)
         path = Path(cache_dir) / "limits" / f"{key}.json"
-        if path.is_file():
+        if path.is_file() and path.with_suffix(".npz").is_file():
             try:
-                return LimitEstimate(**json.loads(path.read_text())), True
-            except (ValueError, TypeError) as error:  # a damaged entry: compute it again
+                with np.load(path.with_suffix(".npz")) as stored:
+                    maps = {name: stored[name] for name in stored.files}
+                return LimitEstimate(**json.loads(path.read_text()), maps=maps), True
+            except (OSError, ValueError, TypeError) as error:  # damaged: compute it again
                 log.warning("limit cache entry %s unreadable (%s): recomputing", path, error)
     limit = estimate_limit(obj, probe, positions, region, **settings)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        scalars = {f.name: getattr(limit, f.name) for f in fields(limit) if f.name != "maps"}
+        partial = path.with_suffix(".part.npz")  # the maps first: the json marks it complete
+        np.savez_compressed(partial, **limit.maps)
+        partial.replace(path.with_suffix(".npz"))
         partial = path.with_suffix(".part")
-        partial.write_text(json.dumps(asdict(limit), indent=2))
+        partial.write_text(json.dumps(scalars, indent=2))
         partial.replace(path)
     return limit, False

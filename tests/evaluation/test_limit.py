@@ -136,6 +136,20 @@ def test_matrix_free_agrees_with_dense_within_its_standard_error() -> None:
         print(f"{part}: dense {exact:.4g}, CG {estimate:.4g} ± {stderr:.2g}")
         assert exact > 0
         assert abs(estimate - exact) < 4 * stderr + 1e-3 * exact
+        # the per-pixel maps: the dense one is exact, the sampled one (Hutchinson's diagonal
+        # from the same probes) agrees with it within each pixel's standard error
+        exact_map = dense.maps[f"{part}_variance"]
+        sampled_map = sampled.maps[f"{part}_variance"]
+        pixel_stderr = sampled.maps[f"{part}_variance_stderr"]
+        assert exact_map.shape == sampled_map.shape == (REGION[0].stop - REGION[0].start,
+                                                         REGION[1].stop - REGION[1].start)
+        assert exact_map.mean() == pytest.approx(exact, rel=1e-9)
+        assert sampled_map.mean() == pytest.approx(estimate, rel=1e-9)
+        z_scores = np.abs(sampled_map - exact_map) / np.maximum(pixel_stderr, 1e-300)
+        within = float(np.mean(z_scores < 3))
+        print(f"{part} map: {within:.1%} of pixels within 3 standard errors; median relative "
+              f"standard error {np.median(pixel_stderr / exact_map):.2f}")
+        assert within > 0.95
     assert sampled.cg_iterations > 0
 
 
@@ -217,11 +231,33 @@ def test_a_maximum_likelihood_estimate_is_at_or_above_the_bound() -> None:
         assert mean < 1.5 * limit  # and at this dose maximum likelihood comes close to it
 
 
+def test_the_per_pixel_bound_is_a_variance_map_whose_mean_is_the_bound() -> None:
+    obj, probe, positions = small_experiment(3)
+    limit = estimate_limit(obj, probe, positions, REGION, method="dense")
+    for part in ("amp", "phase"):
+        variance = limit.maps[f"{part}_variance"]
+        assert variance.shape == obj[REGION].shape
+        assert np.all(variance > 0)  # every scored pixel is uncertain at a finite dose
+        assert variance.mean() == pytest.approx(getattr(limit, f"{part}_mse"), rel=1e-9)
+        np.testing.assert_array_equal(limit.maps[f"{part}_variance_stderr"], 0.0)
+        at_dose = limit.maps_at_scale(250.0)[f"{part}_variance"]
+        np.testing.assert_allclose(at_dose, variance / 250.0, rtol=1e-6)  # ∝ 1/dose
+    # the scan's edge is lit less, so its bound is higher than the centre's
+    amplitude = limit.maps["amp_variance"]
+    centre = amplitude[amplitude.shape[0] // 2 - 1: amplitude.shape[0] // 2 + 1,
+                       amplitude.shape[1] // 2 - 1: amplitude.shape[1] // 2 + 1]
+    assert np.median(centre) < np.median(amplitude)
+
+
 def test_the_limit_is_cached_by_scan_and_settings(tmp_path) -> None:
     obj, probe, positions = small_experiment(5)
     first, hit = load_or_estimate_limit(obj, probe, positions, REGION, tmp_path)
     again, hit_again = load_or_estimate_limit(obj, probe, positions, REGION, tmp_path)
     assert (hit, hit_again) == (False, True) and again == first
+    assert set(again.maps) == set(first.maps) == {
+        "amp_variance", "amp_variance_stderr", "phase_variance", "phase_variance_stderr"}
+    for name, values in first.maps.items():
+        np.testing.assert_array_equal(again.maps[name], values)
     moved = limit_cache_key(obj, probe, positions + 0.5, REGION)
     assert moved != limit_cache_key(obj, probe, positions, REGION)
     assert limit_cache_key(obj, probe, positions, REGION, phase_alignment="mean") != \
@@ -252,3 +288,16 @@ def test_a_job_reports_the_bound_and_its_efficiency_computed_once_per_scan(tmp_p
             assert metrics[f"{part}_crb_efficiency"] == pytest.approx(
                 metrics[f"{part}_mse_crb"] / metrics[f"{part}_mse"])
     assert results["1e5"].tags["crb_method"] == "dense"
+    # the per-pixel bound travels with the result and into the artifacts
+    low_maps, high_maps = results["1e3"].limit_maps, results["1e5"].limit_maps
+    for part in ("amp", "phase"):
+        variance = low_maps[f"{part}_variance"]
+        assert variance.shape == results["1e3"].evaluation.amplitude.shape
+        assert variance.mean() == pytest.approx(low[f"{part}_mse_crb"], rel=1e-5)
+        np.testing.assert_allclose(variance / high_maps[f"{part}_variance"], 100, rtol=1e-4)
+    from ptycho.artifacts import write_artifacts
+
+    folder = write_artifacts(tmp_path / "artifacts", config, results["1e5"], title="limit")
+    assert (folder / "figures" / "limit.png").stat().st_size > 0
+    with np.load(folder / "reconstruction.npz") as stored:
+        np.testing.assert_array_equal(stored["crb_amp_variance"], high_maps["amp_variance"])
