@@ -244,6 +244,11 @@ def run_job(
     outcome.status, outcome.error = run.status, run.error
     if run.status == "FINISHED":
         log.info("%s finished %s: %s", context.prefix, name, _headline(outcome.metrics))
+        from ptycho.evaluation import degenerate_reason  # TensorFlow: imported by the job
+
+        reason = degenerate_reason(outcome.metrics)
+        if reason:  # the summary table marks it; the report keeps it out of the curves
+            outcome.note = f"degenerate reconstruction: {reason}"
     else:
         log.error("%s %s %s: %s", context.prefix, name, run.status, run.error)
     return outcome

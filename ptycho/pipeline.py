@@ -37,7 +37,13 @@ from ptycho.data import (
     load_or_simulate,
 )
 from ptycho.data.simulation import SimulationSpec
-from ptycho.evaluation import Evaluation, check_stitch_geometry, evaluate, evaluate_object
+from ptycho.evaluation import (
+    Evaluation,
+    check_stitch_geometry,
+    degenerate_reason,
+    evaluate,
+    evaluate_object,
+)
 from ptycho.evaluation.limit import dose_scale_of, load_or_estimate_limit
 from ptycho.iterative import (
     IterationHook,
@@ -231,7 +237,21 @@ def run_pipeline(
         result = _run_iterative(config, pair, cache_hit, time_simulate, on_iteration)
     else:
         result = _run_network(config, pair, cache_hit, time_simulate, on_epoch)
+    _flag_collapse(result)
     return _with_limit(config, pair, result, limit_cache)
+
+
+def _flag_collapse(result: PipelineResult) -> None:
+    """Tag a degenerate reconstruction (a collapse, not a dose effect; see
+    :func:`ptycho.evaluation.degenerate_reason`): ``degenerate`` (``true``/``false``) and
+    ``degenerate_reason`` tags, and the metric ``degenerate`` (1/0) that reports group by."""
+    reason = degenerate_reason(result.metrics)
+    result.metrics["degenerate"] = float(reason is not None)
+    result.tags["degenerate"] = "true" if reason else "false"
+    if reason:
+        result.tags["degenerate_reason"] = reason
+        log.warning("degenerate reconstruction: %s; reports count it apart from the curves",
+                    reason)
 
 
 def _with_limit(config: JobConfig, pair: DatasetPair, result: PipelineResult,

@@ -153,10 +153,11 @@ def job_died(sweep_dir: str | Path, job_index: int, reason: str) -> None:
 
 
 def summary_table(outcomes: list[dict[str, Any]]) -> str:
-    """A fixed-width table: job, status, headline metrics, the error of failed jobs and why a
-    skipped duplicate was not run."""
+    """A fixed-width table: job, status, headline metrics, the error of failed jobs, why a
+    skipped duplicate was not run and why a finished run is degenerate (status ``DEGENERATE``:
+    it finished, but its reconstruction collapsed)."""
     width = max([42, *(len(o["name"]) for o in outcomes)])
-    header = f"{'#':>3}  {'job':<{width}} {'status':<9}" + "".join(
+    header = f"{'#':>3}  {'job':<{width}} {'status':<10}" + "".join(
         f" {k:>11}" for k in HEADLINE_METRICS)
     lines = [header, "-" * len(header)]
     for outcome in outcomes:
@@ -164,8 +165,11 @@ def summary_table(outcomes: list[dict[str, Any]]) -> str:
             f" {outcome['metrics'][k]:>11.4g}" if k in outcome.get("metrics", {}) else
             f" {'-':>11}" for k in HEADLINE_METRICS
         )
+        status = outcome["status"]
+        if status == "FINISHED" and outcome.get("metrics", {}).get("degenerate"):
+            status = "DEGENERATE"  # finished, but a collapse: the report keeps it apart
         lines.append(f"{outcome['job_index'] + 1:>3}  {outcome['name']:<{width}} "
-                     f"{outcome['status']:<9}{values}")
+                     f"{status:<10}{values}")
         if outcome.get("error"):
             lines.append(f"{'':>5}-> {outcome['error'][:300]}")
         elif outcome.get("note"):

@@ -221,16 +221,21 @@ def dose_response_figure(
         ("crb_efficiency", "Cramér–Rao efficiency (bound / MSE)"),
     ),
     title: str = "",
+    degenerate: pd.DataFrame | None = None,
 ) -> Figure:
-    """Metric versus dose (log x), one line per arm with the seed spread (min–max) as a band and
-    a red × on the dose axis where runs of that arm failed. MSE panels are on a log scale with
-    the Cramér–Rao bound as a dashed black line per N (where ``<metric>_crb_mean`` is there);
-    ``crb_efficiency`` draws each arm's amplitude (solid) and phase (dotted) efficiency.
+    """Metric versus dose (log x), one line per arm through the median over replicates with its
+    bootstrap 95% interval as a band (where ``<metric>_ci_low``/``_ci_high`` are; else the
+    min–max), a red × on the dose axis where runs of that arm failed, and degenerate (collapsed)
+    runs as open triangles, outside the median and band. MSE panels are on a log scale with
+    the Cramér–Rao bound as a dashed black line per N (where ``<metric>_crb_median`` or
+    ``_crb_mean`` is there); ``crb_efficiency`` draws each arm's amplitude (solid) and phase
+    (dotted) efficiency.
 
     Args:
-        summary: one row per (arm, dose) with columns ``arm``, ``dose`` and ``<metric>_mean``,
-            ``<metric>_min``, ``<metric>_max``.
+        summary: one row per (arm, dose) with columns ``arm``, ``dose`` and ``<metric>_median``
+            (or ``_mean``), ``<metric>_ci_low``/``_ci_high`` or ``<metric>_min``/``_max``.
         failures: one row per (arm, dose) with ``n_failed`` > 0.
+        degenerate: the degenerate runs (``arm``, ``dose`` and metric columns), or ``None``.
     """
     columns = 3
     rows = -(-len(metrics) // columns)
@@ -239,17 +244,27 @@ def dose_response_figure(
     arms = sorted(summary["arm"].unique()) if len(summary) else []
     colours = {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
     failed = failures[failures["n_failed"] > 0]
+    collapsed = degenerate if degenerate is not None else pd.DataFrame(columns=["arm", "dose"])
     for ax, (metric, label) in zip(axes, metrics, strict=False):
         if metric == "crb_efficiency":
             _efficiency_panel(ax, summary, arms, colours)
+        centre = f"{metric}_median" if f"{metric}_median" in summary else f"{metric}_mean"
+        low, high = ((f"{metric}_ci_low", f"{metric}_ci_high") if f"{metric}_ci_low" in summary
+                     else (f"{metric}_min", f"{metric}_max"))
         for arm in arms:
             part = summary[summary["arm"] == arm].sort_values("dose")
-            if f"{metric}_mean" not in part or part[f"{metric}_mean"].isna().all():
+            if centre not in part or part[centre].isna().all():
                 continue
-            ax.plot(part["dose"], part[f"{metric}_mean"], "-o", color=colours[arm], label=arm,
+            ax.plot(part["dose"], part[centre], "-o", color=colours[arm], label=arm,
                     markersize=4)
-            ax.fill_between(part["dose"], part[f"{metric}_min"], part[f"{metric}_max"],
-                            color=colours[arm], alpha=0.18, linewidth=0)
+            if low in part:
+                ax.fill_between(part["dose"], part[low], part[high], color=colours[arm],
+                                alpha=0.18, linewidth=0)
+        if metric in collapsed and len(collapsed):
+            for arm, part in collapsed.groupby("arm"):
+                ax.plot(part["dose"], part[metric], "v", markerfacecolor="none",
+                        markeredgecolor=colours.get(arm, "grey"), markersize=8,
+                        linestyle="none")
         for _, row in failed.iterrows():
             ax.plot([row["dose"]], [0.0], "x", color="red", markersize=9,
                     transform=ax.get_xaxis_transform(), clip_on=False)
@@ -264,15 +279,18 @@ def dose_response_figure(
         ax.set_visible(False)
     if axes[0].get_legend_handles_labels()[0]:  # no line at all when every run failed
         axes[0].legend(fontsize=7, loc="best")
-    figure.suptitle(title or "dose response (band: min-max over seeds; red x: failed runs)",
-                    fontsize=11)
+    figure.suptitle(title or "dose response", fontsize=11)
+    figure.text(0.5, 0.005, "line: median over replicates; band: bootstrap 95% interval of the "
+                "median; open triangles: degenerate runs (not in the median); red x: failed "
+                "runs", ha="center", fontsize=8)
     return figure
 
 
 def _bound_lines(axes, summary: pd.DataFrame, metric: str) -> None:
     """The Cramér–Rao bound of ``metric`` against dose, one dashed black line per N (every arm
     of one N shares its test scan, hence its bound)."""
-    column = f"{metric}_crb_mean"
+    column = (f"{metric}_crb_median" if f"{metric}_crb_median" in summary
+              else f"{metric}_crb_mean")
     if column not in summary or summary[column].isna().all():
         return
     groups = summary.groupby("N") if "N" in summary else [("", summary)]
@@ -289,7 +307,8 @@ def _efficiency_panel(axes, summary: pd.DataFrame, arms: Sequence[str],
     """Each arm's bound / MSE against dose: amplitude solid, phase dotted; 1 is the limit."""
     for arm in arms:
         part = summary[summary["arm"] == arm].sort_values("dose")
-        for key, style in (("amp_crb_efficiency_mean", "-o"), ("phase_crb_efficiency_mean", ":s")):
+        for name, style in (("amp_crb_efficiency", "-o"), ("phase_crb_efficiency", ":s")):
+            key = f"{name}_median" if f"{name}_median" in part else f"{name}_mean"
             if key in part and not part[key].isna().all():
                 axes.plot(part["dose"], part[key], style, color=colours[arm], markersize=3)
     axes.axhline(1.0, color="black", linestyle="--", linewidth=0.8)

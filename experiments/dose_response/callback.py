@@ -40,6 +40,12 @@ class ReportCallback(Callback):
             report = make_report(tracking_uri=parent["tracking_uri"],
                                  parent_run_id=parent["parent_run_id"],
                                  out=sweep_dir / "report", reused_run_ids=reused)
+            from experiments.dose_response.report import summary_text
+
+            print("\nper arm and dose (median [bootstrap 95% interval] over replicates):\n"
+                  + summary_text(report.summary), flush=True)
+            for statement in report.comparisons["statement"]:
+                print(statement, flush=True)
             print(f"\nreport: {report.html}", flush=True)
         except Exception:
             print("\nthe dose-response report failed (the jobs' results are unaffected):\n"

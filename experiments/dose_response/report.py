@@ -31,30 +31,45 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.dose_response.statistics import (
+    CONFIDENCE,
+    RATIO_RESAMPLES,
+    RESAMPLES,
+    crossing_dose,
+    dose_ratio,
+    median_ci,
+)
 from ptycho import viz
-from ptycho.evaluation import METRIC_KEYS
+from ptycho.evaluation import METRIC_KEYS, degenerate_reason
+from ptycho.evaluation.metrics import FLAT_CONTRAST, UNCORRELATED
 from ptycho.tracking import RunRecord, Tracker, resolve_store
 
 __all__ = [
     "AXES",
     "Report",
     "collect",
+    "comparisons",
     "dose_efficiency",
     "make_report",
     "summarise",
+    "summary_text",
 ]
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-AXES = ("N", "gridsize", "dose", "loss", "model", "data", "seed")
+AXES = ("N", "gridsize", "dose", "loss", "model", "data", "seed", "noise_seed")
+REPLICATES = ("seed", "noise_seed")
+"""The replicate axes: an arm's runs at one dose that differ only in these are its replicates."""
 ARM = ("N", "gridsize", "loss", "model", "data")
 ITERATIVE = ("lsqml", "epie")
 """The iterative arms (pty-chi); the dose-efficiency table compares the other arms with LSQML."""
 LIMIT_METRICS = ("amp_mse_crb", "phase_mse_crb", "amp_crb_efficiency", "phase_crb_efficiency")
 """The Cramér–Rao bound of each run's test scan and the efficiencies bound / MSE (eval.crb)."""
+COLLAPSE_METRICS = ("amp_contrast", "amp_correlation", "phase_correlation")
+"""What a degenerate (collapsed) reconstruction is decided from (ptycho.evaluation)."""
 EXTRA_METRICS = ("measured_dose", "time_train_s", "time_eval_s", "time_compile_s",
-                 "train_patterns_per_s", *LIMIT_METRICS)
+                 "train_patterns_per_s", *LIMIT_METRICS, *COLLAPSE_METRICS)
 SUMMARY_METRICS = (*METRIC_KEYS, "measured_dose", "time_train_s", *LIMIT_METRICS)
 LIMIT_NOTE = (
     "Dashed black lines on the MSE panels: the Cramér–Rao bound of the test scan (the least MSE "
@@ -65,6 +80,29 @@ LIMIT_NOTE = (
     "learned from a second object's photons too)."
 )
 DEFAULT_THRESHOLDS = {"amp_frc50": 5.0, "amp_psnr": 15.0}
+METHODS = (
+    "Replicates: the runs of one arm at one dose that differ only in `seed` (network weights, "
+    "shuffling, object, positions) or `data.noise_seed` (the Poisson draw alone).",
+    f"Curves and tables give the median over replicates with a {CONFIDENCE:.0%} bootstrap "
+    f"confidence interval of the median (scipy.stats.bootstrap, BCa, {RESAMPLES} resamples; "
+    "the percentile method where BCa is undefined); n is each cell's number of replicates. "
+    "With fewer than 5 replicates the interval is too narrow (coverage of a nominal 95% "
+    "interval measured at 0.78 for n=3, 0.91 for n=5).",
+    "Dose ratios: the dose at which each arm's median curve reaches the threshold (linear "
+    "interpolation in log10 dose), their ratio, and a percentile bootstrap 95% interval of "
+    "its log10 from resampling every (arm, dose) cell's replicates with replacement "
+    f"({RATIO_RESAMPLES} resamples); `reached` is the fraction of resamples in which both arms "
+    "reach the threshold.",
+    f"Degenerate runs: finished runs whose reconstruction collapsed: amplitude contrast (its "
+    f"standard deviation over the truth's, after alignment) below {FLAT_CONTRAST}, or Pearson "
+    f"correlation with the truth below {UNCORRELATED} in both amplitude and phase. They are "
+    "counted (collapse rate per cell), drawn as open triangles, and kept out of the medians and "
+    "intervals. Failed runs are counted apart (red x on the dose axis).",
+    "Metrics (scored region of the test scan, amplitude after a global scale, phase after "
+    "removing a least-squares plane): MSE, PSNR and SSIM (skimage.metrics, data range of the "
+    "truth), FRC of the Hann-apodised images with its 0.5 and 1/7 crossings (ring index), "
+    "and the Cramér–Rao bound of the scan (docs/physics.md §11).",
+)
 TRUTH = "ground truth"
 
 
@@ -75,6 +113,7 @@ class Report:
     runs: pd.DataFrame
     summary: pd.DataFrame
     efficiency: pd.DataFrame
+    comparisons: pd.DataFrame
 
 
 def _axis_values(record: RunRecord) -> dict[str, object]:
@@ -100,6 +139,9 @@ def _axis_values(record: RunRecord) -> dict[str, object]:
         # by the patterns they used ("train+test").
         "data": _data_label(params, iterative),
         "seed": number("seed", int),
+        # the Poisson draw's own seed; "data.noise_seed" None (the default) means the job's seed
+        "noise_seed": (number("seed", int) if params.get("data.noise_seed", "None") == "None"
+                       else number("data.noise_seed", int)),
     }
 
 
@@ -122,86 +164,179 @@ def arm_label(row: pd.Series | dict) -> str:
     return f"N{int(row['N'])} g{int(row['gridsize'])} {row['loss']} {row['model']}{data}"
 
 
+def _degenerate(record: RunRecord) -> tuple[bool, str]:
+    """Whether a run's reconstruction collapsed, and why: its ``degenerate`` tag, else decided
+    again from its metrics (runs logged before the tag existed)."""
+    if record.status != "FINISHED":
+        return False, ""
+    tag = record.tags.get("degenerate")
+    if tag is not None:
+        return tag == "true", record.tags.get("degenerate_reason", "")
+    reason = degenerate_reason(record.metrics)
+    return reason is not None, reason or ""
+
+
 def collect(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """One row per run: run id, name, status, the axes (from params) and every metric."""
+    """One row per run: run id, name, status, the axes (from params), whether it is
+    ``degenerate`` (and why) and every metric. A run whose params were never logged (it died
+    before) cannot be placed on an axis: it counts as FAILED, with that as its error."""
     rows = []
     for record in records:
-        row = {"run_id": record.run_id, "name": record.name, "status": record.status,
-               **_axis_values(record), "error": record.tags.get("error", "")}
+        status, error = record.status, record.tags.get("error", "")
+        if not record.params or "N" not in record.params or "dose" not in record.params:
+            status = "FAILED" if status == "FINISHED" else status
+            error = error or "no parameters logged (the job ended before logging them)"
+        degenerate, reason = _degenerate(record)
+        row = {"run_id": record.run_id, "name": record.name, "status": status,
+               **_axis_values(record), "error": error, "degenerate": degenerate,
+               "degenerate_reason": reason}
         for key in (*METRIC_KEYS, *EXTRA_METRICS):
             row[key] = record.metrics.get(key, np.nan)
         rows.append(row)
-    columns = ["run_id", "name", "status", *AXES, "error", *METRIC_KEYS, *EXTRA_METRICS]
+    columns = ["run_id", "name", "status", *AXES, "error", "degenerate", "degenerate_reason",
+               *METRIC_KEYS, *EXTRA_METRICS]
     table = pd.DataFrame(rows, columns=columns)
     if len(table):
-        table["arm"] = table.apply(arm_label, axis=1)
+        table["arm"] = table.apply(
+            lambda row: arm_label(row) if math.isfinite(row["N"]) else "(unknown: no params)",
+            axis=1)
     else:
         table["arm"] = pd.Series(dtype=str)
     return table.sort_values(["arm", "dose", "seed"], kind="stable").reset_index(drop=True)
 
 
 def summarise(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
-    """Per (arm, dose): mean, min, max and count of each metric over FINISHED runs (the seeds),
-    and ``n_failed`` (runs that did not finish) counted apart, never dropped."""
+    """Per (arm, dose), over its replicates: ``n_runs``, ``n_finished``, ``n_failed`` (runs
+    that did not finish, counted apart), ``n_degenerate`` and ``collapse_rate`` (finished runs
+    whose reconstruction collapsed, over the finished ones), and for each metric over the
+    finished, non-degenerate runs: ``_n``, ``_median``, ``_mean``, ``_min``, ``_max`` and the
+    bootstrap 95% interval of the median ``_ci_low``, ``_ci_high``
+    (:func:`~experiments.dose_response.statistics.median_ci`)."""
     if runs.empty:
-        return pd.DataFrame(columns=["arm", *ARM, "dose", "n_finished", "n_failed"])
+        return pd.DataFrame(columns=["arm", *ARM, "dose", "n_finished", "n_failed",
+                                     "n_degenerate", "collapse_rate"])
     runs = runs.assign(**{axis: "" for axis in ARM if axis not in runs})  # older tables
-    finished = runs[runs["status"] == "FINISHED"]
+    if "degenerate" not in runs:
+        runs = runs.assign(degenerate=False)
+    finished_mask = runs["status"] == "FINISHED"
+    degenerate = finished_mask & runs["degenerate"].astype(bool)
     keys = ["arm", *ARM, "dose"]
-    counts = runs.groupby(keys, dropna=False).agg(
-        n_runs=("run_id", "count"),
-        n_finished=("status", lambda s: int((s == "FINISHED").sum())),
-    ).reset_index()
+    counts = runs.assign(_finished=finished_mask, _degenerate=degenerate).groupby(
+        keys, dropna=False).agg(n_runs=("run_id", "count"), n_finished=("_finished", "sum"),
+                                n_degenerate=("_degenerate", "sum")).reset_index()
     counts["n_failed"] = counts["n_runs"] - counts["n_finished"]
-    present = [m for m in metrics if m in finished]
-    if finished.empty or not present:
+    counts["collapse_rate"] = counts["n_degenerate"] / counts["n_finished"].where(
+        counts["n_finished"] > 0)
+    scored = runs[finished_mask & ~degenerate]
+    present = [m for m in metrics if m in scored]
+    if scored.empty or not present:
         return counts
-    stats = finished.groupby(keys, dropna=False)[present].agg(["mean", "min", "max", "count"])
-    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
-    return counts.merge(stats.reset_index(), on=keys, how="left")
+    rows = []
+    for key, part in scored.groupby(keys, dropna=False):
+        row = dict(zip(keys, key, strict=True))
+        for metric in present:
+            values = part[metric].to_numpy(float)
+            values = values[np.isfinite(values)]
+            low, high = median_ci(values)
+            row.update({
+                f"{metric}_n": values.size,
+                f"{metric}_median": float(np.median(values)) if values.size else np.nan,
+                f"{metric}_mean": float(values.mean()) if values.size else np.nan,
+                f"{metric}_min": float(values.min()) if values.size else np.nan,
+                f"{metric}_max": float(values.max()) if values.size else np.nan,
+                f"{metric}_ci_low": low, f"{metric}_ci_high": high,
+            })
+        rows.append(row)
+    return counts.merge(pd.DataFrame(rows), on=keys, how="left")
 
 
-EFFICIENCY_COLUMNS = ["arm", "metric", "threshold", "dose_reached", "bound", "vs_lsqml"]
+EFFICIENCY_COLUMNS = ["arm", "metric", "threshold", "dose_reached", "bound", "vs_lsqml",
+                      "vs_lsqml_log10", "vs_lsqml_log10_low", "vs_lsqml_log10_high",
+                      "vs_lsqml_reached"]
+COMPARISON_COLUMNS = ["arm", "reference", "differs_in", "metric", "threshold", "ratio",
+                      "log10_ratio", "log10_low", "log10_high", "reached", "statement"]
+
+
+def _cells(runs: pd.DataFrame, arm: str, metric: str) -> list[tuple[float, np.ndarray]]:
+    """An arm's curve as ``(dose, replicate values)`` over its finished, non-degenerate runs."""
+    part = runs[(runs["arm"] == arm) & (runs["status"] == "FINISHED")]
+    if "degenerate" in part:
+        part = part[~part["degenerate"].astype(bool)]
+    return [(float(dose), cell[metric].to_numpy(float))
+            for dose, cell in part.groupby("dose") if metric in cell]
 
 
 def dose_efficiency(
-    summary: pd.DataFrame, metric: str, threshold: float
+    summary: pd.DataFrame, metric: str, threshold: float, runs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Lowest dose at which each arm's mean ``metric`` reaches ``threshold``.
+    """Lowest dose at which each arm's median ``metric`` reaches ``threshold``.
 
     Between two measured doses the crossing is interpolated linearly in log10(dose). An arm that
     meets the threshold at its lowest dose gets that dose with ``bound="<="``; one that never
     does gets NaN with ``bound="not reached"``. ``vs_lsqml`` is the arm's dose over the dose the
     LSQML arm of the same N needs (below 1: fewer photons than LSQML; NaN where either is
-    unknown).
+    unknown). With ``runs`` (the replicates), ``vs_lsqml_log10`` gets a bootstrap 95% interval
+    (``_low``, ``_high``; ``vs_lsqml_reached``: the fraction of resamples in which both arms
+    reach the threshold).
     """
     rows = []
-    column = f"{metric}_mean"
-    lsqml: dict[int, float] = {}
+    column = f"{metric}_median" if f"{metric}_median" in summary else f"{metric}_mean"
+    lsqml: dict[int, tuple[str, float]] = {}
     for arm, part in summary.groupby("arm"):
         part = part.dropna(subset=[column]).sort_values("dose")
-        doses, values = part["dose"].to_numpy(float), part[column].to_numpy(float)
-        dose, bound = math.nan, "not reached"
-        for i, (d, v) in enumerate(zip(doses, values, strict=True)):
-            if v >= threshold:
-                if i == 0:
-                    dose, bound = d, "<="
-                else:
-                    d0, v0 = doses[i - 1], values[i - 1]
-                    fraction = (threshold - v0) / (v - v0)
-                    dose = 10 ** (math.log10(d0) + fraction * (math.log10(d) - math.log10(d0)))
-                    bound = "="
-                break
+        dose, bound = crossing_dose(part["dose"].to_numpy(float), part[column].to_numpy(float),
+                                    threshold)
         N = int(part["N"].iloc[0]) if len(part) and "N" in part else -1
         if arm == f"N{N} lsqml":
-            lsqml[N] = dose
+            lsqml[N] = (arm, dose)
         rows.append({"arm": arm, "metric": metric, "threshold": threshold,
                      "dose_reached": dose, "bound": bound, "N": N})
     for row in rows:
-        reference = lsqml.get(row.pop("N"), math.nan)
+        reference_arm, reference = lsqml.get(row.pop("N"), ("", math.nan))
         row["vs_lsqml"] = (row["dose_reached"] / reference
                            if reference > 0 and not math.isnan(row["dose_reached"]) else math.nan)
+        row.update(vs_lsqml_log10=math.nan, vs_lsqml_log10_low=math.nan,
+                   vs_lsqml_log10_high=math.nan, vs_lsqml_reached=math.nan)
+        if runs is not None and reference_arm and row["arm"] != reference_arm:
+            ratio = dose_ratio(_cells(runs, row["arm"], metric),
+                               _cells(runs, reference_arm, metric), threshold)
+            row.update(vs_lsqml_log10=ratio.log10_ratio, vs_lsqml_log10_low=ratio.log10_low,
+                       vs_lsqml_log10_high=ratio.log10_high, vs_lsqml_reached=ratio.reached)
     return pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS)
+
+
+def comparisons(runs: pd.DataFrame, metric: str, threshold: float) -> pd.DataFrame:
+    """Dose ratios, with bootstrap 95% intervals over replicates, between every two network
+    arms of one N and data design that differ in exactly one setting (``loss``, ``gridsize``
+    or ``model``): how many times the dose of ``reference`` ``arm`` needs to reach
+    ``threshold`` in ``metric``. ``statement`` says it in words, e.g. "N64 g1 poisson_nll pinn
+    reaches amp_frc50 >= 5 at 10^(-1.20 [-1.50, -0.90])x the dose of N64 g1 mae pinn"."""
+    finished = runs[runs["status"] == "FINISHED"]
+    arms = (finished[~finished["model"].isin(ITERATIVE)]
+            .drop_duplicates("arm").set_index("arm")[list(ARM)])
+    rows = []
+    names = sorted(arms.index)
+    for i, arm in enumerate(names):
+        for reference in names[i + 1:]:
+            a, b = arms.loc[arm], arms.loc[reference]
+            if a["N"] != b["N"] or a["data"] != b["data"]:
+                continue
+            differs = [axis for axis in ("loss", "gridsize", "model") if a[axis] != b[axis]]
+            if len(differs) != 1:
+                continue
+            ratio = dose_ratio(_cells(runs, arm, metric), _cells(runs, reference, metric),
+                               threshold)
+            rows.append({
+                "arm": arm, "reference": reference, "differs_in": differs[0], "metric": metric,
+                "threshold": threshold,
+                "ratio": 10 ** ratio.log10_ratio if math.isfinite(ratio.log10_ratio)
+                else math.nan,
+                "log10_ratio": ratio.log10_ratio, "log10_low": ratio.log10_low,
+                "log10_high": ratio.log10_high, "reached": ratio.reached,
+                "statement": f"{arm} reaches {metric} >= {threshold:g} at {ratio.text()}x the "
+                             f"dose of {reference}",
+            })
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def _markdown(table: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
@@ -280,20 +415,26 @@ def make_report(
     summary = summarise(runs)
     thresholds = thresholds or DEFAULT_THRESHOLDS
     # A sweep whose runs all failed has no metric columns: an empty table, not a crash.
-    frames = [dose_efficiency(summary, metric, value) for metric, value in thresholds.items()
-              if f"{metric}_mean" in summary]
+    measured = {metric: value for metric, value in thresholds.items()
+                if f"{metric}_median" in summary}
+    frames = [dose_efficiency(summary, metric, value, runs) for metric, value in measured.items()]
     efficiency = (pd.concat(frames, ignore_index=True) if frames
                   else pd.DataFrame(columns=EFFICIENCY_COLUMNS))
+    frames = [comparisons(runs, metric, value) for metric, value in measured.items()]
+    compared = (pd.concat(frames, ignore_index=True) if frames
+                else pd.DataFrame(columns=COMPARISON_COLUMNS))
 
     folder = Path(out) if out else PROJECT_ROOT / "outputs" / "reports" / parent_run_id
     folder.mkdir(parents=True, exist_ok=True)
     runs.to_csv(folder / "runs.csv", index=False)
     summary.to_csv(folder / "summary.csv", index=False)
     efficiency.to_csv(folder / "dose_efficiency.csv", index=False)
+    compared.to_csv(folder / "comparisons.csv", index=False)
 
     failures = summary[["arm", "dose", "n_failed"]]
     title = f"{experiment_name}: sweep {parent_record.name}"
-    figure = viz.dose_response_figure(summary, failures, title=title)
+    collapsed = runs[(runs["status"] == "FINISHED") & runs["degenerate"].astype(bool)]
+    figure = viz.dose_response_figure(summary, failures, title=title, degenerate=collapsed)
     figure.savefig(folder / "dose_response.png", dpi=100)
     doses = sorted(runs["dose"].dropna().unique().tolist())
     arms = [TRUTH, *sorted(runs["arm"].unique().tolist())]
@@ -303,49 +444,88 @@ def make_report(
     grid.savefig(folder / "reconstructions.png", dpi=100)
 
     failed = runs[runs["status"] != "FINISHED"][["name", "status", "error"]]
+    degenerate_runs = collapsed[["name", "arm", "dose", "seed", "degenerate_reason"]]
     overrides = parent_record.tags.get("sweep.overrides", "[]")
     commit = parent_record.tags.get("git_commit", "unknown")
     dirty = parent_record.tags.get("git_dirty", "unknown")
-    headline = ["arm", "dose", "n_finished", "n_failed", "amp_frc50_mean", "amp_psnr_mean",
-                "amp_ssim_mean", "phase_frc50_mean", "phase_ssim_mean", "amp_mse_mean",
-                "amp_mse_crb_mean", "amp_crb_efficiency_mean", "phase_mse_mean",
-                "phase_mse_crb_mean", "phase_crb_efficiency_mean"]
+    headline = ["arm", "dose", "n_finished", "n_failed", "n_degenerate", "amp_ssim_n",
+                "amp_ssim_median", "amp_ssim_ci_low", "amp_ssim_ci_high", "phase_ssim_median",
+                "phase_ssim_ci_low", "phase_ssim_ci_high", "amp_frc50_median", "amp_psnr_median",
+                "phase_frc50_median", "amp_mse_median", "amp_mse_crb_median",
+                "amp_crb_efficiency_median", "phase_mse_median", "phase_mse_crb_median",
+                "phase_crb_efficiency_median"]
     brief = summary[[c for c in headline if c in summary]]
     sweep_line = (f"experiment `{experiment_name}`, parent run `{parent_run_id}`, "
                   f"{len(runs)} runs ({int((runs['status'] == 'FINISHED').sum())} finished, "
-                  f"{len(failed)} not; {len(reused)} reused from earlier sweeps), "
+                  f"{len(collapsed)} of them degenerate, {len(failed)} not finished; "
+                  f"{len(reused)} reused from earlier sweeps), "
                   f"git `{commit}` (dirty: {dirty}), overrides "
                   f"`{' '.join(json.loads(overrides))}`")
+    statements = compared["statement"].tolist()
     markdown = [f"# Dose-response report: {experiment_name}", "", sweep_line, "",
-                "## Summary (mean over seeds)", "", _markdown(brief), "", LIMIT_NOTE, "",
+                "## Summary (median over replicates, bootstrap 95% interval)", "",
+                _markdown(brief), "", LIMIT_NOTE, "",
                 "## Dose efficiency", "", _markdown(efficiency), "",
+                "## Comparisons (dose ratios, bootstrap 95% intervals)", "",
+                *(f"- {line}" for line in statements), "" if statements else "_(none)_", "",
+                "## Degenerate runs (kept out of the medians and intervals)", "",
+                _markdown(degenerate_runs), "",
                 "## Failed runs", "", _markdown(failed), "",
+                "## Methods", "", *(f"- {line}" for line in METHODS), "",
                 "![dose response](dose_response.png)", "",
                 "![reconstructions](reconstructions.png)", ""]
     (folder / "report.md").write_text("\n".join(markdown))
+
+    def table(frame: pd.DataFrame) -> str:
+        """HTML of a table; pandas escapes every cell (run names, errors, overrides)."""
+        if frame.empty:
+            return "<p>none</p>"
+        return frame.to_html(index=False, float_format="{:.4g}".format, escape=True)
+
+    esc = html_escape
     html = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>Dose-response report: {experiment_name}</title>
+<title>Dose-response report: {esc(experiment_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
 table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px}}
 </style></head><body>
-<h1>Dose-response report: {experiment_name}</h1><p>{sweep_line}</p>
+<h1>Dose-response report: {esc(experiment_name)}</h1><p>{esc(sweep_line)}</p>
 <h2>Dose response</h2>{_image_tag(folder / 'dose_response.png')}
 <h2>Reconstructions</h2>{_image_tag(folder / 'reconstructions.png')}
-<h2>Summary (mean over seeds)</h2>{brief.to_html(index=False, float_format='{:.4g}'.format)}
-<p>{html_escape(LIMIT_NOTE)}</p>
+<h2>Summary (median over replicates, bootstrap 95% interval)</h2>{table(brief)}
+<p>{esc(LIMIT_NOTE)}</p>
 <h2>Dose efficiency</h2>
-<p>Lowest dose at which each arm's mean reaches the threshold (log-dose interpolation);
+<p>Lowest dose at which each arm's median reaches the threshold (log-dose interpolation);
 <code>vs_lsqml</code>: that dose over the dose LSQML (pty-chi, Poisson) needs at the same N, so
-below 1 the arm needs fewer photons than the iterative reconstruction. Iterative arms
-reconstruct the scored scan.</p>
-{efficiency.to_html(index=False, float_format='{:.4g}'.format)}
-<h2>Failed runs</h2>{failed.to_html(index=False) if len(failed) else '<p>none</p>'}
-<h2>All runs</h2>{runs.drop(columns=['error']).to_html(index=False, float_format='{:.4g}'.format)}
+below 1 the arm needs fewer photons than the iterative reconstruction; its log10 with a bootstrap
+95% interval over replicates. Iterative arms reconstruct the scored scan.</p>
+{table(efficiency)}
+<h2>Comparisons (dose ratios, bootstrap 95% intervals)</h2>
+<ul>{''.join(f'<li>{esc(line)}</li>' for line in statements) or '<li>none</li>'}</ul>
+<h2>Degenerate runs (kept out of the medians and intervals)</h2>{table(degenerate_runs)}
+<h2>Failed runs</h2>{table(failed)}
+<h2>Methods</h2><ul>{''.join(f'<li>{esc(line)}</li>' for line in METHODS)}</ul>
+<h2>All runs</h2>{table(runs.drop(columns=['error']))}
 </body></html>"""
     (folder / "report.html").write_text(html)
     tracker.log_artifacts(parent_run_id, folder, "report")
     return Report(folder=folder, html=folder / "report.html", runs=runs, summary=summary,
-                  efficiency=efficiency)
+                  efficiency=efficiency, comparisons=compared)
+
+
+def summary_text(summary: pd.DataFrame, metrics: Sequence[str] = ("amp_ssim", "phase_ssim")
+                 ) -> str:
+    """Per arm and dose: replicates, collapses and each metric's median [95% interval]."""
+    lines = []
+    for _, row in summary.sort_values(["arm", "dose"]).iterrows():
+        cells = [f"{row['arm']:<32} dose {row['dose']:<8.3g} n {int(row['n_finished'])}"
+                 f" (failed {int(row['n_failed'])}, degenerate {int(row['n_degenerate'])})"]
+        for metric in metrics:
+            median = row.get(f"{metric}_median", np.nan)
+            low, high = row.get(f"{metric}_ci_low", np.nan), row.get(f"{metric}_ci_high", np.nan)
+            interval = f" [{low:.3f}, {high:.3f}]" if np.isfinite(low) else ""
+            cells.append(f"{metric} {median:.3f}{interval}")
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -371,7 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(report.summary.to_string(max_cols=12, max_colwidth=28))
+    print(summary_text(report.summary))
+    for statement in report.comparisons["statement"]:
+        print(statement)
     print(f"\nreport: {report.html}")
     return 0
 

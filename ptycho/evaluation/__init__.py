@@ -15,7 +15,15 @@ from ptycho.evaluation.evaluate import (
     evaluate_object,
     scan_weight,
 )
-from ptycho.evaluation.metrics import FRCCurve, frc, frc_crossing, image_metrics, psnr_legacy255
+from ptycho.evaluation.metrics import (
+    FRCCurve,
+    collapse_metrics,
+    degenerate_reason,
+    frc,
+    frc_crossing,
+    image_metrics,
+    psnr_legacy255,
+)
 from ptycho.evaluation.stitching import central_size, check_stitch_geometry, stitch, stitch_size
 
 __all__ = [
@@ -27,6 +35,8 @@ __all__ = [
     "align_phase",
     "central_size",
     "check_stitch_geometry",
+    "collapse_metrics",
+    "degenerate_reason",
     "evaluate",
     "evaluate_object",
     "frc",

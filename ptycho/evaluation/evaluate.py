@@ -18,7 +18,7 @@ from ptycho.evaluation.alignment import (
     register,
     scanned_region,
 )
-from ptycho.evaluation.metrics import FRCCurve, image_metrics
+from ptycho.evaluation.metrics import FRCCurve, collapse_metrics, image_metrics
 from ptycho.evaluation.stitching import check_stitch_geometry, stitch
 
 __all__ = ["METRIC_KEYS", "Evaluation", "evaluate", "evaluate_object", "scan_weight"]
@@ -199,6 +199,7 @@ def _score(
         curves[part] = curve
         extra[f"{part}_frc50_nyquist"] = values["frc50"] / curve.nyquist
         extra[f"{part}_frc17_nyquist"] = values["frc17"] / curve.nyquist
+    extra.update(collapse_metrics(amplitude, amplitude_truth, phase, phase_truth))
     return Evaluation(
         metrics={key: metrics[key] for key in METRIC_KEYS},
         amplitude_truth=amplitude_truth,

@@ -106,3 +106,25 @@ def test_frc_is_not_inflated_by_the_crop_edges() -> None:
     curve = frc(first, second)
     assert np.abs(curve.values[curve.nyquist // 2 :]).mean() < 0.1
     assert curve.crossing(0.5) < curve.nyquist / 4
+
+
+def test_a_flat_or_uncorrelated_reconstruction_is_degenerate_and_a_noisy_one_is_not() -> None:
+    from ptycho.evaluation import collapse_metrics, degenerate_reason
+
+    rng = np.random.default_rng(0)
+    rows, cols = np.indices((64, 64))
+    amplitude_truth = 0.8 + 0.2 * np.sin(rows / 3.0) * np.cos(cols / 5.0)
+    phase_truth = 0.5 * np.cos(rows / 4.0 + cols / 7.0)
+    noisy = collapse_metrics(amplitude_truth + rng.normal(0, 0.2, amplitude_truth.shape),
+                             amplitude_truth,
+                             phase_truth + rng.normal(0, 0.5, phase_truth.shape), phase_truth)
+    assert degenerate_reason(noisy) is None  # noise (SNR about 0.5) is not a collapse
+    flat = collapse_metrics(np.full_like(amplitude_truth, 0.8), amplitude_truth,
+                            phase_truth, phase_truth)
+    assert flat["amp_contrast"] < 1e-12
+    assert degenerate_reason(flat).startswith("flat amplitude")
+    unrelated = collapse_metrics(0.8 + rng.normal(0, 0.1, amplitude_truth.shape),
+                                 amplitude_truth, rng.normal(0, 0.5, phase_truth.shape),
+                                 phase_truth)
+    assert degenerate_reason(unrelated).startswith("uncorrelated")
+    assert degenerate_reason({}) is None  # runs logged before these metrics: undecided

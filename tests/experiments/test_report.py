@@ -62,7 +62,39 @@ def test_summary_counts_failures_apart_and_ignores_their_metrics() -> None:
     row = summarise(runs, ["amp_ssim"]).iloc[0]
     assert (row["n_runs"], row["n_finished"], row["n_failed"]) == (4, 2, 2)
     assert row["amp_ssim_mean"] == pytest.approx(0.3)
-    assert (row["amp_ssim_min"], row["amp_ssim_max"], row["amp_ssim_count"]) == (0.2, 0.4, 2)
+    assert row["amp_ssim_median"] == pytest.approx(0.3)
+    assert (row["amp_ssim_min"], row["amp_ssim_max"], row["amp_ssim_n"]) == (0.2, 0.4, 2)
+    assert 0.2 <= row["amp_ssim_ci_low"] <= row["amp_ssim_ci_high"] <= 0.4
+
+
+def test_a_collapsed_run_is_counted_drawn_apart_and_kept_out_of_the_median(tmp_path) -> None:
+    """Four replicates of one cell, one of which collapsed (flat amplitude, as the MAE arms at
+    dose 1e2 did): it is counted in the collapse rate, kept out of the median and interval, and
+    drawn as its own marker."""
+    from experiments.dose_response.report import summary_text
+    from ptycho import viz
+
+    runs = pd.DataFrame({
+        "run_id": list("abcd"), "arm": ["x"] * 4, "N": 16, "gridsize": 1, "loss": "mae",
+        "model": "pinn", "data": "", "dose": [1e2] * 4, "seed": [0, 1, 2, 3],
+        "status": ["FINISHED"] * 4, "degenerate": [False, False, False, True],
+        "amp_ssim": [0.60, 0.62, 0.64, 0.01],
+    })
+    row = summarise(runs, ["amp_ssim"]).iloc[0]
+    assert (row["n_finished"], row["n_degenerate"]) == (4, 1)
+    assert row["collapse_rate"] == pytest.approx(0.25)
+    assert row["amp_ssim_n"] == 3 and row["amp_ssim_median"] == pytest.approx(0.62)
+    assert row["amp_ssim_min"] == pytest.approx(0.60)  # the collapsed 0.01 is not in it
+    assert row["amp_ssim_ci_low"] >= 0.60
+    assert "degenerate 1" in summary_text(summarise(runs, ["amp_ssim"]), ["amp_ssim"])
+    figure = viz.dose_response_figure(summarise(runs, ["amp_ssim"]), pd.DataFrame(
+        {"arm": ["x"], "dose": [1e2], "n_failed": [0]}), metrics=[("amp_ssim", "SSIM")],
+        degenerate=runs[runs["degenerate"]])
+    axes = figure.axes[0]
+    triangles = [line for line in axes.get_lines() if line.get_marker() == "v"]
+    assert len(triangles) == 1 and list(triangles[0].get_ydata()) == [0.01]
+    median_line = next(line for line in axes.get_lines() if line.get_label() == "x")
+    assert list(median_line.get_ydata()) == [pytest.approx(0.62)]
 
 
 @pytest.mark.slow
