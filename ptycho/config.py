@@ -495,6 +495,9 @@ class TrackingConfig(_Section):
     stale_after_s: float = 600.0
     """A RUNNING run with no heartbeat this long (its process on another host) counts as dead on
     resume: marked FAILED and its job run again. Same host: a dead process id suffices."""
+    system_metrics_s: float = 10.0
+    """Sampling interval (s) of MLflow's system metrics on each job run (CPU, memory; GPU where
+    there is one): the UI's System metrics tab. 0: off."""
 
     def check(self) -> None:
         if self.uri is not None:
@@ -503,6 +506,7 @@ class TrackingConfig(_Section):
             raise _fail("experiment", self.experiment, "must not be empty")
         # Heartbeats come every 60 s: anything shorter than three would call live runs stale.
         _number("stale_after_s", self.stale_after_s, low=180)
+        _number("system_metrics_s", self.system_metrics_s, low=0)
 
 
 def check_tracking_uri(key: str, uri: str) -> str:
@@ -593,6 +597,17 @@ class JobConfig(_Section):
         """Run name from the axes, plus swept settings the axes do not show (``extra``)."""
         return run_name(self.N, self.gridsize, self.dose, str(self.loss), str(self.model.kind),
                         self.seed, extra)
+
+    @property
+    def arm(self) -> str:
+        """What a dose-response curve is drawn for, as the report labels it: ``N64 g2
+        poisson_nll pinn``, an iterative arm ``N64 lsqml`` (it uses neither gridsize nor loss),
+        ``… generalize`` when scored on a second object. Logged as the run's tag ``arm`` so the
+        MLflow UI's charts can group by it."""
+        design = "" if self.data.design == Design.reconstruct else f" {self.data.design}"
+        if self.model.kind.iterative:
+            return f"N{self.N} {self.model.kind}{design}"
+        return f"N{self.N} g{self.gridsize} {self.loss} {self.model.kind}{design}"
 
 
 def _plain_values(value: Any) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from ptycho.config import (
     validate,
 )
 from ptycho.tracking import (
+    DatasetRecord,
     TrackedRun,
     Tracker,
     flatten,
@@ -54,7 +56,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HEADLINE_METRICS = ("amp_frc50", "amp_ssim", "amp_psnr", "phase_frc50", "phase_ssim")
+HEADLINE_METRICS = ("amp_ssim", "amp_nrmse", "amp_frc50_nyquist", "phase_ssim", "phase_nrmse",
+                    "phase_frc50_nyquist")
+"""What a finished job's log line and the sweep's summary table show: FRC as a fraction of
+Nyquist, comparable across N (the ring index is not)."""
+
+
+VS_DOSE_METRICS = ("amp_ssim", "phase_ssim", "amp_frc50_nyquist", "phase_frc50_nyquist",
+                   "amp_nrmse", "phase_nrmse", "amp_mse", "phase_mse", "amp_mse_crb",
+                   "phase_mse_crb", "fluence")
+"""Logged a second time as ``vs_dose/<metric>`` at step = the dose, for the UI's line charts."""
 
 
 class ArtifactWriteError(OSError):
@@ -222,7 +233,8 @@ def run_job(
     runtime.quiet_tensorflow()
     outcome = JobOutcome(name, "RUNNING", config_hash=config_hash)
     run = TrackedRun(tracker, experiment_id, name, parent_run_id=context.parent_run_id,
-                     tags=_tags(config, context))
+                     tags=_tags(config, context),
+                     system_metrics_s=config.tracking.system_metrics_s)
     try:
         with run:
             outcome.run_id = run.run_id
@@ -261,8 +273,11 @@ def _execute(config: JobConfig, context: JobContext, tracker: Tracker, run_id: s
     from ptycho.pipeline import run_pipeline
 
     tracker.log_params(run_id, flatten(config.resolved()))
+    # the axes as metrics too, so the UI's charts can put them on an axis (log10_dose: the
+    # dose-response axis, linear in the chart's default scale)
     tracker.log_metrics(run_id, {"N": config.N, "gridsize": config.gridsize,
-                                 "dose": config.dose, "seed": config.seed})
+                                 "dose": config.dose, "log10_dose": math.log10(config.dose),
+                                 "seed": config.seed})
 
     def on_epoch(epoch: int, values: dict[str, float]) -> None:
         renamed = {("train_loss" if k == "loss" else k): v for k, v in values.items()}
@@ -277,6 +292,15 @@ def _execute(config: JobConfig, context: JobContext, tracker: Tracker, run_id: s
     metrics = dict(result.metrics)
     tracker.set_tags(run_id, result.tags)
     tracker.log_metrics(run_id, metrics)
+    # The headline metrics again at step = the dose (photons per pattern): in the UI's chart
+    # view, runs grouped by the tag ``arm`` then draw one line per arm through the doses
+    # (a line chart of ``vs_dose/<metric>``, x = step on a log scale; README, "The MLflow UI").
+    tracker.log_metrics(run_id, {f"vs_dose/{key}": metrics[key] for key in VS_DOSE_METRICS
+                                 if key in metrics}, step=max(round(config.dose), 0))
+    try:  # what the run saw, for the UI's Dataset column; secondary: never fails the job
+        tracker.log_datasets(run_id, _datasets(config, cache_dir, metrics))
+    except Exception as error:
+        log.warning("could not log the run's datasets to MLflow: %s", error)
     try:
         with tempfile.TemporaryDirectory(prefix="ptycho-artifacts-") as folder:
             write_artifacts(folder, config, result, title=name)
@@ -286,6 +310,33 @@ def _execute(config: JobConfig, context: JobContext, tracker: Tracker, run_id: s
             f"could not write this run's artifacts (its metrics are logged): {error}"
         ) from error
     return metrics
+
+
+def _datasets(config: JobConfig, cache_dir: Path, metrics: Mapping[str, float]
+              ) -> list[DatasetRecord]:
+    """The simulated datasets of a job as MLflow inputs: digest = the cache key (the same
+    simulation, the same digest, in every run and study), source = its cache entry (or where it
+    would be, with ``data.cache=false``). Design ``reconstruct`` scores the training scan, so
+    one dataset serves both contexts; ``generalize`` adds the second object's scan."""
+    from ptycho.data import cache_key  # with the pipeline: TensorFlow is already imported
+    from ptycho.pipeline import simulation_spec
+
+    key = cache_key(simulation_spec(config))
+    source = str(Path(cache_dir) / key)
+    if not config.data.cache:
+        source += " (not cached: data.cache=false)"
+    stem = f"sim-N{config.N}-dose{format_dose(config.dose)}-s{config.seed}"
+    profile = json.dumps({"patterns": config.data.n_train, "N": config.N, "dose": config.dose,
+                          "measured_dose": metrics.get("measured_dose"),
+                          "object": config.data.object.size, "design": str(config.data.design)})
+    train = DatasetRecord(f"{stem}-scan", key, source, "training", profile=profile)
+    if str(config.data.design) == "reconstruct":  # the same scan, scored (MLflow keeps one
+        # context per dataset name, hence the second name)
+        test = DatasetRecord(f"{stem}-scan-scored", key, source, "evaluation", profile=profile)
+    else:
+        test = DatasetRecord(f"{stem}-second-object", f"{key}-test", f"{source}/test.npz",
+                             "evaluation", profile=profile)
+    return [train, test]
 
 
 def _invalid(cfg: DictConfig | Mapping[str, Any], context: JobContext,
@@ -372,6 +423,7 @@ def _tags(config: JobConfig, context: JobContext) -> dict[str, str]:
         "overrides": json.dumps(list(context.overrides)),
         "swept": json.dumps(context.name_extras()),
         "model": str(config.model.kind),
+        "arm": config.arm,
         "loss": str(config.loss),
         "training_loss": config.training_loss,
         "job_index": str(context.job_index),

@@ -44,7 +44,7 @@ from ptycho.evaluation import (
     evaluate,
     evaluate_object,
 )
-from ptycho.evaluation.limit import dose_scale_of, load_or_estimate_limit
+from ptycho.evaluation.limit import dose_scale_of, fluence, load_or_estimate_limit
 from ptycho.iterative import (
     IterationHook,
     IterativeResult,
@@ -238,6 +238,9 @@ def run_pipeline(
     else:
         result = _run_network(config, pair, cache_hit, time_simulate, on_epoch)
     _flag_collapse(result)
+    test = pair.test
+    result.metrics.update(fluence(test.probe, test.positions, test.obj, config.dose,
+                                  result.evaluation.region, measured_dose=test.measured_dose))
     return _with_limit(config, pair, result, limit_cache)
 
 

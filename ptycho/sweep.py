@@ -158,12 +158,12 @@ def summary_table(outcomes: list[dict[str, Any]]) -> str:
     it finished, but its reconstruction collapsed)."""
     width = max([42, *(len(o["name"]) for o in outcomes)])
     header = f"{'#':>3}  {'job':<{width}} {'status':<10}" + "".join(
-        f" {k:>11}" for k in HEADLINE_METRICS)
+        f" {k:>{max(11, len(k))}}" for k in HEADLINE_METRICS)
     lines = [header, "-" * len(header)]
     for outcome in outcomes:
         values = "".join(
-            f" {outcome['metrics'][k]:>11.4g}" if k in outcome.get("metrics", {}) else
-            f" {'-':>11}" for k in HEADLINE_METRICS
+            f" {outcome['metrics'][k]:>{max(11, len(k))}.4g}" if k in outcome.get("metrics", {})
+            else f" {'-':>{max(11, len(k))}}" for k in HEADLINE_METRICS
         )
         status = outcome["status"]
         if status == "FINISHED" and outcome.get("metrics", {}).get("degenerate"):
@@ -252,10 +252,15 @@ class SweepCallback(Callback):
         summary = state.write_summary(table)
         if self._tracker is not None and self._parent_run_id is not None:
             try:
-                self._tracker.log_metrics(self._parent_run_id, {
-                    "jobs_total": len(outcomes),
-                    "jobs_failed": len(failed),
-                    "jobs_skipped": sum(o["status"] == "SKIPPED" for o in outcomes),
+                # Tags, not metrics: as metrics they filled the UI's chart view of a study
+                # with three bookkeeping charts and no dose curve.
+                self._tracker.set_tags(self._parent_run_id, {
+                    "jobs_total": str(len(outcomes)),
+                    "jobs_failed": str(len(failed)),
+                    "jobs_skipped": str(sum(o["status"] == "SKIPPED" for o in outcomes)),
+                    "jobs_degenerate": str(sum(bool(o.get("metrics", {}).get("degenerate"))
+                                               for o in outcomes
+                                               if o["status"] == "FINISHED")),
                 })
                 if summary is not None:
                     self._tracker.log_artifact(self._parent_run_id, summary)

@@ -210,11 +210,11 @@ def dose_response_figure(
     summary: pd.DataFrame,
     failures: pd.DataFrame,
     metrics: Sequence[tuple[str, str]] = (
-        ("amp_frc50", "amplitude FRC50 (ring)"),
-        ("amp_psnr", "amplitude PSNR (dB)"),
+        ("amp_frc50_nyquist", "amplitude FRC50 (fraction of Nyquist)"),
+        ("amp_nrmse", "amplitude NRMSE"),
         ("amp_ssim", "amplitude SSIM"),
-        ("phase_frc50", "phase FRC50 (ring)"),
-        ("phase_psnr", "phase PSNR (dB)"),
+        ("phase_frc50_nyquist", "phase FRC50 (fraction of Nyquist)"),
+        ("phase_nrmse", "phase NRMSE"),
         ("phase_ssim", "phase SSIM"),
         ("amp_mse", "amplitude MSE"),
         ("phase_mse", "phase MSE (rad²)"),
@@ -222,6 +222,7 @@ def dose_response_figure(
     ),
     title: str = "",
     degenerate: pd.DataFrame | None = None,
+    x: str = "dose",
 ) -> Figure:
     """Metric versus dose (log x), one line per arm through the median over replicates with its
     bootstrap 95% interval as a band (where ``<metric>_ci_low``/``_ci_high`` are; else the
@@ -236,7 +237,16 @@ def dose_response_figure(
             (or ``_mean``), ``<metric>_ci_low``/``_ci_high`` or ``<metric>_min``/``_max``.
         failures: one row per (arm, dose) with ``n_failed`` > 0.
         degenerate: the degenerate runs (``arm``, ``dose`` and metric columns), or ``None``.
+        x: ``dose`` (photons per pattern) or ``fluence`` (photons per object pixel² on the
+            scored region: ``fluence_median`` in ``summary``, ``fluence`` in ``degenerate``).
     """
+    if x not in ("dose", "fluence"):
+        raise ValueError(f"x must be 'dose' or 'fluence', got {x!r}")
+    where = "dose" if x == "dose" else "fluence_median"
+    if where not in summary:
+        raise ValueError("the summary has no fluence (runs logged before it was measured)")
+    x_label = ("dose (photons per pattern)" if x == "dose"
+               else "fluence (photons per pixel² on the scored region)")
     columns = 3
     rows = -(-len(metrics) // columns)
     figure = _figure(5.0 * columns, 3.8 * rows)
@@ -247,7 +257,7 @@ def dose_response_figure(
     collapsed = degenerate if degenerate is not None else pd.DataFrame(columns=["arm", "dose"])
     for ax, (metric, label) in zip(axes, metrics, strict=False):
         if metric == "crb_efficiency":
-            _efficiency_panel(ax, summary, arms, colours)
+            _efficiency_panel(ax, summary, arms, colours, where)
         centre = f"{metric}_median" if f"{metric}_median" in summary else f"{metric}_mean"
         low, high = ((f"{metric}_ci_low", f"{metric}_ci_high") if f"{metric}_ci_low" in summary
                      else (f"{metric}_min", f"{metric}_max"))
@@ -255,24 +265,25 @@ def dose_response_figure(
             part = summary[summary["arm"] == arm].sort_values("dose")
             if centre not in part or part[centre].isna().all():
                 continue
-            ax.plot(part["dose"], part[centre], "-o", color=colours[arm], label=arm,
+            ax.plot(part[where], part[centre], "-o", color=colours[arm], label=arm,
                     markersize=4)
             if low in part:
-                ax.fill_between(part["dose"], part[low], part[high], color=colours[arm],
+                ax.fill_between(part[where], part[low], part[high], color=colours[arm],
                                 alpha=0.18, linewidth=0)
         if metric in collapsed and len(collapsed):
             for arm, part in collapsed.groupby("arm"):
-                ax.plot(part["dose"], part[metric], "v", markerfacecolor="none",
+                ax.plot(part[x], part[metric], "v", markerfacecolor="none",
                         markeredgecolor=colours.get(arm, "grey"), markersize=8,
                         linestyle="none")
         for _, row in failed.iterrows():
-            ax.plot([row["dose"]], [0.0], "x", color="red", markersize=9,
-                    transform=ax.get_xaxis_transform(), clip_on=False)
+            if x == "dose" or np.isfinite(row.get(where, np.nan)):
+                ax.plot([row[where]], [0.0], "x", color="red", markersize=9,
+                        transform=ax.get_xaxis_transform(), clip_on=False)
         if metric.endswith("_mse"):
-            _bound_lines(ax, summary, metric)
+            _bound_lines(ax, summary, metric, where)
             ax.set_yscale("log")
         ax.set_xscale("log")
-        ax.set_xlabel("dose (photons per pattern)")
+        ax.set_xlabel(x_label)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
     for ax in axes[len(metrics):]:
@@ -286,31 +297,34 @@ def dose_response_figure(
     return figure
 
 
-def _bound_lines(axes, summary: pd.DataFrame, metric: str) -> None:
-    """The Cramér–Rao bound of ``metric`` against dose, one dashed black line per N (every arm
-    of one N shares its test scan, hence its bound)."""
+def _bound_lines(axes, summary: pd.DataFrame, metric: str, where: str = "dose") -> None:
+    """The Cramér–Rao bound of ``metric`` against dose (or the ``where`` column), one dashed
+    black line per N (every arm of one N shares its test scans, hence its bound)."""
     column = (f"{metric}_crb_median" if f"{metric}_crb_median" in summary
               else f"{metric}_crb_mean")
     if column not in summary or summary[column].isna().all():
         return
     groups = summary.groupby("N") if "N" in summary else [("", summary)]
     for n, part in groups:
-        bound = part.groupby("dose")[column].mean().dropna().sort_index()
+        columns = [column] if where == "dose" else [column, where]
+        bound = part.groupby("dose")[columns].mean().dropna().sort_index()
         if len(bound):
-            axes.plot(bound.index, bound.values, "--", color="black", linewidth=1.2,
+            axes.plot(bound.index if where == "dose" else bound[where], bound[column], "--",
+                      color="black", linewidth=1.2,
                       label=f"Cramér–Rao bound N={n}" if n != "" else "Cramér–Rao bound")
     axes.legend(fontsize=6, loc="best")
 
 
 def _efficiency_panel(axes, summary: pd.DataFrame, arms: Sequence[str],
-                      colours: Mapping[str, str]) -> None:
-    """Each arm's bound / MSE against dose: amplitude solid, phase dotted; 1 is the limit."""
+                      colours: Mapping[str, str], where: str = "dose") -> None:
+    """Each arm's bound / MSE against dose (or the ``where`` column): amplitude solid, phase
+    dotted; 1 is the limit."""
     for arm in arms:
         part = summary[summary["arm"] == arm].sort_values("dose")
         for name, style in (("amp_crb_efficiency", "-o"), ("phase_crb_efficiency", ":s")):
             key = f"{name}_median" if f"{name}_median" in part else f"{name}_mean"
             if key in part and not part[key].isna().all():
-                axes.plot(part["dose"], part[key], style, color=colours[arm], markersize=3)
+                axes.plot(part[where], part[key], style, color=colours[arm], markersize=3)
     axes.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
     axes.set_yscale("log")
     axes.text(0.02, 0.02, "solid: amplitude, dotted: phase; 1 = the limit", fontsize=6,

@@ -54,7 +54,7 @@ def finished(tmp_path_factory, store_template):
     store = tmp_path_factory.mktemp("job_store")
     shutil.copy(store_template, store / "mlflow.db")
     job = context(store, overrides=("train.epochs=2",), swept=("train.epochs", "N"))
-    outcome = run_job(smoke(store, "train.epochs=2"), job)
+    outcome = run_job(smoke(store, "train.epochs=2", "tracking.system_metrics_s=1"), job)
     return store, outcome
 
 
@@ -66,7 +66,9 @@ def test_a_job_finishes_with_its_metrics_artifacts_and_then_is_skipped(finished)
     (run,) = runs(store)
     assert run.info.status == "FINISHED" and run.info.run_name == outcome.name
     for key in (*METRIC_KEYS, "measured_dose", "time_compile_s", "time_train_s", "time_eval_s",
-                "train_patterns_per_s", "params_count", "test_nll_per_photon"):
+                "train_patterns_per_s", "params_count", "test_nll_per_photon", "fluence",
+                "fluence_p5", "amp_frc50_nyquist", "amp_frc_halfbit_nyquist",
+                "amp_frc_onebit_nyquist", "amp_resolution_px", "amp_contrast", "degenerate"):
         assert math.isfinite(run.data.metrics[key]), key
         assert run.data.metrics[key] == pytest.approx(outcome.metrics[key])
     mlflow = client(store)
@@ -80,6 +82,20 @@ def test_a_job_finishes_with_its_metrics_artifacts_and_then_is_skipped(finished)
         assert tags.get(tag), tag
     assert tags["xla"] == ("true" if runtime.gpu_available() else "false")  # jit_compile: auto
     assert tags["swept"] == '{"train.epochs": "2"}'
+    assert tags["degenerate"] == ("true" if run.data.metrics["degenerate"] else "false")
+    assert tags["arm"] == "N16 g1 poisson_nll pinn"  # the report's label: the UI groups by it
+    # the dose-response axis of the UI's line charts: the headline metrics at step = dose
+    (point,) = mlflow.get_metric_history(run.info.run_id, "vs_dose/amp_ssim")
+    assert point.step == 100000 and point.value == pytest.approx(run.data.metrics["amp_ssim"])
+    # what the run saw, in the UI's Dataset column: the cached simulation, by its cache key
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "evaluation"}
+    entries = [entry.name for entry in (store / "cache").iterdir() if entry.is_dir()]
+    assert inputs["training"].digest in entries
+    assert inputs["training"].source == str(store / "cache" / inputs["training"].digest)
+    # and what it ran on: MLflow's system metrics (CPU, memory)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(
+        run.data.metrics), sorted(run.data.metrics)
     assert ARTIFACTS <= {a.path for a in mlflow.list_artifacts(run.info.run_id)}
     figures = mlflow.list_artifacts(run.info.run_id, "figures")
     assert {a.path for a in figures} == FIGURES and all(a.file_size > 5000 for a in figures)

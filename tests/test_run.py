@@ -31,7 +31,8 @@ def test_a_smoke_sweep_makes_one_parent_and_complete_children(smoke_sweep) -> No
     assert json.loads(parent.data.tags["sweep.overrides"])[:2] == ["experiment=smoke",
                                                                     "dose=1e3,1e5"]
     assert parent.data.tags["git_commit"]
-    assert parent.data.metrics["jobs_total"] == 8 and parent.data.metrics["jobs_failed"] == 0
+    assert parent.data.tags["jobs_total"] == "8" and parent.data.tags["jobs_failed"] == "0"
+    assert not {"jobs_total", "jobs_failed", "jobs_skipped"} & set(parent.data.metrics)
     mlflow = client(store)
     assert (mlflow.get_experiment_by_name("smoke").tags["mlflow.experimentKind"]
             == "custom_model_development")

@@ -66,11 +66,20 @@ ITERATIVE = ("lsqml", "epie")
 """The iterative arms (pty-chi); the dose-efficiency table compares the other arms with LSQML."""
 LIMIT_METRICS = ("amp_mse_crb", "phase_mse_crb", "amp_crb_efficiency", "phase_crb_efficiency")
 """The Cramér–Rao bound of each run's test scan and the efficiencies bound / MSE (eval.crb)."""
+RESOLUTION_METRICS = tuple(f"{part}_{name}" for part in ("amp", "phase") for name in (
+    "frc50_nyquist", "frc17_nyquist", "frc_halfbit_nyquist", "frc_onebit_nyquist",
+    "resolution_px"))
+"""FRC crossings as fractions of Nyquist and the half-period resolution in object pixels: the
+units that compare across N and region sizes (ring indices do not)."""
 COLLAPSE_METRICS = ("amp_contrast", "amp_correlation", "phase_correlation")
 """What a degenerate (collapsed) reconstruction is decided from (ptycho.evaluation)."""
 EXTRA_METRICS = ("measured_dose", "time_train_s", "time_eval_s", "time_compile_s",
-                 "train_patterns_per_s", *LIMIT_METRICS, *COLLAPSE_METRICS)
-SUMMARY_METRICS = (*METRIC_KEYS, "measured_dose", "time_train_s", *LIMIT_METRICS)
+                 "train_patterns_per_s", *RESOLUTION_METRICS, "fluence", "fluence_p5",
+                 *LIMIT_METRICS, *COLLAPSE_METRICS)
+FLUENCE_METRICS = ("fluence", "fluence_p5")
+"""Photons per object pixel² on the scored region (mean, 5th percentile): the sample's dose."""
+SUMMARY_METRICS = (*METRIC_KEYS, *RESOLUTION_METRICS, "measured_dose", *FLUENCE_METRICS,
+                   "time_train_s", *LIMIT_METRICS)
 LIMIT_NOTE = (
     "Dashed black lines on the MSE panels: the Cramér–Rao bound of the test scan (the least MSE "
     "any unbiased reconstruction from those photons can have, with the probe and positions "
@@ -79,7 +88,10 @@ LIMIT_NOTE = (
     "or an arm that used more photons than the test scan (with data.design=generalize the PINN "
     "learned from a second object's photons too)."
 )
-DEFAULT_THRESHOLDS = {"amp_frc50": 5.0, "amp_psnr": 15.0}
+DEFAULT_THRESHOLDS = {"amp_frc50_nyquist": 0.4, "amp_ssim": 0.8}
+"""The qualities the dose-efficiency table and the comparisons ask each arm to reach: the
+amplitude's FRC 0.5 crossing at 0.4 of Nyquist (a half-period of 2.5 object pixels, whatever N
+and region size) and amplitude SSIM 0.8."""
 METHODS = (
     "Replicates: the runs of one arm at one dose that differ only in `seed` (network weights, "
     "shuffling, object, positions) or `data.noise_seed` (the Poisson draw alone).",
@@ -99,9 +111,13 @@ METHODS = (
     "counted (collapse rate per cell), drawn as open triangles, and kept out of the medians and "
     "intervals. Failed runs are counted apart (red x on the dose axis).",
     "Metrics (scored region of the test scan, amplitude after a global scale, phase after "
-    "removing a least-squares plane): MSE, PSNR and SSIM (skimage.metrics, data range of the "
-    "truth), FRC of the Hann-apodised images with its 0.5 and 1/7 crossings (ring index), "
-    "and the Cramér–Rao bound of the scan (docs/physics.md §11).",
+    "removing a least-squares plane): MSE; NRMSE = ||reconstruction - truth|| / ||truth||; "
+    "PSNR and SSIM (skimage.metrics, data range of the truth); the Fourier ring correlation "
+    "with the truth of the Hann-apodised images, its first crossings of 0.5, 1/7 and the "
+    "1/2-bit and 1-bit information thresholds (van Heel & Schatz 2005) as fractions of Nyquist "
+    "(`*_nyquist`; comparable across N and region sizes, unlike ring indices), and the "
+    "half-period resolution at FRC 0.5 in object pixels (`*_resolution_px`, 1 at Nyquist); "
+    "the Cramér–Rao bound of the scan (docs/physics.md §11).",
 )
 TRUTH = "ground truth"
 
@@ -310,7 +326,8 @@ def comparisons(runs: pd.DataFrame, metric: str, threshold: float) -> pd.DataFra
     arms of one N and data design that differ in exactly one setting (``loss``, ``gridsize``
     or ``model``): how many times the dose of ``reference`` ``arm`` needs to reach
     ``threshold`` in ``metric``. ``statement`` says it in words, e.g. "N64 g1 poisson_nll pinn
-    reaches amp_frc50 >= 5 at 10^(-1.20 [-1.50, -0.90])x the dose of N64 g1 mae pinn"."""
+    reaches amp_frc50_nyquist >= 0.4 at 10^(-1.20 [-1.50, -0.90])x the dose of N64 g1 mae
+    pinn"."""
     finished = runs[runs["status"] == "FINISHED"]
     arms = (finished[~finished["model"].isin(ITERATIVE)]
             .drop_duplicates("arm").set_index("arm")[list(ARM)])
@@ -387,11 +404,14 @@ def make_report(
     out: str | Path | None = None,
     thresholds: dict[str, float] | None = None,
     reused_run_ids: Sequence[str] = (),
+    x: str = "dose",
 ) -> Report:
     """Build the report of one sweep (default: the newest in the store) and return its paths.
 
     ``reused_run_ids``: FINISHED runs of earlier sweeps that this one skipped (``resume=true``);
     they belong to the study's result and are reported beside the sweep's own children.
+    ``x``: the dose-response figure's axis, ``dose`` (photons per pattern) or ``fluence``
+    (photons per object pixel² on the scored region).
     """
     tracking_uri, _, source = resolve_store(tracking_uri, None, PROJECT_ROOT)
     log.info("report from the store %s (%s)", tracking_uri,
@@ -434,7 +454,9 @@ def make_report(
     failures = summary[["arm", "dose", "n_failed"]]
     title = f"{experiment_name}: sweep {parent_record.name}"
     collapsed = runs[(runs["status"] == "FINISHED") & runs["degenerate"].astype(bool)]
-    figure = viz.dose_response_figure(summary, failures, title=title, degenerate=collapsed)
+    if x == "fluence" and "fluence_median" in summary:
+        failures = summary[["arm", "dose", "n_failed", "fluence_median"]]
+    figure = viz.dose_response_figure(summary, failures, title=title, degenerate=collapsed, x=x)
     figure.savefig(folder / "dose_response.png", dpi=100)
     doses = sorted(runs["dose"].dropna().unique().tolist())
     arms = [TRUTH, *sorted(runs["arm"].unique().tolist())]
@@ -450,8 +472,9 @@ def make_report(
     dirty = parent_record.tags.get("git_dirty", "unknown")
     headline = ["arm", "dose", "n_finished", "n_failed", "n_degenerate", "amp_ssim_n",
                 "amp_ssim_median", "amp_ssim_ci_low", "amp_ssim_ci_high", "phase_ssim_median",
-                "phase_ssim_ci_low", "phase_ssim_ci_high", "amp_frc50_median", "amp_psnr_median",
-                "phase_frc50_median", "amp_mse_median", "amp_mse_crb_median",
+                "phase_ssim_ci_low", "phase_ssim_ci_high", "amp_frc50_nyquist_median",
+                "amp_resolution_px_median", "amp_nrmse_median", "phase_frc50_nyquist_median",
+                "amp_mse_median", "amp_mse_crb_median",
                 "amp_crb_efficiency_median", "phase_mse_median", "phase_mse_crb_median",
                 "phase_crb_efficiency_median"]
     brief = summary[[c for c in headline if c in summary]]
@@ -528,6 +551,24 @@ def summary_text(summary: pd.DataFrame, metrics: Sequence[str] = ("amp_ssim", "p
     return "\n".join(lines)
 
 
+def _thresholds(given: Sequence[str]) -> dict[str, float]:
+    """``["amp_ssim=0.8", …]`` → ``{"amp_ssim": 0.8, …}``; the defaults when none is given."""
+    if not given:
+        return dict(DEFAULT_THRESHOLDS)
+    known = (*METRIC_KEYS, *RESOLUTION_METRICS)
+    thresholds = {}
+    for item in given:
+        metric, _, value = item.partition("=")
+        if metric not in known:
+            raise ValueError(f"--threshold {item!r}: unknown metric {metric!r} (one of "
+                             f"{', '.join(known)})")
+        try:
+            thresholds[metric] = float(value)
+        except ValueError:
+            raise ValueError(f"--threshold {item!r}: the value must be a number") from None
+    return thresholds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Dose-response report of a sweep.")
     source = parser.add_mutually_exclusive_group()
@@ -536,17 +577,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI if set, else "
                         "sqlite:///<project>/outputs/mlflow.db")
     parser.add_argument("--out", help="output folder (default: outputs/reports/<parent id>)")
-    parser.add_argument("--frc50", type=float, default=DEFAULT_THRESHOLDS["amp_frc50"],
-                        help="amplitude FRC50 threshold (ring) for the dose-efficiency table")
-    parser.add_argument("--psnr", type=float, default=DEFAULT_THRESHOLDS["amp_psnr"],
-                        help="amplitude PSNR threshold (dB) for the dose-efficiency table")
+    parser.add_argument("--x", choices=("dose", "fluence"), default="dose",
+                        help="the figure's axis: photons per pattern (dose) or photons per "
+                        "object pixel² on the scored region (fluence)")
+    parser.add_argument("--threshold", action="append", default=[], metavar="METRIC=VALUE",
+                        help="a quality for the dose-efficiency table and the comparisons, e.g. "
+                        "amp_frc50_nyquist=0.4 (repeatable; default: "
+                        + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_THRESHOLDS.items()) + ")")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         report = make_report(
             tracking_uri=args.tracking_uri, parent_run_id=args.parent_run,
             experiment=args.experiment, out=args.out,
-            thresholds={"amp_frc50": args.frc50, "amp_psnr": args.psnr},
+            thresholds=_thresholds(args.threshold), x=args.x,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -18,14 +18,19 @@ from ptycho.evaluation.alignment import (
     register,
     scanned_region,
 )
-from ptycho.evaluation.metrics import FRCCurve, collapse_metrics, image_metrics
+from ptycho.evaluation.metrics import (
+    BIT_THRESHOLDS,
+    FRCCurve,
+    collapse_metrics,
+    image_metrics,
+)
 from ptycho.evaluation.stitching import check_stitch_geometry, stitch
 
 __all__ = ["METRIC_KEYS", "Evaluation", "evaluate", "evaluate_object", "scan_weight"]
 
 log = logging.getLogger(__name__)
 
-_PER_IMAGE = ("mae", "mse", "psnr", "ssim", "frc50", "frc17", "psnr_legacy255")
+_PER_IMAGE = ("mae", "mse", "nrmse", "psnr", "ssim", "frc50", "frc17", "psnr_legacy255")
 METRIC_KEYS = tuple(f"{part}_{name}" for part in ("amp", "phase") for name in _PER_IMAGE)
 """The exact keys of :attr:`Evaluation.metrics`."""
 
@@ -41,7 +46,9 @@ class Evaluation:
         frc: ``{"amp": FRCCurve, "phase": FRCCurve}``.
         stitched: ``(H, W)`` complex64 stitched reconstruction on the object grid.
         region: ``(rows, cols)`` slices of the scanned region in the object grid.
-        extra: FRC crossings as fractions of Nyquist, the registration shift, coverage.
+        extra: FRC crossings as fractions of Nyquist (0.5, 1/7, ½-bit and 1-bit thresholds),
+            the half-period resolution at FRC 0.5 in object pixels, the collapse metrics, the
+            registration shift, coverage.
     """
 
     metrics: dict[str, float]
@@ -197,8 +204,15 @@ def _score(
         for name, value in values.items():
             metrics[f"{part}_{name}"] = value
         curves[part] = curve
-        extra[f"{part}_frc50_nyquist"] = values["frc50"] / curve.nyquist
-        extra[f"{part}_frc17_nyquist"] = values["frc17"] / curve.nyquist
+        # resolution in units that compare across N and region sizes: fractions of Nyquist
+        # (0.5 cycles per object pixel) and the half-period in object pixels (1 at Nyquist)
+        extra[f"{part}_frc50_nyquist"] = curve.fraction_of_nyquist(values["frc50"])
+        extra[f"{part}_frc17_nyquist"] = curve.fraction_of_nyquist(values["frc17"])
+        for name, bits in BIT_THRESHOLDS.items():
+            extra[f"{part}_{name}_nyquist"] = curve.fraction_of_nyquist(
+                curve.crossing(curve.bit_threshold(bits)))
+        extra[f"{part}_resolution_px"] = (1.0 / extra[f"{part}_frc50_nyquist"]
+                                          if values["frc50"] > 0 else float("inf"))
     extra.update(collapse_metrics(amplitude, amplitude_truth, phase, phase_truth))
     return Evaluation(
         metrics={key: metrics[key] for key in METRIC_KEYS},

@@ -10,6 +10,7 @@ from ptycho.tracking.provenance import git_state, host_tags, package_versions
 from ptycho.tracking.store import (
     EXPERIMENT_KIND_TAG,
     ROLE_TAG,
+    DatasetRecord,
     RunRecord,
     Tracker,
     default_store,
@@ -21,6 +22,7 @@ __all__ = [
     "EXPERIMENT_KIND_TAG",
     "HEARTBEAT_TAG",
     "ROLE_TAG",
+    "DatasetRecord",
     "Heartbeat",
     "PriorRun",
     "RunRecord",

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from ptycho.tracking.liveness import Heartbeat, close_stale_runs
 from ptycho.tracking.store import RunRecord, Tracker
@@ -75,6 +76,23 @@ def record_failure(tracker: Tracker, run_id: str, status: str, message: str,
         log.exception("could not close run %s as %s", run_id, status)
 
 
+def _start_system_metrics(tracker: Tracker, run_id: str, interval_s: float) -> Any:
+    """MLflow's system-metrics monitor on ``run_id`` (CPU, memory, disk, network; GPU where
+    ``pynvml`` finds one), sampling every ``interval_s`` seconds in a thread; ``None`` (with a
+    warning) where it cannot start. MLflow's own monitor, attached to an explicit run id,
+    because the job's runs are not the fluent API's active run."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s,
+                                       samples_before_logging=1, tracking_uri=tracker.uri)
+        monitor.start()
+        return monitor
+    except Exception as error:  # e.g. psutil missing: the job runs without them
+        log.warning("no system metrics for run %s: %s", run_id, error)
+        return None
+
+
 class TrackedRun:
     """A run that is open while the ``with`` block runs and closed exactly once after it.
 
@@ -85,7 +103,7 @@ class TrackedRun:
 
     def __init__(self, tracker: Tracker, experiment_id: str, name: str, *,
                  parent_run_id: str | None = None, tags: Mapping[str, str] | None = None,
-                 heartbeat_s: float = 60.0) -> None:
+                 heartbeat_s: float = 60.0, system_metrics_s: float = 0.0) -> None:
         self.tracker = tracker
         self.experiment_id = experiment_id
         self.name = name
@@ -96,11 +114,16 @@ class TrackedRun:
         self.status = "RUNNING"
         self.error: str | None = None
         self._heartbeat: Heartbeat | None = None
+        self.system_metrics_s = system_metrics_s
+        self._monitor: Any = None
 
     def __enter__(self) -> TrackedRun:
         self.run_id = self.tracker.create_run(self.experiment_id, self.name,
                                               parent_run_id=self.parent_run_id, tags=self.tags)
         self._heartbeat = Heartbeat(self.tracker, self.run_id, self.heartbeat_s).start()
+        if self.system_metrics_s > 0:
+            self._monitor = _start_system_metrics(self.tracker, self.run_id,
+                                                  self.system_metrics_s)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -108,6 +131,11 @@ class TrackedRun:
         assert self.run_id is not None
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        if self._monitor is not None:
+            try:
+                self._monitor.finish()
+            except Exception as failure:  # secondary: never changes how the run ends
+                log.warning("system metrics of run %s: %s", self.run_id, failure)
         if error is None:
             self._finish()
             return False

@@ -18,11 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.entities import (
+    Dataset,
+    DatasetInput,
+    InputTag,
+    Metric,
+    Param,
+    RunStatus,
+    RunTag,
+    ViewType,
+)
 from mlflow.exceptions import MlflowException
 
-__all__ = ["EXPERIMENT_KIND_TAG", "ROLE_TAG", "RunRecord", "Tracker", "default_store", "flatten",
-           "resolve_store"]
+__all__ = ["EXPERIMENT_KIND_TAG", "ROLE_TAG", "DatasetRecord", "RunRecord", "Tracker",
+           "default_store", "flatten", "resolve_store"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +114,20 @@ class RunRecord:
     tags: dict[str, str]
     start_time: float = 0.0  # unix seconds
     experiment_id: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """One dataset a run used: ``name``, ``digest`` (e.g. the cache key), ``source`` (where it
+    lives), ``source_type`` (``local`` for a file path), ``context`` (``training`` or
+    ``evaluation``) and ``profile`` (a short JSON summary: patterns, N, dose)."""
+
+    name: str
+    digest: str
+    source: str
+    context: str
+    source_type: str = "local"
+    profile: str | None = None
 
 
 class Tracker:
@@ -195,6 +218,16 @@ class Tracker:
             items.append(Metric(key, value, now, step))
         for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=items[start : start + _MAX_METRICS_PER_BATCH])
+
+    def log_datasets(self, run_id: str, datasets: list[DatasetRecord]) -> None:
+        """Record what a run saw as MLflow dataset inputs (the UI's Dataset column), each with
+        its ``mlflow.data.context`` (``training``, ``evaluation``)."""
+        inputs = [DatasetInput(Dataset(name=d.name, digest=d.digest, source_type=d.source_type,
+                                       source=d.source, profile=d.profile),
+                               tags=[InputTag("mlflow.data.context", d.context)])
+                  for d in datasets]
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
 
     def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None):
         self.client.log_artifacts(run_id, str(folder), artifact_path)

@@ -301,3 +301,26 @@ def test_a_job_reports_the_bound_and_its_efficiency_computed_once_per_scan(tmp_p
     assert (folder / "figures" / "limit.png").stat().st_size > 0
     with np.load(folder / "reconstruction.npz") as stored:
         np.testing.assert_array_equal(stored["crb_amp_variance"], high_maps["amp_variance"])
+
+
+def test_fluence_is_the_dose_per_scan_step_squared_and_follows_the_overlap() -> None:
+    """A phase-only object passes every incident photon to the detector, so each pattern's
+    dose is its incident photons and the fluence inside a raster of step d is dose / d² per
+    pixel²; halving the step quadruples it at the same photons per pattern."""
+    from ptycho.evaluation.limit import fluence
+
+    side, dose = 64, 1e4
+    phase = ndimage.gaussian_filter(np.random.default_rng(0).standard_normal((side, side)), 2)
+    obj = np.exp(1j * phase)
+    probe = disc_probe(16).astype(np.complex128)
+    region = (slice(24, 40), slice(24, 40))
+    found = {}
+    for step in (4.0, 2.0):
+        grid = np.arange(12.0, side - 12.0 + 0.1, step)
+        positions = np.stack(np.meshgrid(grid, grid), axis=-1).reshape(-1, 2)
+        found[step] = fluence(probe, positions, obj, dose, region)
+        assert found[step]["fluence"] == pytest.approx(dose / step**2, rel=0.02)
+        assert found[step]["fluence_p5"] <= found[step]["fluence"]
+    assert found[2.0]["fluence"] == pytest.approx(4 * found[4.0]["fluence"], rel=0.02)
+    measured = fluence(probe, positions, obj, dose, region, measured_dose=1.1 * dose)
+    assert measured["fluence"] == pytest.approx(1.1 * found[2.0]["fluence"])
