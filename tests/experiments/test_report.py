@@ -10,7 +10,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from experiments.dose_response.report import dose_efficiency, make_report, summarise
+from experiments.dose_response.report import (
+    EFFICIENCY_COLUMNS,
+    dose_efficiency,
+    make_report,
+    summarise,
+)
 from ptycho.evaluation import METRIC_KEYS
 from ptycho.tracking import ROLE_TAG
 from tests.cli import copy_store
@@ -114,33 +119,54 @@ def test_report_of_a_smoke_sweep_matches_the_store(smoke_sweep, tmp_path: Path) 
     assert len(children) == 8
     crashed = children[0]  # as if its machine died: the report must count it as failed
     client.set_terminated(crashed.info.run_id, "FAILED")
+    client.set_tag(crashed.info.run_id, "error", "<script>alert('x')</script> & more")
+    # a child that died before logging its params: counted as failed, not a crash of the report
+    bare = client.create_run(experiment.experiment_id, run_name="died_early",
+                             tags={"mlflow.parentRunId": parent.info.run_id})
+    client.set_terminated(bare.info.run_id, "FINISHED")
 
     report = make_report(tracking_uri=uri, parent_run_id=parent.info.run_id,
                          out=tmp_path / "report")
     summary = pd.read_csv(report.folder / "summary.csv")
     runs = pd.read_csv(report.folder / "runs.csv")
-    assert len(runs) == 8 and (runs["status"] == "FAILED").sum() == 1
+    assert len(runs) == 9 and (runs["status"] == "FAILED").sum() == 2
+    assert "no parameters logged" in runs.set_index("name").loc["died_early", "error"]
+    summary = summary[summary["arm"] != "(unknown: no params)"]
     assert len(summary) == 4  # 2 losses x 2 doses, one arm per loss
     assert summary["n_failed"].sum() == 1 and summary["n_finished"].sum() == 7
+    html = report.html.read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html  # escaped
+    assert "<h2>Methods</h2>" in html and "bootstrap" in html
 
     by_cell: dict[tuple[str, float], list] = {}
+    collapsed: dict[tuple[str, float], int] = {}
     for child in children:
         if child.info.run_id == crashed.info.run_id:
             continue
         key = (child.data.params["loss"], float(child.data.params["dose"]))
+        if child.data.tags["degenerate"] == "true":  # kept out of the statistics, counted
+            collapsed[key] = collapsed.get(key, 0) + 1
+            continue
         by_cell.setdefault(key, []).append(child.data.metrics)
+    print("degenerate smoke runs per (loss, dose):", collapsed)
     for _, row in summary.iterrows():
-        values = by_cell[(row["loss"], row["dose"])]
-        assert row["n_finished"] == len(values)
-        for metric in METRIC_KEYS:
+        key = (row["loss"], row["dose"])
+        values = by_cell.get(key, [])
+        assert row["n_degenerate"] == collapsed.get(key, 0)
+        assert row["n_finished"] == len(values) + collapsed.get(key, 0)
+        for metric in METRIC_KEYS if values else ():
             observed = [m[metric] for m in values]
             assert row[f"{metric}_mean"] == pytest.approx(np.mean(observed), rel=1e-9)
             assert row[f"{metric}_min"] == pytest.approx(min(observed), rel=1e-9)
             assert row[f"{metric}_max"] == pytest.approx(max(observed), rel=1e-9)
-            assert row[f"{metric}_count"] == len(observed)
+            assert row[f"{metric}_n"] == len(observed)
+            assert row[f"{metric}_median"] == pytest.approx(np.median(observed), rel=1e-9)
+            if len(observed) > 1 and np.ptp(observed) > 0:
+                assert (row[f"{metric}_ci_low"] <= row[f"{metric}_median"]
+                        <= row[f"{metric}_ci_high"])
 
     for name in ("dose_response.png", "reconstructions.png", "report.html", "report.md",
-                 "runs.csv", "summary.csv", "dose_efficiency.csv"):
+                 "runs.csv", "summary.csv", "dose_efficiency.csv", "comparisons.csv"):
         assert (report.folder / name).stat().st_size > 100, name
     assert (report.folder / "dose_response.png").stat().st_size > 20_000
     assert "data:image/png;base64," in report.html.read_text()
@@ -152,10 +178,9 @@ def test_report_of_a_smoke_sweep_matches_the_store(smoke_sweep, tmp_path: Path) 
         client.set_terminated(child.info.run_id, "FAILED")
     failed = make_report(tracking_uri=uri, parent_run_id=parent.info.run_id,
                          out=tmp_path / "all_failed")
-    assert failed.summary["n_failed"].sum() == 8 and failed.summary["n_finished"].sum() == 0
-    assert failed.efficiency.empty
-    assert list(failed.efficiency.columns) == ["arm", "metric", "threshold", "dose_reached",
-                                               "bound", "vs_lsqml"]
+    assert failed.summary["n_failed"].sum() == 9 and failed.summary["n_finished"].sum() == 0
+    assert failed.efficiency.empty and failed.comparisons.empty
+    assert list(failed.efficiency.columns) == EFFICIENCY_COLUMNS
     assert "none" not in failed.html.read_text().split("<h2>Failed runs</h2>")[1][:20]
 
 
