@@ -290,10 +290,9 @@ def dose_response_figure(
         ax.set_visible(False)
     if axes[0].get_legend_handles_labels()[0]:  # no line at all when every run failed
         axes[0].legend(fontsize=7, loc="best")
-    figure.suptitle(title or "dose response", fontsize=11)
-    figure.text(0.5, 0.005, "line: median over replicates; band: bootstrap 95% interval of the "
-                "median; open triangles: degenerate runs (not in the median); red x: failed "
-                "runs", ha="center", fontsize=8)
+    legend = ("line: median over replicates; band: bootstrap 95% interval of the median; open "
+              "triangles: degenerate runs (not in the median); red x: failed runs")
+    figure.suptitle(f"{title or 'dose response'}\n{legend}", fontsize=10)
     return figure
 
 
