@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 --dist worksteal --durations=15
 
-## make test-fast: everything not marked slow (no sweeps, no subprocess runs; under 2 min)
+## make test-fast: everything not marked slow (no sweeps, no subprocess runs; 1.5-3 min)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow"
 
