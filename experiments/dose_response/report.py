@@ -33,6 +33,7 @@ import pandas as pd
 
 from experiments.dose_response.statistics import (
     CONFIDENCE,
+    MIN_REACHED,
     RATIO_RESAMPLES,
     RESAMPLES,
     crossing_dose,
@@ -104,7 +105,13 @@ METHODS = (
     "interpolation in log10 dose), their ratio, and a percentile bootstrap 95% interval of "
     "its log10 from resampling every (arm, dose) cell's replicates with replacement "
     f"({RATIO_RESAMPLES} resamples); `reached` is the fraction of resamples in which both arms "
-    "reach the threshold.",
+    "cross the threshold inside their measured doses. No ratio where an arm already meets it at "
+    f"its lowest dose (only a bound); no interval where `reached` < {MIN_REACHED}.",
+    "Known limits of these intervals: replicates are resampled as independent, but runs that "
+    "share a `seed` (the dose_response study's two noise seeds per seed) share object, scan "
+    "and weights, so there the intervals are too narrow (a bootstrap by seed is the fix); and "
+    "the dose ratios use the non-degenerate runs, so an arm that often collapses looks better "
+    "there than it is: read its collapse rate beside it.",
     f"Degenerate runs: finished runs whose reconstruction collapsed: amplitude contrast (its "
     f"standard deviation over the truth's, after alignment) below {FLAT_CONTRAST}, or Pearson "
     f"correlation with the truth below {UNCORRELATED} in both amplitude and phase. They are "
@@ -555,13 +562,15 @@ def _thresholds(given: Sequence[str]) -> dict[str, float]:
     """``["amp_ssim=0.8", …]`` → ``{"amp_ssim": 0.8, …}``; the defaults when none is given."""
     if not given:
         return dict(DEFAULT_THRESHOLDS)
-    known = (*METRIC_KEYS, *RESOLUTION_METRICS)
+    # a threshold is a quality to reach from below: higher-is-better metrics only
+    known = tuple(key for key in (*METRIC_KEYS, *RESOLUTION_METRICS)
+                  if not key.endswith(("_mse", "_mae", "_nrmse", "_resolution_px")))
     thresholds = {}
     for item in given:
         metric, _, value = item.partition("=")
         if metric not in known:
-            raise ValueError(f"--threshold {item!r}: unknown metric {metric!r} (one of "
-                             f"{', '.join(known)})")
+            raise ValueError(f"--threshold {item!r}: {metric!r} is not a higher-is-better "
+                             f"metric (one of {', '.join(known)})")
         try:
             thresholds[metric] = float(value)
         except ValueError:

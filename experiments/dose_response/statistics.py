@@ -20,6 +20,7 @@ from scipy import stats
 
 __all__ = [
     "CONFIDENCE",
+    "MIN_REACHED",
     "RATIO_RESAMPLES",
     "RESAMPLES",
     "DoseRatio",
@@ -33,6 +34,9 @@ RESAMPLES = 2000
 """Bootstrap resamples of each median's interval."""
 RATIO_RESAMPLES = 1000
 """Bootstrap resamples of a dose ratio (each recomputes every cell's median)."""
+MIN_REACHED = 0.95
+"""A dose ratio gets an interval only when both arms cross the threshold (inside their measured
+doses) in at least this fraction of the resamples."""
 
 
 def median_ci(values: Sequence[float] | np.ndarray, *, confidence: float = CONFIDENCE,
@@ -87,8 +91,8 @@ class DoseRatio:
     """How many times more dose arm ``a`` needs than arm ``b`` to reach one quality.
 
     ``log10_ratio`` is from the medians; its interval from resampling each cell's replicates;
-    ``reached`` is the fraction of resamples in which both arms reach the threshold (the
-    interval is over those; below 0.95 it is marked unreliable by the report).
+    ``reached`` is the fraction of resamples in which both arms cross the threshold inside
+    their measured doses; below :data:`MIN_REACHED` there is no interval (NaN).
     """
 
     log10_ratio: float
@@ -100,9 +104,12 @@ class DoseRatio:
     def text(self) -> str:
         """``10^(1.20 [0.90, 1.50])``: the ratio with its interval, or why there is none."""
         if not math.isfinite(self.log10_ratio):
-            return "not reached by both"
+            return ("no ratio (an arm does not cross the threshold inside its measured doses: "
+                    "never, or already at the lowest)")
         if not (math.isfinite(self.log10_low) and math.isfinite(self.log10_high)):
-            return f"10^({self.log10_ratio:.2f}) (no interval: one replicate)"
+            why = (f"both cross in only {self.reached:.0%} of resamples"
+                   if self.reached < MIN_REACHED else "one replicate per dose")
+            return f"10^({self.log10_ratio:.2f}) (no interval: {why})"
         return f"10^({self.log10_ratio:.2f} [{self.log10_low:.2f}, {self.log10_high:.2f}])"
 
 
@@ -143,19 +150,24 @@ def dose_ratio(first: Curve, second: Curve, threshold: float, *, confidence: flo
         curves.append((doses, cells))
 
     def log_ratio(rng: np.random.Generator | None) -> float:
-        reached = [crossing_dose(doses, _cell_medians(cells, rng), threshold)[0]
-                   for doses, cells in curves]
-        if not all(math.isfinite(d) and d > 0 for d in reached):
+        """NaN unless both arms cross inside their measured doses: a crossing at the lowest
+        dose is only an upper bound on the dose needed, and a ratio of bounds is no ratio."""
+        crossings = [crossing_dose(doses, _cell_medians(cells, rng), threshold)
+                     for doses, cells in curves]
+        if not all(bound == "=" and dose > 0 for dose, bound in crossings):
             return math.nan
-        return math.log10(reached[0]) - math.log10(reached[1])
+        return math.log10(crossings[0][0]) - math.log10(crossings[1][0])
 
     point = log_ratio(None)
     rng = np.random.default_rng(seed)
     draws = np.array([log_ratio(rng) for _ in range(resamples)])
     finite = draws[np.isfinite(draws)]
+    reached = finite.size / resamples
     single = all(cell.size < 2 for _, cells in curves for cell in cells)
-    if finite.size == 0 or single:
-        return DoseRatio(point, math.nan, math.nan, finite.size / resamples, resamples)
+    if not math.isfinite(point) or single or reached < MIN_REACHED:
+        # no interval: a percentile interval over the resamples that happen to cross would
+        # pretend to a coverage it does not have
+        return DoseRatio(point, math.nan, math.nan, reached, resamples)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(finite, [tail, 100 - tail])
-    return DoseRatio(point, float(low), float(high), finite.size / resamples, resamples)
+    return DoseRatio(point, float(low), float(high), reached, resamples)

@@ -48,7 +48,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import threading
 import time
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -536,16 +540,21 @@ def load_or_estimate_limit(obj: np.ndarray, probe: np.ndarray, positions: np.nda
                 with np.load(path.with_suffix(".npz")) as stored:
                     maps = {name: stored[name] for name in stored.files}
                 return LimitEstimate(**json.loads(path.read_text()), maps=maps), True
-            except (OSError, ValueError, TypeError) as error:  # damaged: compute it again
+            except (OSError, ValueError, TypeError, zipfile.BadZipFile, zlib.error) as error:
+                # damaged (e.g. a writer killed mid-way): compute it again
                 log.warning("limit cache entry %s unreadable (%s): recomputing", path, error)
     limit = estimate_limit(obj, probe, positions, region, **settings)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         scalars = {f.name: getattr(limit, f.name) for f in fields(limit) if f.name != "maps"}
-        partial = path.with_suffix(".part.npz")  # the maps first: the json marks it complete
+        # The maps first (the json marks the entry complete), each through a temporary file of
+        # this process's own: parallel jobs of one scan compute the same entry at once, and a
+        # shared temporary name would let one rename the other's half-written file.
+        unique = f".{os.getpid()}.{threading.get_ident()}.part"
+        partial = path.with_suffix(unique + ".npz")
         np.savez_compressed(partial, **limit.maps)
         partial.replace(path.with_suffix(".npz"))
-        partial = path.with_suffix(".part")
+        partial = path.with_suffix(unique)
         partial.write_text(json.dumps(scalars, indent=2))
         partial.replace(path)
     return limit, False

@@ -258,6 +258,12 @@ def test_the_limit_is_cached_by_scan_and_settings(tmp_path) -> None:
         "amp_variance", "amp_variance_stderr", "phase_variance", "phase_variance_stderr"}
     for name, values in first.maps.items():
         np.testing.assert_array_equal(again.maps[name], values)
+    (stored,) = (tmp_path / "limits").glob("*.npz")
+    stored.write_bytes(b"PK\x03\x04 half-written")  # e.g. a writer killed mid-way
+    rebuilt, hit_rebuilt = load_or_estimate_limit(obj, probe, positions, REGION, tmp_path)
+    assert not hit_rebuilt  # recomputed, not a crash
+    assert (rebuilt.amp_mse, rebuilt.phase_mse) == (first.amp_mse, first.phase_mse)
+    assert not list((tmp_path / "limits").glob("*part*"))  # no temporary file left behind
     moved = limit_cache_key(obj, probe, positions + 0.5, REGION)
     assert moved != limit_cache_key(obj, probe, positions, REGION)
     assert limit_cache_key(obj, probe, positions, REGION, phase_alignment="mean") != \

@@ -97,3 +97,34 @@ def test_the_report_tables_give_ratios_with_intervals() -> None:
     # arms are ordered by name: mae first, so the ratio is mae/nll = 10
     assert row["arm"] == "N32 g1 mae pinn" and row["log10_low"] <= 1.0 <= row["log10_high"]
     assert "10^(" in row["statement"]
+
+
+def test_no_ratio_from_bounds_and_no_interval_from_a_few_crossing_resamples() -> None:
+    """Both arms already at the quality at their lowest dose: that dose is only a bound, so
+    there is no ratio (not 10^0 with a zero-width interval). And where both cross in fewer than
+    95% of resamples, the ratio gets no interval."""
+    rng = np.random.default_rng(5)
+    always = [(dose, 0.9 + rng.normal(0, 0.01, 3)) for dose in (1e3, 1e4)]
+    ratio = dose_ratio(always, always, 0.8, resamples=100)
+    assert math.isnan(ratio.log10_ratio) and math.isnan(ratio.log10_low)
+    assert ratio.text().startswith("no ratio")
+    # a cell whose replicates straddle the threshold widely: crossings come and go
+    shaky = [(1e2, np.array([0.2, 0.3, 0.4])), (1e3, np.array([0.3, 0.55, 0.9])),
+             (1e4, np.array([0.3, 0.9, 0.95]))]
+    steady = [(1e2, np.array([0.3, 0.31, 0.29])), (1e3, np.array([0.7, 0.71, 0.69])),
+              (1e4, np.array([0.9, 0.91, 0.89]))]
+    wobbly = dose_ratio(shaky, steady, 0.6, resamples=300)
+    assert wobbly.reached < 0.95
+    assert math.isnan(wobbly.log10_low) and "no interval" in wobbly.text()
+
+
+def test_a_threshold_must_be_a_higher_is_better_metric() -> None:
+    from experiments.dose_response.report import _thresholds
+
+    assert _thresholds(["amp_ssim=0.7", "amp_frc50_nyquist=0.3"]) == {
+        "amp_ssim": 0.7, "amp_frc50_nyquist": 0.3}
+    for bad in ("amp_nrmse=0.1", "amp_mse=1e-3", "amp_resolution_px=2", "nonsense=1"):
+        with pytest.raises(ValueError, match="higher-is-better"):
+            _thresholds([bad])
+    with pytest.raises(ValueError, match="must be a number"):
+        _thresholds(["amp_ssim=high"])
