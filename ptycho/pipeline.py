@@ -239,9 +239,11 @@ def run_pipeline(
         result = _run_network(config, pair, cache_hit, time_simulate, on_epoch)
     _flag_collapse(result)
     test = pair.test
-    result.metrics.update(fluence(test.probe, test.positions, test.obj, config.dose,
-                                  result.evaluation.region, measured_dose=test.measured_dose))
-    return _with_limit(config, pair, result, limit_cache)
+    scale = dose_scale_of(test.obj, test.probe, test.positions, config.dose)  # s², once
+    result.metrics.update(fluence(test.probe, test.positions, test.obj.shape,
+                                  scale * test.measured_dose / config.dose,
+                                  result.evaluation.region))
+    return _with_limit(config, pair, result, limit_cache, scale)
 
 
 def _flag_collapse(result: PipelineResult) -> None:
@@ -258,11 +260,12 @@ def _flag_collapse(result: PipelineResult) -> None:
 
 
 def _with_limit(config: JobConfig, pair: DatasetPair, result: PipelineResult,
-                cache_dir: Path | None) -> PipelineResult:
+                cache_dir: Path | None, scale: float) -> PipelineResult:
     """``result`` with the Cramér–Rao bound of the test scan on its metrics (``eval.crb``):
     ``amp_mse_crb``, ``phase_mse_crb`` (and their standard errors, 0 when exact), the
     efficiencies ``*_crb_efficiency = bound / MSE`` (1: at the limit; above 1 only for a biased
-    estimator or one that saw more photons than the test scan) and ``time_crb_s``."""
+    estimator or one that saw more photons than the test scan) and ``time_crb_s``; ``scale``
+    is the test scan's dose scale ``s²``."""
     if not config.eval.crb:
         return result
     test = pair.test
@@ -270,7 +273,6 @@ def _with_limit(config: JobConfig, pair: DatasetPair, result: PipelineResult,
         test.obj, test.probe, test.positions, result.evaluation.region,
         cache_dir, phase_alignment=str(config.eval.phase_alignment),
         samples=config.eval.crb_samples)
-    scale = dose_scale_of(test.obj, test.probe, test.positions, config.dose)
     bound = limit.at_scale(scale)
     metrics = result.metrics
     for part in ("amp", "phase"):

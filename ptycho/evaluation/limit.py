@@ -144,34 +144,28 @@ def illumination(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, int
     return placed[0].numpy().astype(np.float64)
 
 
-def fluence(probe: np.ndarray, positions: np.ndarray, obj: np.ndarray, dose: float,
-            region: tuple[slice, slice], *, measured_dose: float | None = None
-            ) -> dict[str, float]:
+def fluence(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, int], scale: float,
+            region: tuple[slice, slice]) -> dict[str, float]:
     """The dose on the sample: photons incident per object pixel² over the scored region.
 
     Photons per pattern at a fixed scan step is not the sample's dose: a denser scan puts more
     photons on each pixel. The incident photons of pattern ``j`` are ``s²|P(r − r_j)|²`` per
-    pixel (before the object), so the fluence map is ``s² Σ_j |P(r − r_j)|²``, with ``s²`` the
-    scan's dose scale (:func:`dose_scale_of`), times ``measured_dose / dose`` when the measured
-    counts are given (the Poisson draw's total).
+    pixel (before the object), so the fluence map is ``s² Σ_j |P(r − r_j)|²``.
 
     Args:
         probe: ``(N, N)`` complex probe (photons per pixel at ``s² = 1``).
         positions: ``(M, 2)`` float ``(x, y)`` patch centres, object pixels.
-        obj: ``(H, W)`` complex object (for ``s²``).
-        dose: photons per pattern, expected.
+        shape: ``(H, W)`` of the object.
+        scale: the scan's dose scale ``s²`` (:func:`dose_scale_of`), times ``measured / expected``
+            photons for the fluence at the measured counts.
         region: ``(rows, cols)`` slices of the scored region.
-        measured_dose: mean measured photons per pattern, or ``None``.
 
     Returns:
         ``fluence`` (the mean over the region) and ``fluence_p5`` (its 5th percentile: the
         least-exposed part), photons per pixel².
     """
-    scale = dose_scale_of(obj, probe, positions, dose)
-    if measured_dose is not None and dose > 0:
-        scale *= measured_dose / dose
     rows, cols = region
-    exposure = scale * illumination(probe, positions, np.shape(obj))[rows, cols]
+    exposure = scale * illumination(probe, positions, shape)[rows, cols]
     return {"fluence": float(exposure.mean()), "fluence_p5": float(np.percentile(exposure, 5))}
 
 
