@@ -411,7 +411,8 @@ ITERATIVE_SETTINGS = ("iterations", "tolerance", "batch_size", "step_size", "alp
 """``model`` settings only the iterative arms use."""
 
 NOT_FOR_ITERATIVE = ("gridsize", "loss", "train", "model.bottleneck_filters",
-                     "model.trainable_probe", "model.merge_iterations", "eval.batch_size")
+                     "model.trainable_probe", "model.merge_iterations", "eval.batch_size",
+                     "eval.phase_sync")
 """Settings an iterative arm records but does not use: normalised away from its
 ``config_hash`` (a sweep over them does not run the same iterative job twice)."""
 
@@ -463,6 +464,10 @@ class EvalConfig(_Section):
     """Pixels trimmed from the scanned region."""
     phase_alignment: PhaseAlignment = PhaseAlignment.plane
     subpixel_registration: bool = False
+    phase_sync: bool = True
+    """Before stitching a network's patches, remove each patch's constant phase (which no
+    diffraction pattern measures) by agreement with its overlapping neighbours
+    (docs/physics.md §8.1). Iterative arms reconstruct one object and do not need it."""
     batch_size: int = 64
     """Inference batch (groups)."""
     n_diffraction: int = 4

@@ -24,7 +24,7 @@ from ptycho.evaluation.metrics import (
     collapse_metrics,
     image_metrics,
 )
-from ptycho.evaluation.stitching import check_stitch_geometry, stitch
+from ptycho.evaluation.stitching import check_stitch_geometry, phase_offsets, stitch
 
 __all__ = ["METRIC_KEYS", "Evaluation", "evaluate", "evaluate_object", "scan_weight"]
 
@@ -71,6 +71,8 @@ def evaluate(
     border: int = EvalConfig.border,
     phase_alignment: str = EvalConfig.phase_alignment,
     subpixel_registration: bool = EvalConfig.subpixel_registration,
+    phase_sync: bool = EvalConfig.phase_sync,
+    probe: np.ndarray | None = None,
     chunk_size: int = 256,
 ) -> Evaluation:
     """Evaluate reconstructed patches against the ground-truth object.
@@ -85,11 +87,18 @@ def evaluate(
         border: pixels trimmed from every side of the scanned region.
         phase_alignment: ``plane`` (least-squares plane), ``mean`` or ``none``.
         subpixel_registration: register the reconstruction to the truth first.
+        phase_sync: remove each patch's unobservable constant phase before stitching, from the
+            overlaps alone (:func:`~ptycho.evaluation.stitching.phase_offsets`, weighted by the
+            probe intensity); ``extra["phase_sync_offset_std"]`` is the removed offsets' circular
+            spread (radians).
+        probe: ``(N, N)`` complex probe the patterns were measured with; needed for
+            ``phase_sync``.
         chunk_size: patches stitched per step (memory bound).
 
     Raises:
-        ValueError: bad shapes, or a scan so sparse that a whole patch cannot fill the gaps
-            between centres (:func:`~ptycho.evaluation.stitching.check_stitch_geometry`).
+        ValueError: bad shapes, ``phase_sync`` without a probe, or a scan so sparse that a whole
+            patch cannot fill the gaps between centres
+            (:func:`~ptycho.evaluation.stitching.check_stitch_geometry`).
     """
     obj = np.asarray(obj)
     if obj.ndim != 2:
@@ -99,11 +108,23 @@ def evaluate(
     patches = np.asarray(patches)
     if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
         raise ValueError(f"patches must have shape (K, N, N), got {patches.shape}")
-    keep = check_stitch_geometry(positions, N=patches.shape[-1], keep_fraction=keep_fraction)
+    N = patches.shape[-1]
+    keep = check_stitch_geometry(positions, N=N, keep_fraction=keep_fraction)
+    sync: dict[str, float] = {}
+    if phase_sync:
+        if probe is None or np.shape(probe) != (N, N):
+            raise ValueError(f"phase_sync needs the ({N}, {N}) probe, got "
+                             f"{None if probe is None else np.shape(probe)}")
+        offsets = phase_offsets(patches, positions, np.abs(np.asarray(probe)) ** 2)
+        patches = (patches * np.exp(1j * offsets)[:, None, None]).astype(np.complex64)
+        sync["phase_sync_offset_std"] = float(np.sqrt(
+            -2 * np.log(max(np.abs(np.exp(1j * offsets).mean()), 1e-300))))
     stitched, weight = stitch(patches, positions, obj.shape, keep=keep, chunk_size=chunk_size)
     region = scanned_region(weight, border)
-    return _score(stitched, obj, region, weight, phase_alignment=phase_alignment,
-                  subpixel_registration=subpixel_registration)
+    evaluation = _score(stitched, obj, region, weight, phase_alignment=phase_alignment,
+                        subpixel_registration=subpixel_registration)
+    evaluation.extra.update(sync)
+    return evaluation
 
 
 def scan_weight(

@@ -4,6 +4,11 @@ Normalised overlap-add of each patch's central ``keep × keep`` part at its scan
 the adjoint placement of :func:`ptycho.physics.place_patches` (the same geometry as simulation).
 Patches are processed in chunks, so memory does not grow with the number of patterns.
 
+A diffraction pattern fixes its patch only up to a constant phase (``|F(P·O·e^{iθ})|² =
+|F(P·O)|²``), so patches that are reconstructed one group at a time carry offsets of their own.
+:func:`phase_offsets` estimates them from the overlaps alone (angular synchronisation), so the
+stitch does not average patches that disagree by an unobservable constant.
+
 ``keep`` is ``keep_fraction · N`` (:func:`central_size`) unless the scan is too sparse for that:
 :func:`stitch_size` widens it to cover every pixel between the patch centres, and
 :func:`check_stitch_geometry` refuses a scan whose gaps not even a whole patch covers.
@@ -15,12 +20,23 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from scipy.signal import correlate2d
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import LinearOperator, eigsh
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
 from ptycho import physics
 from ptycho.checks import check_patch_size, check_positive_int
 
-__all__ = ["central_size", "check_stitch_geometry", "largest_gap", "stitch", "stitch_size"]
+__all__ = [
+    "central_size",
+    "check_stitch_geometry",
+    "largest_gap",
+    "phase_offsets",
+    "stitch",
+    "stitch_size",
+]
 
 
 def central_size(N: int, keep_fraction: float) -> int:
@@ -167,3 +183,138 @@ def stitch(
     stitched = np.zeros(shape, np.complex64)
     stitched[covered] = numerator[covered] / weight[covered]
     return stitched, weight
+
+
+_DENSE_SYNC = 64
+"""Components of at most this many patches are synchronised with a dense eigensolver."""
+_MIN_OVERLAP = 0.05
+"""Two patches inform each other's phase when their weighted overlap is at least this fraction
+of a patch's own (``Σ w_k w_l ≥ 0.05 Σ w²``)."""
+
+
+def phase_offsets(
+    patches: np.ndarray,
+    positions: np.ndarray,
+    weight: np.ndarray,
+    *,
+    chunk_size: int = 1024,
+) -> np.ndarray:
+    """Constant phases that make overlapping patches agree (angular synchronisation).
+
+    Each patch is known only up to ``e^{iθ_k}`` (a diffraction pattern does not see a constant
+    phase), so a reconstruction made one pattern (``g = 1``) or one group at a time has offsets
+    the loss never constrained; averaging such patches blurs the stitched phase at the scale of
+    the scan step. This finds the ``θ`` that maximise the weighted agreement of all patches with
+    their normalised overlap-add, ``Σ_k Σ_x w_k(x) Re[conj(e^{iθ_k} P_k(x)) O_θ(x)]``: the
+    leading eigenvector of the Hermitian overlap matrix ``A_kl = Σ_x w_k conj(P_k) w_l P_l / Σ_j
+    w_j`` (Singer 2011's spectral relaxation), solved per connected part of the scan with
+    ARPACK (deterministic start). Hand-written: no maintained library synchronises patches;
+    scipy supplies the eigensolver and the graph.
+
+    For speed the patches are first moved by their sub-pixel remainders (bilinear,
+    :func:`ptycho.physics.translate`) onto whole-pixel positions, where overlaps are index
+    arithmetic. Only the returned offsets are used; the stitch itself stays sub-pixel.
+
+    Args:
+        patches: ``(K, N, N)`` complex object patches (dimensionless transmission).
+        positions: ``(K, 2)`` float ``(x, y)`` patch centres, pixels of the object grid.
+        weight: ``(N, N)`` float ≥ 0 trust in each patch pixel, e.g. the probe intensity
+            ``|probe|²``: the data constrain a pixel in proportion to the light it got.
+        chunk_size: patches moved per step (memory bound).
+
+    Returns:
+        ``(K,)`` float64 offsets, radians in ``(-π, π]``: multiply patch ``k`` by ``e^{iθ_k}``.
+        Each connected part's circular mean is 0 (a global phase is not observable either);
+        a patch that overlaps no other (see :data:`_MIN_OVERLAP`) keeps its phase (offset 0).
+
+    Raises:
+        ValueError: mismatched shapes, a negative or all-zero weight.
+    """
+    patches = np.asarray(patches)
+    positions = _check_centres(positions)
+    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
+        raise ValueError(f"patches must have shape (K, N, N), got {patches.shape}")
+    K, N = patches.shape[0], patches.shape[1]
+    if positions.shape[0] != K:
+        raise ValueError(f"positions must have shape ({K}, 2) to match the patches, "
+                         f"got {positions.shape}")
+    weight = np.asarray(weight, np.float64)
+    if weight.shape != (N, N):
+        raise ValueError(f"weight must have shape ({N}, {N}), got {weight.shape}")
+    if not np.all(np.isfinite(weight)) or weight.min() < 0 or weight.max() <= 0:
+        raise ValueError("weight must be finite, >= 0 and not all zero")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+
+    whole = np.round(positions).astype(np.int64)
+    remainder = (positions - whole).astype(np.float32)  # moves each patch onto whole pixels
+    weighted = np.empty((K, N, N), np.complex128)
+    moved_weight = np.empty((K, N, N), np.float64)
+    unit = (weight / weight.max()).astype(np.complex64)
+    for first in range(0, K, chunk_size):
+        part = slice(first, first + chunk_size)
+        count = len(patches[part])
+        images = np.concatenate([patches[part].astype(np.complex64),
+                                 np.broadcast_to(unit, (count, N, N))])
+        shifts = np.concatenate([remainder[part], remainder[part]])
+        moved = physics.translate(tf.constant(images), tf.constant(shifts)).numpy()
+        moved_weight[part] = np.maximum(moved[count:].real, 0.0)
+        weighted[part] = moved_weight[part] * moved[:count]
+
+    corner = whole - N // 2
+    corner -= corner.min(axis=0)
+    width = int(corner[:, 0].max()) + N
+    size = (int(corner[:, 1].max()) + N) * width
+    rows, cols = np.mgrid[:N, :N]
+    index = ((corner[:, 1, None, None] + rows) * width + corner[:, 0, None, None] + cols)
+
+    offsets = np.zeros(K)
+    for members in _overlapping_parts(whole, weight):
+        if len(members) < 2:
+            continue
+        offsets[members] = _synchronise(weighted[members], moved_weight[members],
+                                        index[members].ravel(), size)
+    return offsets
+
+
+def _overlapping_parts(whole: np.ndarray, weight: np.ndarray) -> list[np.ndarray]:
+    """Indices of each connected part of the scan: patches linked by weighted overlaps of at
+    least :data:`_MIN_OVERLAP` of a patch's own (so a scan whose illuminated discs do not touch
+    is not tied together by the faint tails of the probe)."""
+    N = weight.shape[0]
+    overlap = correlate2d(weight, weight, mode="full")  # [N-1+dy, N-1+dx]: Σ w(x) w(x+d)
+    K = len(whole)
+    pairs = cKDTree(whole).query_pairs(r=N - 1, p=np.inf, output_type="ndarray")
+    if len(pairs):
+        d = whole[pairs[:, 1]] - whole[pairs[:, 0]]
+        linked = overlap[N - 1 + d[:, 1], N - 1 + d[:, 0]] >= _MIN_OVERLAP * overlap.max()
+        pairs = pairs[linked]
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(K, K))
+    count, labels = connected_components(graph, directed=False)
+    return [np.flatnonzero(labels == label) for label in range(count)]
+
+
+def _synchronise(weighted: np.ndarray, weight: np.ndarray, index: np.ndarray,
+                 size: int) -> np.ndarray:
+    """Offsets of one connected part: phases of the leading eigenvector of ``A`` (see
+    :func:`phase_offsets`), given ``w·P (K, N, N)``, ``w (K, N, N)`` and each pixel's flat index
+    on the whole-pixel canvas."""
+    K = len(weighted)
+    flat = weighted.reshape(K, -1)
+    conj = np.conj(flat)
+    per_patch = flat.shape[1]
+    inverse = 1.0 / np.maximum(np.bincount(index, weight.ravel(), size), 1e-12)
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        placed = (flat * np.asarray(v).reshape(K, 1)).ravel()
+        canvas = (np.bincount(index, placed.real, size)
+                  + 1j * np.bincount(index, placed.imag, size)) * inverse
+        return (conj * canvas[index].reshape(K, per_patch)).sum(axis=1)
+
+    if K <= _DENSE_SYNC or K < 3:  # (ARPACK needs at least 3)
+        matrix = np.stack([matvec(column) for column in np.eye(K, dtype=np.complex128)], axis=1)
+        vector = np.linalg.eigh((matrix + matrix.conj().T) / 2)[1][:, -1]
+    else:
+        operator = LinearOperator((K, K), matvec=matvec, dtype=np.complex128)
+        vector = eigsh(operator, k=1, which="LA", v0=np.ones(K, np.complex128), tol=1e-8)[1][:, 0]
+    theta = np.angle(vector)
+    return np.angle(np.exp(1j * (theta - np.angle(np.exp(1j * theta).sum()))))
