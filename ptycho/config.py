@@ -55,6 +55,7 @@ __all__ = [
     "ProbeKind",
     "ScanConfig",
     "ScanKind",
+    "StitchWeighting",
     "TrackingConfig",
     "TrainConfig",
     "config_hash",
@@ -142,6 +143,11 @@ class PhaseAlignment(StrEnum):
     plane = "plane"
     mean = "mean"
     none = "none"
+
+
+class StitchWeighting(StrEnum):
+    probe = "probe"
+    uniform = "uniform"
 
 
 class DtypePolicy(StrEnum):
@@ -412,7 +418,7 @@ ITERATIVE_SETTINGS = ("iterations", "tolerance", "batch_size", "step_size", "alp
 
 NOT_FOR_ITERATIVE = ("gridsize", "loss", "train", "model.bottleneck_filters",
                      "model.trainable_probe", "model.merge_iterations", "eval.batch_size",
-                     "eval.phase_sync")
+                     "eval.phase_sync", "eval.stitch_weighting")
 """Settings an iterative arm records but does not use: normalised away from its
 ``config_hash`` (a sweep over them does not run the same iterative job twice)."""
 
@@ -464,6 +470,10 @@ class EvalConfig(_Section):
     """Pixels trimmed from the scanned region."""
     phase_alignment: PhaseAlignment = PhaseAlignment.plane
     subpixel_registration: bool = False
+    stitch_weighting: StitchWeighting = StitchWeighting.probe
+    """How overlapping patches are averaged in the stitch: ``probe`` weights each patch pixel by
+    the probe intensity ``|P|²`` (the light that measured it), ``uniform`` weights the central
+    part evenly (wave 1). The scored region is the same for both (docs/physics.md §8.1)."""
     phase_sync: bool = True
     """Before stitching a network's patches, remove each patch's constant phase (which no
     diffraction pattern measures) by agreement with its overlapping neighbours

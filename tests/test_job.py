@@ -68,7 +68,8 @@ def test_a_job_finishes_with_its_metrics_artifacts_and_then_is_skipped(finished)
     for key in (*METRIC_KEYS, "measured_dose", "time_compile_s", "time_train_s", "time_eval_s",
                 "train_patterns_per_s", "params_count", "test_nll_per_photon", "fluence",
                 "fluence_p5", "amp_frc50_nyquist", "amp_frc_halfbit_nyquist",
-                "amp_frc_onebit_nyquist", "amp_resolution_px", "amp_contrast", "degenerate"):
+                "amp_frc_onebit_nyquist", "amp_resolution_px", "amp_contrast", "degenerate",
+                "phase_sync_offset_std"):
         assert math.isfinite(run.data.metrics[key]), key
         assert run.data.metrics[key] == pytest.approx(outcome.metrics[key])
     mlflow = client(store)

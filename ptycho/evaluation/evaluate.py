@@ -71,6 +71,7 @@ def evaluate(
     border: int = EvalConfig.border,
     phase_alignment: str = EvalConfig.phase_alignment,
     subpixel_registration: bool = EvalConfig.subpixel_registration,
+    stitch_weighting: str = EvalConfig.stitch_weighting,
     phase_sync: bool = EvalConfig.phase_sync,
     probe: np.ndarray | None = None,
     chunk_size: int = 256,
@@ -87,16 +88,18 @@ def evaluate(
         border: pixels trimmed from every side of the scanned region.
         phase_alignment: ``plane`` (least-squares plane), ``mean`` or ``none``.
         subpixel_registration: register the reconstruction to the truth first.
+        stitch_weighting: ``probe`` (each patch pixel weighted by ``|probe|²``) or ``uniform``
+            (the central parts, evenly); the scored region is the same for both.
         phase_sync: remove each patch's unobservable constant phase before stitching, from the
             overlaps alone (:func:`~ptycho.evaluation.stitching.phase_offsets`, weighted by the
             probe intensity); ``extra["phase_sync_offset_std"]`` is the removed offsets' circular
             spread (radians).
         probe: ``(N, N)`` complex probe the patterns were measured with; needed for
-            ``phase_sync``.
+            ``phase_sync`` and the ``probe`` weighting.
         chunk_size: patches stitched per step (memory bound).
 
     Raises:
-        ValueError: bad shapes, ``phase_sync`` without a probe, or a scan so sparse that a whole
+        ValueError: bad shapes, a missing probe, or a scan so sparse that a whole
             patch cannot fill the gaps between centres
             (:func:`~ptycho.evaluation.stitching.check_stitch_geometry`).
     """
@@ -110,16 +113,25 @@ def evaluate(
         raise ValueError(f"patches must have shape (K, N, N), got {patches.shape}")
     N = patches.shape[-1]
     keep = check_stitch_geometry(positions, N=N, keep_fraction=keep_fraction)
+    weighting = str(stitch_weighting)
+    if weighting not in ("probe", "uniform"):
+        raise ValueError(f"stitch_weighting must be 'probe' or 'uniform', got {weighting!r}")
+    intensity = None
+    if phase_sync or weighting == "probe":
+        if probe is None or np.shape(probe) != (N, N):
+            raise ValueError(
+                f"phase_sync and stitch_weighting='probe' need the ({N}, {N}) probe, got "
+                f"{None if probe is None else np.shape(probe)}")
+        intensity = np.abs(np.asarray(probe)) ** 2
     sync: dict[str, float] = {}
     if phase_sync:
-        if probe is None or np.shape(probe) != (N, N):
-            raise ValueError(f"phase_sync needs the ({N}, {N}) probe, got "
-                             f"{None if probe is None else np.shape(probe)}")
-        offsets = phase_offsets(patches, positions, np.abs(np.asarray(probe)) ** 2)
+        offsets = phase_offsets(patches, positions, intensity)
         patches = (patches * np.exp(1j * offsets)[:, None, None]).astype(np.complex64)
         sync["phase_sync_offset_std"] = float(np.sqrt(
             -2 * np.log(max(np.abs(np.exp(1j * offsets).mean()), 1e-300))))
-    stitched, weight = stitch(patches, positions, obj.shape, keep=keep, chunk_size=chunk_size)
+    stitched, weight = stitch(patches, positions, obj.shape, keep=keep,
+                              weight=intensity if weighting == "probe" else None,
+                              chunk_size=chunk_size)
     region = scanned_region(weight, border)
     evaluation = _score(stitched, obj, region, weight, phase_alignment=phase_alignment,
                         subpixel_registration=subpixel_registration)

@@ -139,19 +139,30 @@ def stitch(
     object_shape: tuple[int, int],
     *,
     keep: int,
+    weight: np.ndarray | None = None,
     chunk_size: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised overlap-add of the patches' central parts.
+    """Normalised overlap-add of the patches.
+
+    With ``weight=None`` each patch contributes its central ``keep × keep`` part, evenly. With a
+    ``weight`` (e.g. the probe intensity ``|P|²``), each patch pixel counts in proportion to it,
+    over the whole patch: ``object = Σ placed w·P / Σ placed w`` (the average PIE-type engines
+    form, where a pixel's information grows with the light it got), plus ``10⁻⁶`` times the
+    central part so that every covered pixel has a defined value however faint the light.
+    Either way the returned coverage is that of the central parts, so the scored region does
+    not depend on the weighting.
 
     Args:
         patches: ``(K, N, N)`` complex64 object patches (dimensionless transmission).
         positions: ``(K, 2)`` ``(x, y)`` patch centres, pixels of the object grid.
         object_shape: ``(H, W)`` of the object grid.
-        keep: side of the central part used (even, ≤ N).
+        keep: side of the central part (even, ≤ N): the coverage, and the uniform weighting.
+        weight: ``(N, N)`` float ≥ 0 per-pixel weight, or ``None`` for the uniform central part.
         chunk_size: patches placed per step.
 
     Returns:
-        ``(object (H, W) complex64, weight (H, W) float32)``; pixels no patch covers are 0.
+        ``(object (H, W) complex64, coverage (H, W) float32)``: coverage counts the central parts
+        over each pixel; pixels it leaves at 0 are 0 in the object.
     """
     patches = np.asarray(patches)
     positions = np.asarray(positions, np.float32)
@@ -168,21 +179,38 @@ def stitch(
         raise ValueError(f"keep must be even and <= N={N}, got {keep!r}")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     start = (N - keep) // 2
-    central = patches[:, start : start + keep, start : start + keep].astype(np.complex64)
+    central = np.zeros((N, N), np.float32)
+    central[start : start + keep, start : start + keep] = 1.0
+    if weight is None:
+        values = central
+    else:
+        weight = np.asarray(weight, np.float64)
+        if weight.shape != (N, N):
+            raise ValueError(f"weight must have shape ({N}, {N}), got {weight.shape}")
+        if not np.all(np.isfinite(weight)) or weight.min() < 0 or weight.max() <= 0:
+            raise ValueError("weight must be finite, >= 0 and not all zero")
+        values = (weight / weight.max() + 1e-6 * central).astype(np.float32)
     shape = (int(object_shape[0]), int(object_shape[1]))
     numerator = np.zeros(shape, np.complex64)
-    weight = np.zeros(shape, np.float32)
-    ones = tf.ones((1, 1, keep, keep), tf.float32)
-    for first in range(0, len(central), chunk_size):
-        chunk = tf.constant(central[first : first + chunk_size][None])
+    denominator = np.zeros(shape, np.float32)
+    coverage = np.zeros(shape, np.float32)
+    for first in range(0, len(patches), chunk_size):
+        chunk = patches[first : first + chunk_size].astype(np.complex64)
         where = tf.constant(positions[first : first + chunk_size][None])
-        numerator += physics.place_patches(chunk, where, shape)[0].numpy()
-        mask = tf.broadcast_to(ones, chunk.shape)
-        weight += physics.place_patches(mask, where, shape)[0].numpy()
-    covered = weight > 1e-3
+        count = (1, len(chunk), N, N)
+        numerator += physics.place_patches(
+            tf.constant((chunk * values)[None]), where, shape)[0].numpy()
+        denominator += physics.place_patches(
+            tf.broadcast_to(tf.constant(values), count), where, shape)[0].numpy()
+        if weight is None:
+            coverage = denominator
+        else:
+            coverage += physics.place_patches(
+                tf.broadcast_to(tf.constant(central), count), where, shape)[0].numpy()
+    covered = (coverage > 1e-3) & (denominator > 0)
     stitched = np.zeros(shape, np.complex64)
-    stitched[covered] = numerator[covered] / weight[covered]
-    return stitched, weight
+    stitched[covered] = numerator[covered] / denominator[covered]
+    return stitched, coverage
 
 
 _DENSE_SYNC = 64

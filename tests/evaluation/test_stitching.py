@@ -86,7 +86,7 @@ def test_evaluating_the_truth_gives_perfect_scores() -> None:
 
 def test_subpixel_positions_stitch_to_interpolation_accuracy() -> None:
     data = _Scan(32, 96, 300, seed=5, whole_pixels=False)
-    result = evaluate(data.patches, data.positions, data.obj, phase_sync=False)
+    result = evaluate(data.patches, data.positions, data.obj, probe=disc_probe(32))
     # Bilinear extraction then placement smooths by < a pixel: close, not exact.
     assert result.metrics["amp_mae"] < 0.01
     assert result.metrics["amp_ssim"] > 0.95
@@ -182,6 +182,40 @@ def test_bad_positions_are_refused(positions: np.ndarray, message: str) -> None:
         stitch_size(positions, N=32, keep_fraction=0.3)
 
 
+# --- weighting by the probe intensity --------------------------------------------------------
+
+
+def test_probe_weighting_reproduces_exact_patches_on_the_same_region(test_set) -> None:
+    keep = central_size(32, 0.3)
+    intensity = np.abs(disc_probe(32)) ** 2
+    args = (test_set.patches, test_set.positions, test_set.obj.shape)
+    weighted, coverage = stitch(*args, keep=keep, weight=intensity)
+    _, uniform_coverage = stitch(*args, keep=keep)
+    np.testing.assert_array_equal(coverage, uniform_coverage)  # the scored region is the same
+    rows, cols = scanned_region(coverage, border=2)
+    error = np.abs(weighted[rows, cols] - test_set.obj[rows, cols])
+    assert error.max() < 1e-5
+
+
+def test_probe_weighting_trusts_the_well_lit_pixels(test_set) -> None:
+    """Patches right inside the probe's disc and noisy outside it (where a network's output is
+    barely constrained): weighting by the light keeps the noise out; the uniform central square,
+    whose corners reach past the disc, does not."""
+    N = 32
+    probe = disc_probe(N)
+    intensity = np.abs(probe) ** 2
+    rng = np.random.default_rng(0)
+    noise = 0.3 * (rng.standard_normal(test_set.patches.shape)
+                   + 1j * rng.standard_normal(test_set.patches.shape))
+    dark = (intensity / intensity.max() < 0.5)[None]
+    patches = np.where(dark, test_set.patches + noise, test_set.patches).astype(np.complex64)
+    scores = {how: evaluate(patches, test_set.positions, test_set.obj, stitch_weighting=how,
+                            probe=probe, phase_sync=False).metrics["amp_mse"]
+              for how in ("probe", "uniform")}
+    print(scores)
+    assert scores["probe"] < 0.5 * scores["uniform"]  # measured: 0.30
+
+
 # --- phase synchronisation: the constant phase no pattern measures ---------------------------
 
 
@@ -210,9 +244,10 @@ def test_phase_offsets_recover_random_constant_phases(whole_pixels: bool,
     print(f"whole pixels {whole_pixels}: largest residual {np.abs(residual).max():.2e} rad")
     assert np.abs(residual).max() < tolerance
 
-    truth = evaluate(data.patches, data.positions, data.obj, phase_sync=False)
-    synced = evaluate(scrambled, data.positions, data.obj, probe=disc_probe(32))
-    unsynced = evaluate(scrambled, data.positions, data.obj, phase_sync=False)
+    probe = disc_probe(32)
+    truth = evaluate(data.patches, data.positions, data.obj, phase_sync=False, probe=probe)
+    synced = evaluate(scrambled, data.positions, data.obj, probe=probe)
+    unsynced = evaluate(scrambled, data.positions, data.obj, phase_sync=False, probe=probe)
     assert unsynced.metrics["phase_ssim"] < 0.2
     for key in ("amp_ssim", "phase_ssim"):
         assert synced.metrics[key] == pytest.approx(truth.metrics[key], abs=1e-3), key
@@ -267,7 +302,12 @@ def test_the_dense_and_the_iterative_eigensolver_agree(monkeypatch) -> None:
         (lambda d: phase_offsets(d.patches, d.positions[:3], np.ones((32, 32))),
          r"positions must have shape \(300, 2\)"),
         (lambda d: evaluate(d.patches, d.positions, d.obj),
-         r"phase_sync needs the \(32, 32\) probe, got None"),
+         r"phase_sync and stitch_weighting='probe' need the \(32, 32\) probe, got None"),
+        (lambda d: evaluate(d.patches, d.positions, d.obj, phase_sync=False,
+                            stitch_weighting="probe", probe=np.ones((16, 16))),
+         r"need the \(32, 32\) probe, got \(16, 16\)"),
+        (lambda d: evaluate(d.patches, d.positions, d.obj, stitch_weighting="central"),
+         "stitch_weighting must be 'probe' or 'uniform', got 'central'"),
     ],
 )
 def test_bad_synchronisation_inputs_are_refused(test_set, call, message: str) -> None:
