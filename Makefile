@@ -26,7 +26,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow"
 
-## make study: the quickstart dose-response study (2 seeds x 3 doses of the PINN and LSQML, about 19 min on 2 CPU cores)
+## make study: the quickstart dose-response study (2 seeds x 3 doses of the PINN and LSQML, 14-19 min on 2 CPU cores)
 study: $(STAMP)
 	@start=$$(date +%s); \
 	$(PY) run.py -m experiment=quickstart; status=$$?; \
