@@ -10,8 +10,9 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import circstd
 
-from ptycho.config import EvalConfig
+from ptycho.config import EvalConfig, StitchWeighting
 from ptycho.evaluation.alignment import (
     align_amplitude,
     align_phase,
@@ -114,10 +115,11 @@ def evaluate(
     N = patches.shape[-1]
     keep = check_stitch_geometry(positions, N=N, keep_fraction=keep_fraction)
     weighting = str(stitch_weighting)
-    if weighting not in ("probe", "uniform"):
-        raise ValueError(f"stitch_weighting must be 'probe' or 'uniform', got {weighting!r}")
+    if weighting not in set(StitchWeighting):
+        raise ValueError(f"stitch_weighting must be one of {[w.value for w in StitchWeighting]}, "
+                         f"got {weighting!r}")
     intensity = None
-    if phase_sync or weighting == "probe":
+    if phase_sync or weighting == StitchWeighting.probe:
         if probe is None or np.shape(probe) != (N, N):
             raise ValueError(
                 f"phase_sync and stitch_weighting='probe' need the ({N}, {N}) probe, got "
@@ -127,10 +129,9 @@ def evaluate(
     if phase_sync:
         offsets = phase_offsets(patches, positions, intensity)
         patches = (patches * np.exp(1j * offsets)[:, None, None]).astype(np.complex64)
-        sync["phase_sync_offset_std"] = float(np.sqrt(
-            -2 * np.log(max(np.abs(np.exp(1j * offsets).mean()), 1e-300))))
+        sync["phase_sync_offset_std"] = float(circstd(offsets, high=np.pi, low=-np.pi))
     stitched, weight = stitch(patches, positions, obj.shape, keep=keep,
-                              weight=intensity if weighting == "probe" else None,
+                              weight=intensity if weighting == StitchWeighting.probe else None,
                               chunk_size=chunk_size)
     region = scanned_region(weight, border)
     evaluation = _score(stitched, obj, region, weight, phase_alignment=phase_alignment,

@@ -133,6 +133,16 @@ def check_stitch_geometry(positions: np.ndarray, *, N: int, keep_fraction: float
     return keep
 
 
+def _check_weight(weight: np.ndarray, N: int) -> np.ndarray:
+    """``weight`` as ``(N, N)`` float64, refused unless finite, ≥ 0 and not all zero."""
+    weight = np.asarray(weight, np.float64)
+    if weight.shape != (N, N):
+        raise ValueError(f"weight must have shape ({N}, {N}), got {weight.shape}")
+    if not np.all(np.isfinite(weight)) or weight.min() < 0 or weight.max() <= 0:
+        raise ValueError("weight must be finite, >= 0 and not all zero")
+    return weight
+
+
 def stitch(
     patches: np.ndarray,
     positions: np.ndarray,
@@ -184,11 +194,7 @@ def stitch(
     if weight is None:
         values = central
     else:
-        weight = np.asarray(weight, np.float64)
-        if weight.shape != (N, N):
-            raise ValueError(f"weight must have shape ({N}, {N}), got {weight.shape}")
-        if not np.all(np.isfinite(weight)) or weight.min() < 0 or weight.max() <= 0:
-            raise ValueError("weight must be finite, >= 0 and not all zero")
+        weight = _check_weight(weight, N)
         values = (weight / weight.max() + 1e-6 * central).astype(np.float32)
     shape = (int(object_shape[0]), int(object_shape[1]))
     numerator = np.zeros(shape, np.complex64)
@@ -266,11 +272,7 @@ def phase_offsets(
     if positions.shape[0] != K:
         raise ValueError(f"positions must have shape ({K}, 2) to match the patches, "
                          f"got {positions.shape}")
-    weight = np.asarray(weight, np.float64)
-    if weight.shape != (N, N):
-        raise ValueError(f"weight must have shape ({N}, {N}), got {weight.shape}")
-    if not np.all(np.isfinite(weight)) or weight.min() < 0 or weight.max() <= 0:
-        raise ValueError("weight must be finite, >= 0 and not all zero")
+    weight = _check_weight(weight, N)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
 
     whole = np.round(positions).astype(np.int64)

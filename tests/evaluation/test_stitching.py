@@ -307,7 +307,7 @@ def test_the_dense_and_the_iterative_eigensolver_agree(monkeypatch) -> None:
                             stitch_weighting="probe", probe=np.ones((16, 16))),
          r"need the \(32, 32\) probe, got \(16, 16\)"),
         (lambda d: evaluate(d.patches, d.positions, d.obj, stitch_weighting="central"),
-         "stitch_weighting must be 'probe' or 'uniform', got 'central'"),
+         r"stitch_weighting must be one of \['probe', 'uniform'\], got 'central'"),
     ],
 )
 def test_bad_synchronisation_inputs_are_refused(test_set, call, message: str) -> None:
