@@ -27,6 +27,7 @@ from ptycho.checks import validation_count
 from ptycho.config import JobConfig, ModelKind
 from ptycho.data import (
     DatasetPair,
+    DiffractionData,
     Groups,
     canvas_size,
     check_canvas,
@@ -56,6 +57,7 @@ from ptycho.models import (
     build_baseline,
     build_pinn,
     compute_input_scale,
+    grouped,
     initial_log_scale,
     model_inputs,
     pinn_targets,
@@ -74,6 +76,7 @@ __all__ = [
     "PipelineResult",
     "TrainingGroups",
     "iterative_inputs",
+    "nll_excess",
     "run_pipeline",
     "simulation_spec",
     "training_groups",
@@ -123,6 +126,34 @@ class PipelineResult:
         if self.fit is not None:
             return dict(self.fit.history)
         return dict(self.iterative.history) if self.iterative is not None else {}
+
+
+def nll_excess(counts: np.ndarray, expected: np.ndarray,
+               truth_expected: np.ndarray) -> dict[str, float]:
+    """How well a reconstruction explains its measured counts, against the true object.
+
+    Args:
+        counts: measured photons per pixel, any shape (here ``(G, N, N, C)`` or ``(M, N, N)``).
+        expected: the reconstruction's expected counts for the same pixels.
+        truth_expected: the true object's expected counts (the simulation's ``λ``) for them.
+
+    Returns:
+        ``test_nll_per_photon`` and ``truth_nll_per_photon`` (full Poisson NLL per photon, nats)
+        and ``nll_excess_per_photon``, their difference. A maximum-likelihood fit explains the
+        counts at least as well as the truth does (excess ≤ 0: it also fits some noise); a
+        positive excess means the reconstruction has not reached the likelihood's optimum, so
+        its quality is limited by training, not by the photons (docs/physics.md §7.1).
+    """
+    test = float(poisson_nll_per_photon(counts, expected))
+    truth = float(poisson_nll_per_photon(counts, truth_expected))
+    return {"test_nll_per_photon": test, "truth_nll_per_photon": truth,
+            "nll_excess_per_photon": test - truth}
+
+
+def _truth_expected(data: DiffractionData) -> np.ndarray:
+    """``(M, N, N)`` float32 expected counts of the true object patches at the requested dose
+    (the ``λ`` the counts were drawn from when the data were simulated)."""
+    return physics.expected_counts_at_dose(data.patches, data.probe, data.dose).numpy()
 
 
 def simulation_spec(config: JobConfig) -> SimulationSpec:
@@ -331,7 +362,8 @@ def _run_network(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_sim
     if pinn:
         test_inputs = model_inputs(pair.test, test_groups, input_scale)
         expected = predict(models.train, test_inputs, batch_size=e.batch_size)[0]
-        extra["test_nll_per_photon"] = float(poisson_nll_per_photon(test_targets, expected))
+        extra.update(nll_excess(test_targets, expected,
+                                grouped(_truth_expected(pair.test), test_groups)))
         shown_expected = expected[:shown, ..., 0]
     else:  # no physics head: the reconstruction through the forward model at the measured dose
         first_channel = recon.patches[:: config.gridsize**2][:shown]
@@ -393,8 +425,7 @@ def _run_iterative(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_s
     metrics = {
         **evaluation.metrics,
         **{k: v for k, v in evaluation.extra.items() if np.isfinite(v)},
-        "test_nll_per_photon": float(poisson_nll_per_photon(pair.test.counts,
-                                                            expected)),
+        **nll_excess(pair.test.counts, expected, _truth_expected(pair.test)),
         "measured_dose": pair.train.measured_dose,
         "time_simulate_s": time_simulate,
         "time_reconstruct_s": outcome.time_s,

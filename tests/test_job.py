@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -67,6 +68,7 @@ def test_a_job_finishes_with_its_metrics_artifacts_and_then_is_skipped(finished)
     assert run.info.status == "FINISHED" and run.info.run_name == outcome.name
     for key in (*METRIC_KEYS, "measured_dose", "time_compile_s", "time_train_s", "time_eval_s",
                 "train_patterns_per_s", "params_count", "test_nll_per_photon", "fluence",
+                "truth_nll_per_photon", "nll_excess_per_photon",
                 "fluence_p5", "amp_frc50_nyquist", "amp_frc_halfbit_nyquist",
                 "amp_frc_onebit_nyquist", "amp_resolution_px", "amp_contrast", "degenerate",
                 "phase_sync_offset_std"):
@@ -272,7 +274,31 @@ def test_a_whole_job_runs_without_tracking_or_hydra(tmp_path: Path) -> None:
                        "eval": {"keep_fraction": 0.5, "border": 2}})
     result = run_pipeline(config)
     assert set(METRIC_KEYS) <= set(result.metrics)
+    m = result.metrics
+    # one epoch of a 16-pixel network is far from the likelihood's optimum: it is training-limited
+    assert m["nll_excess_per_photon"] == pytest.approx(
+        m["test_nll_per_photon"] - m["truth_nll_per_photon"])
+    assert m["nll_excess_per_photon"] > 0
     assert result.evaluation.amplitude.shape == result.evaluation.amplitude_truth.shape
     measured, expected = result.diffraction
     assert measured.shape == expected.shape == (4, 16, 16)
     assert not result.cache_hit
+
+
+def test_the_nll_excess_says_whether_a_fit_reached_what_the_photons_allow() -> None:
+    from ptycho.pipeline import nll_excess
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.5, 50.0, (64, 16, 16)).astype(np.float32)
+    counts = rng.poisson(truth).astype(np.float32)
+    at_truth = nll_excess(counts, truth, truth)
+    assert at_truth["nll_excess_per_photon"] == 0.0
+    assert at_truth["test_nll_per_photon"] == at_truth["truth_nll_per_photon"] > 0
+    # a model with relative errors ε in its expected counts explains the counts worse than the
+    # truth does, by about E[ε²]/2 nats per photon (here ε uniform in ±20%: 0.4²/12/2 = 0.0067)
+    off = truth * rng.uniform(0.8, 1.2, truth.shape).astype(np.float32)
+    assert nll_excess(counts, off, truth)["nll_excess_per_photon"] == pytest.approx(
+        0.4**2 / 12 / 2, rel=0.15)
+    # a fit with more freedom than the truth absorbs noise: negative excess
+    overfit = 0.5 * truth + 0.5 * np.maximum(counts, 0.1)
+    assert nll_excess(counts, overfit, truth)["nll_excess_per_photon"] < 0
