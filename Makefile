@@ -16,17 +16,17 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-## make test: ruff, then the whole test suite on two workers (CPU, 9-13 min on 2 cores);
+## make test: ruff, then the whole test suite on two workers (CPU, 6-13 min on 2 cores);
 ## the 15 slowest tests are listed at the end
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 --dist worksteal --durations=15
 
-## make test-fast: everything not marked slow (no sweeps, no subprocess runs; 1.5-3 min)
+## make test-fast: everything not marked slow (no sweeps, no subprocess runs; 1-3 min)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow"
 
-## make study: the quickstart dose-response study (2 seeds x 3 doses of the PINN and LSQML, 14-19 min on 2 CPU cores)
+## make study: the quickstart dose-response study (2 seeds x 3 doses of the PINN and LSQML, 4-19 min on 2 CPU cores, by this VM's speed)
 study: $(STAMP)
 	@start=$$(date +%s); \
 	$(PY) run.py -m experiment=quickstart; status=$$?; \
