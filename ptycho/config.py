@@ -51,6 +51,7 @@ __all__ = [
     "ObjectKind",
     "PhaseAlignment",
     "PhaseMode",
+    "PhaseSync",
     "ProbeConfig",
     "ProbeKind",
     "ScanConfig",
@@ -148,6 +149,15 @@ class PhaseAlignment(StrEnum):
 class StitchWeighting(StrEnum):
     probe = "probe"
     uniform = "uniform"
+
+
+class PhaseSync(StrEnum):
+    """How a network's patches get the constant phase no pattern measures (docs/physics.md §8.1).
+    ``overlap``: agreement of overlapping patches; ``likelihood``: from there, the constants under
+    which the stitched object best explains the measured counts; ``none``: as predicted."""
+    none = "none"
+    overlap = "overlap"
+    likelihood = "likelihood"
 
 
 class DtypePolicy(StrEnum):
@@ -474,10 +484,11 @@ class EvalConfig(_Section):
     """How overlapping patches are averaged in the stitch: ``probe`` weights each patch pixel by
     the probe intensity ``|P|²`` (the light that measured it), ``uniform`` weights the central
     part evenly (wave 1). The scored region is the same for both (docs/physics.md §8.1)."""
-    phase_sync: bool = True
-    """Before stitching a network's patches, remove each patch's constant phase (which no
-    diffraction pattern measures) by agreement with its overlapping neighbours
-    (docs/physics.md §8.1). Iterative arms reconstruct one object and do not need it."""
+    phase_sync: PhaseSync = PhaseSync.likelihood
+    """Before stitching a network's patches, set each patch's constant phase (which no
+    diffraction pattern measures): ``overlap`` by agreement with its overlapping neighbours,
+    ``likelihood`` then by the measured counts of the whole scan (the default), ``none`` not at
+    all (docs/physics.md §8.1). Iterative arms reconstruct one object and do not need it."""
     batch_size: int = 64
     """Inference batch (groups)."""
     n_diffraction: int = 4

@@ -354,7 +354,8 @@ def _run_network(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_sim
         recon.patches, recon.positions, pair.test.obj, keep_fraction=e.keep_fraction,
         border=e.border, phase_alignment=str(e.phase_alignment),
         subpixel_registration=e.subpixel_registration, stitch_weighting=str(e.stitch_weighting),
-        phase_sync=e.phase_sync, probe=pair.test.probe,
+        phase_sync=str(e.phase_sync), probe=pair.test.probe,
+        counts=pair.test.counts[recon.indices],
     )
     test_targets = pinn_targets(pair.test, test_groups)
     shown = e.n_diffraction

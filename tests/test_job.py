@@ -71,7 +71,8 @@ def test_a_job_finishes_with_its_metrics_artifacts_and_then_is_skipped(finished)
                 "truth_nll_per_photon", "nll_excess_per_photon",
                 "fluence_p5", "amp_frc50_nyquist", "amp_frc_halfbit_nyquist",
                 "amp_frc_onebit_nyquist", "amp_resolution_px", "amp_contrast", "degenerate",
-                "phase_sync_offset_std"):
+                "phase_sync_offset_std", "phase_sync_nll_gain_per_photon",
+                "overlap_sync_amp_ssim", "overlap_sync_phase_ssim"):
         assert math.isfinite(run.data.metrics[key]), key
         assert run.data.metrics[key] == pytest.approx(outcome.metrics[key])
     mlflow = client(store)

@@ -125,11 +125,14 @@ METHODS = (
     "(`*_nyquist`; comparable across N and region sizes, unlike ring indices), and the "
     "half-period resolution at FRC 0.5 in object pixels (`*_resolution_px`, 1 at Nyquist); "
     "the Cramér–Rao bound of the scan (docs/physics.md §11).",
-    "A network's object: its predicted patches, each first given the constant phase that makes "
-    "it agree with its overlapping neighbours (no diffraction pattern measures that constant; "
-    "`eval.phase_sync`), then averaged with weights |probe|^2 (`eval.stitch_weighting`); "
-    "no ground truth is used (docs/physics.md §8.1). An iterative arm's object is scored on "
-    "the same region as it is.",
+    "A network's object: its predicted patches, each first given a constant phase (no "
+    "diffraction pattern measures that constant; `eval.phase_sync`): by default the constants "
+    "under which the stitched object best explains the measured counts (Poisson likelihood, "
+    "one number per patch; the patches themselves are the network's), started from those that "
+    "make overlapping patches agree; then averaged with weights |probe|^2 "
+    "(`eval.stitch_weighting`). No ground truth is used (docs/physics.md §8.1); the "
+    "overlap-only scores are logged beside (`overlap_sync_*_ssim`). An iterative arm's object "
+    "is scored on the same region as it is.",
 )
 TRUTH = "ground truth"
 

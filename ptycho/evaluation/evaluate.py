@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import circstd
 
-from ptycho.config import EvalConfig, StitchWeighting
+from ptycho.config import EvalConfig, PhaseSync, StitchWeighting
 from ptycho.evaluation.alignment import (
     align_amplitude,
     align_phase,
@@ -25,7 +25,12 @@ from ptycho.evaluation.metrics import (
     collapse_metrics,
     image_metrics,
 )
-from ptycho.evaluation.stitching import check_stitch_geometry, phase_offsets, stitch
+from ptycho.evaluation.stitching import (
+    check_stitch_geometry,
+    likelihood_offsets,
+    phase_offsets,
+    stitch,
+)
 
 __all__ = ["METRIC_KEYS", "Evaluation", "evaluate", "evaluate_object", "scan_weight"]
 
@@ -73,8 +78,9 @@ def evaluate(
     phase_alignment: str = EvalConfig.phase_alignment,
     subpixel_registration: bool = EvalConfig.subpixel_registration,
     stitch_weighting: str = EvalConfig.stitch_weighting,
-    phase_sync: bool = EvalConfig.phase_sync,
+    phase_sync: str = EvalConfig.phase_sync,
     probe: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
     chunk_size: int = 256,
 ) -> Evaluation:
     """Evaluate reconstructed patches against the ground-truth object.
@@ -91,12 +97,19 @@ def evaluate(
         subpixel_registration: register the reconstruction to the truth first.
         stitch_weighting: ``probe`` (each patch pixel weighted by ``|probe|²``) or ``uniform``
             (the central parts, evenly); the scored region is the same for both.
-        phase_sync: remove each patch's unobservable constant phase before stitching, from the
-            overlaps alone (:func:`~ptycho.evaluation.stitching.phase_offsets`, weighted by the
-            probe intensity); ``extra["phase_sync_offset_std"]`` is the removed offsets' circular
-            spread (radians).
+        phase_sync: how each patch's unobservable constant phase is set before stitching
+            (:class:`~ptycho.config.PhaseSync`): ``overlap`` from the overlaps alone
+            (:func:`~ptycho.evaluation.stitching.phase_offsets`, weighted by the probe
+            intensity); ``likelihood`` from there by the measured ``counts``
+            (:func:`~ptycho.evaluation.stitching.likelihood_offsets`); ``none``. In ``extra``:
+            ``phase_sync_offset_std``, the offsets' circular spread (radians); with
+            ``likelihood`` also ``phase_sync_nll_gain_per_photon`` (nats the counts gained over
+            the overlap offsets), ``phase_sync_iterations``, and the scores of the overlap
+            offsets' stitch, ``overlap_sync_amp_ssim`` and ``overlap_sync_phase_ssim``.
         probe: ``(N, N)`` complex probe the patterns were measured with; needed for
             ``phase_sync`` and the ``probe`` weighting.
+        counts: ``(K, N, N)`` photons measured at each patch's position; needed for
+            ``phase_sync='likelihood'``.
         chunk_size: patches stitched per step (memory bound).
 
     Raises:
@@ -118,24 +131,46 @@ def evaluate(
     if weighting not in set(StitchWeighting):
         raise ValueError(f"stitch_weighting must be one of {[w.value for w in StitchWeighting]}, "
                          f"got {weighting!r}")
+    sync_mode = str(phase_sync)
+    if sync_mode not in set(PhaseSync):
+        raise ValueError(f"phase_sync must be one of {[s.value for s in PhaseSync]}, "
+                         f"got {phase_sync!r}")
     intensity = None
-    if phase_sync or weighting == StitchWeighting.probe:
+    if sync_mode != PhaseSync.none or weighting == StitchWeighting.probe:
         if probe is None or np.shape(probe) != (N, N):
             raise ValueError(
                 f"phase_sync and stitch_weighting='probe' need the ({N}, {N}) probe, got "
                 f"{None if probe is None else np.shape(probe)}")
         intensity = np.abs(np.asarray(probe)) ** 2
+    if sync_mode == PhaseSync.likelihood and (counts is None
+                                              or np.shape(counts) != patches.shape):
+        raise ValueError(f"phase_sync='likelihood' needs the measured counts {patches.shape}, "
+                         f"got {None if counts is None else np.shape(counts)}")
+    stitch_weight = intensity if weighting == StitchWeighting.probe else None
+
+    def scored(offsets: np.ndarray | None) -> Evaluation:
+        rotated = (patches if offsets is None else
+                   (patches * np.exp(1j * offsets)[:, None, None]).astype(np.complex64))
+        stitched, weight = stitch(rotated, positions, obj.shape, keep=keep,
+                                  weight=stitch_weight, chunk_size=chunk_size)
+        region = scanned_region(weight, border)
+        return _score(stitched, obj, region, weight, phase_alignment=phase_alignment,
+                      subpixel_registration=subpixel_registration)
+
+    if sync_mode == PhaseSync.none:
+        return scored(None)
+    offsets = phase_offsets(patches, positions, intensity)
     sync: dict[str, float] = {}
-    if phase_sync:
-        offsets = phase_offsets(patches, positions, intensity)
-        patches = (patches * np.exp(1j * offsets)[:, None, None]).astype(np.complex64)
-        sync["phase_sync_offset_std"] = float(circstd(offsets, high=np.pi, low=-np.pi))
-    stitched, weight = stitch(patches, positions, obj.shape, keep=keep,
-                              weight=intensity if weighting == StitchWeighting.probe else None,
-                              chunk_size=chunk_size)
-    region = scanned_region(weight, border)
-    evaluation = _score(stitched, obj, region, weight, phase_alignment=phase_alignment,
-                        subpixel_registration=subpixel_registration)
+    if sync_mode == PhaseSync.likelihood:
+        overlap = scored(offsets)  # what the overlaps alone give, logged beside the result
+        sync["overlap_sync_amp_ssim"] = overlap.metrics["amp_ssim"]
+        sync["overlap_sync_phase_ssim"] = overlap.metrics["phase_ssim"]
+        offsets, info = likelihood_offsets(patches, positions, probe, counts, obj.shape,
+                                           keep=keep, weight=stitch_weight, initial=offsets)
+        sync["phase_sync_nll_gain_per_photon"] = info["nll_gain_per_photon"]
+        sync["phase_sync_iterations"] = info["iterations"]
+    sync["phase_sync_offset_std"] = float(circstd(offsets, high=np.pi, low=-np.pi))
+    evaluation = scored(offsets)
     evaluation.extra.update(sync)
     return evaluation
 

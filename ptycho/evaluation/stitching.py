@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from scipy.optimize import minimize
 from scipy.signal import correlate2d
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -33,6 +34,7 @@ __all__ = [
     "central_size",
     "check_stitch_geometry",
     "largest_gap",
+    "likelihood_offsets",
     "phase_offsets",
     "stitch",
     "stitch_size",
@@ -143,6 +145,18 @@ def _check_weight(weight: np.ndarray, N: int) -> np.ndarray:
     return weight
 
 
+def _stitch_values(N: int, keep: int, weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(central, values)``, both ``(N, N)`` float32: the central ``keep × keep`` indicator and
+    the per-pixel weight :func:`stitch` gives a patch (see there)."""
+    start = (N - keep) // 2
+    central = np.zeros((N, N), np.float32)
+    central[start : start + keep, start : start + keep] = 1.0
+    if weight is None:
+        return central, central
+    weight = _check_weight(weight, N)
+    return central, (weight / weight.max() + 1e-6 * central).astype(np.float32)
+
+
 def stitch(
     patches: np.ndarray,
     positions: np.ndarray,
@@ -188,14 +202,7 @@ def stitch(
     if keep > N or keep % 2:
         raise ValueError(f"keep must be even and <= N={N}, got {keep!r}")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    start = (N - keep) // 2
-    central = np.zeros((N, N), np.float32)
-    central[start : start + keep, start : start + keep] = 1.0
-    if weight is None:
-        values = central
-    else:
-        weight = _check_weight(weight, N)
-        values = (weight / weight.max() + 1e-6 * central).astype(np.float32)
+    central, values = _stitch_values(N, keep, weight)
     shape = (int(object_shape[0]), int(object_shape[1]))
     numerator = np.zeros(shape, np.complex64)
     denominator = np.zeros(shape, np.float32)
@@ -348,3 +355,131 @@ def _synchronise(weighted: np.ndarray, weight: np.ndarray, index: np.ndarray,
         vector = eigsh(operator, k=1, which="LA", v0=np.ones(K, np.complex128), tol=1e-8)[1][:, 0]
     theta = np.angle(vector)
     return np.angle(np.exp(1j * (theta - np.angle(np.exp(1j * theta).sum()))))
+
+
+def likelihood_offsets(
+    patches: np.ndarray,
+    positions: np.ndarray,
+    probe: np.ndarray,
+    counts: np.ndarray,
+    object_shape: tuple[int, int],
+    *,
+    keep: int,
+    weight: np.ndarray | None,
+    initial: np.ndarray | None = None,
+    max_iterations: int = 200,
+    chunk_size: int = 512,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Constant phases of the patches chosen by the measured counts (maximum likelihood).
+
+    :func:`phase_offsets` makes overlapping patches agree where they overlap: at the edges of
+    the illuminated discs, where a network's patch is least constrained by its own pattern (a
+    g=1 network shrinks the contrast there; the agreement then carries that shrinkage into the
+    offsets and the stitched phase comes out too flat). This asks the data instead: it finds
+    the ``θ`` under which the stitched object ``O_θ`` (:func:`stitch`'s normalised overlap-add
+    of ``e^{iθ_k} P_k``, over every pixel a patch weighs), cut again at every scan position and
+    sent through the forward model, best explains every measured pattern,
+
+        ``min_θ Σ_k Σ_q [s² I_kq(θ) − n_kq log(s² I_kq(θ))]``,
+        ``I_k(θ) = |F(probe · cut_k(O_θ))|²``,
+
+    with the photon scale ``s²`` profiled out (``s² = Σ n / Σ I``), so a network's amplitude
+    scale does not matter. Each pattern's footprint is stitched mostly from its neighbours'
+    well-lit centres, so the counts weigh the offsets where the patches are reliable. Only the
+    ``K`` constants are fitted — the patches themselves are left as the network made them —
+    against ``K·N²`` counts. L-BFGS (scipy) on TensorFlow's gradient, from ``initial``.
+    Hand-written because no library stitches under a Poisson likelihood.
+
+    Args:
+        patches: ``(K, N, N)`` complex object patches (dimensionless transmission).
+        positions: ``(K, 2)`` float ``(x, y)`` patch centres, pixels of the object grid.
+        probe: ``(N, N)`` complex probe the patterns were measured with.
+        counts: ``(K, N, N)`` photons measured at each patch's position (DC at the centre).
+        object_shape: ``(H, W)`` of the object grid.
+        keep, weight: the stitch's (:func:`stitch`).
+        initial: ``(K,)`` starting offsets (radians), e.g. :func:`phase_offsets`'; zeros if
+            ``None``.
+        max_iterations: L-BFGS iterations at most.
+        chunk_size: patches placed or cut per operation (memory bound).
+
+    Returns:
+        ``(offsets (K,) float64 radians with circular mean 0, info)``; ``info`` holds
+        ``nll_gain_per_photon`` (the Poisson NLL per photon at ``initial`` minus at the result,
+        ≥ 0 nats) and ``iterations``.
+
+    Raises:
+        ValueError: mismatched shapes, negative counts.
+    """
+    patches = np.asarray(patches)
+    positions = _check_centres(positions)
+    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
+        raise ValueError(f"patches must have shape (K, N, N), got {patches.shape}")
+    K, N = patches.shape[0], patches.shape[1]
+    counts = np.asarray(counts)
+    if positions.shape[0] != K or counts.shape != (K, N, N) or np.shape(probe) != (N, N):
+        raise ValueError(f"likelihood_offsets needs positions ({K}, 2), counts ({K}, {N}, {N}) "
+                         f"and a ({N}, {N}) probe, got {positions.shape}, {counts.shape} and "
+                         f"{np.shape(probe)}")
+    if not np.all(np.isfinite(counts)) or counts.min() < 0:
+        raise ValueError("counts must be finite and >= 0")
+    max_iterations = check_positive_int(max_iterations, "max_iterations")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    theta0 = np.zeros(K) if initial is None else np.asarray(initial, np.float64)
+    if theta0.shape != (K,):
+        raise ValueError(f"initial must have shape ({K},), got {theta0.shape}")
+
+    values = _stitch_values(N, keep, weight)[1]
+    shape = (int(object_shape[0]), int(object_shape[1]))
+    chunks = [slice(first, first + chunk_size) for first in range(0, K, chunk_size)]
+    where = [tf.constant(positions[part][None].astype(np.float32)) for part in chunks]
+    weighted = [tf.constant((patches[part] * values).astype(np.complex64)[None])
+                for part in chunks]
+    measured = [tf.constant(counts[part].astype(np.float64)) for part in chunks]
+    denominator = np.zeros(shape, np.float32)
+    for part, at in zip(chunks, where, strict=True):
+        count = (1, len(patches[part]), N, N)
+        denominator += physics.place_patches(tf.broadcast_to(tf.constant(values), count), at,
+                                             shape)[0].numpy()
+    # Every pixel some patch weighs, not only stitch()'s covered centres: a pattern at the edge
+    # of the scan also lit pixels only its own patch reaches.
+    covered = denominator > 0
+    inverse = tf.constant(np.where(covered, 1.0 / np.where(covered, denominator, 1.0), 0.0)
+                          .astype(np.complex64))
+    probe_tensor = tf.constant(np.asarray(probe, np.complex64))
+    total = float(counts.sum())
+    if total <= 0:
+        raise ValueError("counts hold no photons: no likelihood to choose offsets by")
+
+    @tf.function(reduce_retracing=True)
+    def value_and_gradient(theta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            rotation = tf.complex(tf.cos(theta), tf.sin(theta))
+            canvas = tf.zeros(shape, tf.complex64)
+            for part, at, patch in zip(chunks, where, weighted, strict=True):
+                canvas += physics.place_patches(
+                    patch * rotation[part][None, :, None, None], at, shape)[0]
+            obj = (canvas * inverse)[None]
+            light = tf.constant(0.0, tf.float64)
+            log_light = tf.constant(0.0, tf.float64)
+            for at, photons in zip(where, measured, strict=True):
+                cut = physics.extract_patches(obj, at, N)[0]
+                pattern = tf.cast(physics.intensity(physics.far_field(
+                    physics.illuminate(probe_tensor, cut))), tf.float64)
+                light += tf.reduce_sum(pattern)
+                log_light += tf.reduce_sum(photons * tf.math.log(pattern + 1e-30))
+            # Σ s²I − Σ n log(s²I) at the best s² = Σn/ΣI: Σn − Σn log(Σn/ΣI) − Σ n log I
+            nll = (total - total * tf.math.log(total / light) - log_light) / total
+        return nll, tape.gradient(nll, theta)
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = value_and_gradient(tf.constant(theta, tf.float32))
+        return float(value), gradient.numpy().astype(np.float64)
+
+    start = objective(theta0)[0]
+    solution = minimize(objective, theta0, jac=True, method="L-BFGS-B",
+                        options={"maxiter": max_iterations, "ftol": 1e-12, "gtol": 1e-9})
+    theta = solution.x if solution.fun <= start else theta0
+    theta = np.angle(np.exp(1j * (theta - np.angle(np.exp(1j * theta).sum()))))
+    return theta, {"nll_gain_per_photon": max(start - float(solution.fun), 0.0),
+                   "iterations": float(solution.nit)}

@@ -26,7 +26,8 @@ def test_train_evaluate_and_draw(tmp_path: Path) -> None:
 
     def score() -> dict[str, float]:
         recon = reconstruct(models, pair.test, test_groups, scale)
-        return evaluate(recon.patches, recon.positions, pair.test.obj, probe=pair.test.probe)
+        return evaluate(recon.patches, recon.positions, pair.test.obj, probe=pair.test.probe,
+                        counts=pair.test.counts[recon.indices])
 
     train_groups = group_positions(pair.train.positions, 1, seed=0)
 

@@ -28,7 +28,7 @@ def test_the_object_path_and_the_patch_path_agree_on_the_same_image() -> None:
     N = 16
     patches = physics.extract_patches(image[None], positions[None].astype(np.float32), N)[0]
     from_patches = evaluate(patches.numpy(), positions, truth, keep_fraction=0.5, border=2,
-                            probe=disc_probe(N))
+                            probe=disc_probe(N), phase_sync="overlap")
     from_object = evaluate_object(image, positions, N, truth, keep_fraction=0.5, border=2)
     assert from_patches.region == from_object.region
     for key, value in from_patches.metrics.items():
