@@ -394,7 +394,9 @@ def likelihood_offsets(
         patches: ``(K, N, N)`` complex object patches (dimensionless transmission).
         positions: ``(K, 2)`` float ``(x, y)`` patch centres, pixels of the object grid.
         probe: ``(N, N)`` complex probe the patterns were measured with.
-        counts: ``(K, N, N)`` photons measured at each patch's position (DC at the centre).
+        counts: ``(K, N, N)`` photons measured at each patch's position (DC at the centre);
+            patches at the same position (one pattern in several groups) share one pattern,
+            counted once.
         object_shape: ``(H, W)`` of the object grid.
         keep, weight: the stitch's (:func:`stitch`).
         initial: ``(K,)`` starting offsets (radians), e.g. :func:`phase_offsets`'; zeros if
@@ -434,7 +436,12 @@ def likelihood_offsets(
     where = [tf.constant(positions[part][None].astype(np.float32)) for part in chunks]
     weighted = [tf.constant((patches[part] * values).astype(np.complex64)[None])
                 for part in chunks]
-    measured = [tf.constant(counts[part].astype(np.float64)) for part in chunks]
+    # Each measured pattern counts once, however many groups (g > 1) reconstructed it.
+    first_seen = np.sort(np.unique(positions, axis=0, return_index=True)[1])
+    patterns = [first_seen[start : start + chunk_size]
+                for start in range(0, len(first_seen), chunk_size)]
+    cut_at = [tf.constant(positions[part][None].astype(np.float32)) for part in patterns]
+    measured = [tf.constant(counts[part].astype(np.float64)) for part in patterns]
     denominator = np.zeros(shape, np.float32)
     for part, at in zip(chunks, where, strict=True):
         count = (1, len(patches[part]), N, N)
@@ -446,7 +453,7 @@ def likelihood_offsets(
     inverse = tf.constant(np.where(covered, 1.0 / np.where(covered, denominator, 1.0), 0.0)
                           .astype(np.complex64))
     probe_tensor = tf.constant(np.asarray(probe, np.complex64))
-    total = float(counts.sum())
+    total = float(counts[first_seen].sum())
     if total <= 0:
         raise ValueError("counts hold no photons: no likelihood to choose offsets by")
 
@@ -462,7 +469,7 @@ def likelihood_offsets(
             obj = (canvas * inverse)[None]
             light = tf.constant(0.0, tf.float64)
             log_light = tf.constant(0.0, tf.float64)
-            for at, photons in zip(where, measured, strict=True):
+            for at, photons in zip(cut_at, measured, strict=True):
                 cut = physics.extract_patches(obj, at, N)[0]
                 pattern = tf.cast(physics.intensity(physics.far_field(
                     physics.illuminate(probe_tensor, cut))), tf.float64)
