@@ -219,6 +219,7 @@ def dose_response_figure(
         ("amp_mse", "amplitude MSE"),
         ("phase_mse", "phase MSE (rad²)"),
         ("crb_efficiency", "Cramér–Rao efficiency (bound / MSE)"),
+        ("nll_excess_per_photon", "NLL excess per photon (nats; > 0: training-limited)"),
     ),
     title: str = "",
     degenerate: pd.DataFrame | None = None,
@@ -230,7 +231,8 @@ def dose_response_figure(
     runs as open triangles, outside the median and band. MSE panels are on a log scale with
     the Cramér–Rao bound as a dashed black line per N (where ``<metric>_crb_median`` or
     ``_crb_mean`` is there); ``crb_efficiency`` draws each arm's amplitude (solid) and phase
-    (dotted) efficiency.
+    (dotted) efficiency; ``nll_excess_per_photon`` has a line at 0 (above it a fit explains its
+    counts worse than the true object does: it is limited by training, not by the photons).
 
     Args:
         summary: one row per (arm, dose) with columns ``arm``, ``dose`` and ``<metric>_median``
@@ -282,6 +284,8 @@ def dose_response_figure(
         if metric.endswith("_mse"):
             _bound_lines(ax, summary, metric, where)
             ax.set_yscale("log")
+        if metric == "nll_excess_per_photon":
+            ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xlabel(x_label)
         ax.set_ylabel(label)

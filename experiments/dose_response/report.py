@@ -73,14 +73,17 @@ RESOLUTION_METRICS = tuple(f"{part}_{name}" for part in ("amp", "phase") for nam
 """FRC crossings as fractions of Nyquist and the half-period resolution in object pixels: the
 units that compare across N and region sizes (ring indices do not)."""
 COLLAPSE_METRICS = ("amp_contrast", "amp_correlation", "phase_correlation")
+FIT_METRICS = ("nll_excess_per_photon",)
+"""Poisson NLL per photon of the reconstruction's counts less the true object's: > 0 means the
+point is limited by training, not by the photons (ptycho.pipeline.nll_excess)."""
 """What a degenerate (collapsed) reconstruction is decided from (ptycho.evaluation)."""
 EXTRA_METRICS = ("measured_dose", "time_train_s", "time_eval_s", "time_compile_s",
                  "train_patterns_per_s", *RESOLUTION_METRICS, "fluence", "fluence_p5",
-                 *LIMIT_METRICS, *COLLAPSE_METRICS)
+                 *LIMIT_METRICS, *COLLAPSE_METRICS, *FIT_METRICS)
 FLUENCE_METRICS = ("fluence", "fluence_p5")
 """Photons per object pixel² on the scored region (mean, 5th percentile): the sample's dose."""
 SUMMARY_METRICS = (*METRIC_KEYS, *RESOLUTION_METRICS, "measured_dose", *FLUENCE_METRICS,
-                   "time_train_s", *LIMIT_METRICS)
+                   "time_train_s", *LIMIT_METRICS, *FIT_METRICS)
 LIMIT_NOTE = (
     "Dashed black lines on the MSE panels: the Cramér–Rao bound of the test scan (the least MSE "
     "any unbiased reconstruction from those photons can have, with the probe and positions "

@@ -194,7 +194,8 @@ def test_the_dose_response_figure_draws_the_bound_and_the_efficiency() -> None:
             bound = {"amp_mse_crb_mean": 1.0 / dose, "phase_mse_crb_mean": 3.0 / dose}
             mse = {"amp_mse": factor / dose, "phase_mse": 3 * factor / dose}
             row = {"arm": arm, "N": 32, "dose": dose, **bound,
-                   "amp_crb_efficiency_mean": 1 / factor, "phase_crb_efficiency_mean": 1 / factor}
+                   "amp_crb_efficiency_mean": 1 / factor, "phase_crb_efficiency_mean": 1 / factor,
+                   "nll_excess_per_photon_mean": (factor - 2) * 1e-3}
             for key, value in mse.items():
                 row.update({f"{key}_mean": value, f"{key}_min": value, f"{key}_max": value})
             rows.append(row)
@@ -212,4 +213,8 @@ def test_the_dose_response_figure_draws_the_bound_and_the_efficiency() -> None:
     efficiency = panels["Cramér–Rao efficiency (bound / MSE)"]
     drawn = sorted(round(float(line.get_ydata()[0]), 6) for line in efficiency.get_lines())
     assert drawn == pytest.approx(sorted([1.0, 1 / 3, 1 / 3, 1 / 1.5, 1 / 1.5]), abs=1e-6)
+    # training- or photon-limited: each arm's NLL excess against a line at 0
+    excess = panels["NLL excess per photon (nats; > 0: training-limited)"]
+    drawn = sorted(round(float(line.get_ydata()[0]), 6) for line in excess.get_lines())
+    assert drawn == pytest.approx([-5e-4, 0.0, 1e-3], abs=1e-9)
     # the limit line, and amplitude and phase for each arm
