@@ -165,7 +165,8 @@ def _build(config: JobConfig, pair: DatasetPair, canvas: int) -> Models:
     model = config.model
     if model.kind == ModelKind.baseline:
         return build_baseline(N=config.N, gridsize=config.gridsize,
-                              bottleneck_filters=model.bottleneck_filters)
+                              bottleneck_filters=model.bottleneck_filters,
+                              activation=str(model.activation))
     return build_pinn(
         N=config.N,
         gridsize=config.gridsize,
@@ -175,6 +176,7 @@ def _build(config: JobConfig, pair: DatasetPair, canvas: int) -> Models:
         trainable_probe=model.trainable_probe,
         bottleneck_filters=model.bottleneck_filters,
         merge_iterations=model.merge_iterations,
+        activation=str(model.activation),
     )
 
 

@@ -51,6 +51,8 @@ class ModelSpec:
     """Initial ``log s`` of the intensity scale (PINN)."""
     merge_iterations: int = ModelConfig.merge_iterations
     """Conjugate-gradient steps of the overlap constraint's merge (PINN with gridsize > 1)."""
+    activation: str = "relu"
+    """The generator's hidden activation; ``relu`` for models saved before it was recorded."""
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -117,6 +119,7 @@ def build_pinn(
     trainable_probe: bool = ModelConfig.trainable_probe,
     bottleneck_filters: int = ModelConfig.bottleneck_filters,
     merge_iterations: int = ModelConfig.merge_iterations,
+    activation: str = ModelConfig.activation,
 ) -> Models:
     """Fresh physics-informed network (docs/physics.md §6).
 
@@ -131,6 +134,7 @@ def build_pinn(
         bottleneck_filters: generator width at the 8×8 bottleneck.
         merge_iterations: conjugate-gradient steps of the overlap constraint's least-squares
             merge (:func:`ptycho.physics.merge_patches`); 0: normalised overlap-add.
+        activation: the generator's hidden activation (:class:`ptycho.config.Activation`).
     """
     spec = ModelSpec(
         kind="pinn",
@@ -141,10 +145,12 @@ def build_pinn(
         trainable_probe=trainable_probe,
         log_scale=float(log_scale),
         merge_iterations=int(merge_iterations),
+        activation=str(activation),
     )
     channels = spec.gridsize**2
     generator = build_generator(
-        N=spec.N, gridsize=spec.gridsize, bottleneck_filters=spec.bottleneck_filters
+        N=spec.N, gridsize=spec.gridsize, bottleneck_filters=spec.bottleneck_filters,
+        activation=spec.activation,
     )
     diffraction = keras.Input((spec.N, spec.N, channels), name="diffraction")
     amplitude, phase = generator(diffraction)
@@ -174,14 +180,17 @@ def build_baseline(
     N: int,
     gridsize: int = JobConfig.gridsize,
     bottleneck_filters: int = ModelConfig.bottleneck_filters,
+    activation: str = ModelConfig.activation,
 ) -> Models:
     """Fresh supervised baseline (PtychoNN recipe): the same generator trained with MAE on the
     ground-truth amplitude and phase patches; no physics head."""
     spec = ModelSpec(
-        kind="baseline", N=N, gridsize=gridsize, bottleneck_filters=bottleneck_filters
+        kind="baseline", N=N, gridsize=gridsize, bottleneck_filters=bottleneck_filters,
+        activation=str(activation),
     )
     generator = build_generator(
-        N=spec.N, gridsize=spec.gridsize, bottleneck_filters=spec.bottleneck_filters
+        N=spec.N, gridsize=spec.gridsize, bottleneck_filters=spec.bottleneck_filters,
+        activation=spec.activation,
     )
     diffraction = keras.Input((spec.N, spec.N, spec.gridsize**2), name="diffraction")
     amplitude, phase = generator(diffraction)
@@ -205,7 +214,9 @@ def build_models(spec: ModelSpec, probe: np.ndarray | None = None) -> Models:
             trainable_probe=spec.trainable_probe,
             bottleneck_filters=spec.bottleneck_filters,
             merge_iterations=spec.merge_iterations,
+            activation=spec.activation,
         )
     return build_baseline(
-        N=spec.N, gridsize=spec.gridsize, bottleneck_filters=spec.bottleneck_filters
+        N=spec.N, gridsize=spec.gridsize, bottleneck_filters=spec.bottleneck_filters,
+        activation=spec.activation,
     )

@@ -1,6 +1,7 @@
 """The convolutional generator shared by the PINN and the supervised baseline.
 
-Encoder: ``L = log2(N/8)`` levels of two 3×3 convolutions (ReLU) and 2×2 max pooling, down to an
+Encoder: ``L = log2(N/8)`` levels of two 3×3 convolutions (leaky ReLU, slope 0.2; ``relu`` on
+request) and 2×2 max pooling, down to an
 8×8 bottleneck refined by two more convolutions. Two decoders (amplitude with a sigmoid, phase with
 ``π·tanh``) climb back with one convolution and a 2× upsampling per level, one refinement
 convolution at full resolution and a 3×3 output convolution to ``C`` channels.
@@ -20,7 +21,7 @@ import math
 import keras
 
 from ptycho.checks import check_gridsize, check_patch_size, check_positive_int
-from ptycho.config import JobConfig, ModelConfig
+from ptycho.config import Activation, JobConfig, ModelConfig
 
 __all__ = ["build_generator", "level_filters"]
 
@@ -35,7 +36,7 @@ def level_filters(
     return [max(1, bottleneck_filters >> (levels - i)) for i in range(levels)]
 
 
-def _conv(x: keras.KerasTensor, filters: int, name: str, activation: str = "relu"):
+def _conv(x: keras.KerasTensor, filters: int, name: str, activation: str):
     return keras.layers.Conv2D(
         filters, 3, padding="same", activation=activation, name=name
     )(x)
@@ -46,13 +47,14 @@ def _decoder(
     filters: list[int],
     channels: int,
     head: str,
+    activation: str,
 ) -> keras.KerasTensor:
     x = bottleneck
     for level in reversed(range(len(filters))):
-        x = _conv(x, filters[level], f"{head}_level{level}_conv")
+        x = _conv(x, filters[level], f"{head}_level{level}_conv", activation)
         x = keras.layers.UpSampling2D(2, name=f"{head}_level{level}_up")(x)
-    x = _conv(x, filters[0], f"{head}_refine")
-    return _conv(x, channels, f"{head}_out", activation="linear")
+    x = _conv(x, filters[0], f"{head}_refine", activation)
+    return _conv(x, channels, f"{head}_out", "linear")
 
 
 def build_generator(
@@ -60,6 +62,7 @@ def build_generator(
     N: int,
     gridsize: int = JobConfig.gridsize,
     bottleneck_filters: int = ModelConfig.bottleneck_filters,
+    activation: str = ModelConfig.activation,
     name: str = "generator",
 ) -> keras.Model:
     """A fresh generator: diffraction ``(B, N, N, C)`` float32 → ``[amplitude, phase]``.
@@ -68,6 +71,8 @@ def build_generator(
         N: patch side, a power of two ≥ 16.
         gridsize: g ≥ 1; ``C = g²`` input and output channels.
         bottleneck_filters: filters at the 8×8 bottleneck (halved at each level up).
+        activation: hidden activation, ``leaky_relu`` or ``relu``
+            (:class:`~ptycho.config.Activation`).
 
     Returns:
         A ``keras.Model`` with input ``diffraction`` (normalised amplitudes) and outputs amplitude
@@ -76,18 +81,22 @@ def build_generator(
     N = check_patch_size(N)
     channels = check_gridsize(gridsize) ** 2
     filters = level_filters(N, bottleneck_filters)
+    if str(activation) not in set(Activation):
+        raise ValueError(f"activation must be one of {[a.value for a in Activation]}, "
+                         f"got {activation!r}")
+    activation = str(activation)
     diffraction = keras.Input((N, N, channels), name="diffraction")
     x = diffraction
     for level, width in enumerate(filters):
-        x = _conv(x, width, f"encoder_level{level}_conv1")
-        x = _conv(x, width, f"encoder_level{level}_conv2")
+        x = _conv(x, width, f"encoder_level{level}_conv1", activation)
+        x = _conv(x, width, f"encoder_level{level}_conv2", activation)
         x = keras.layers.MaxPooling2D(2, name=f"encoder_level{level}_pool")(x)
-    x = _conv(x, bottleneck_filters, "bottleneck_conv1")
-    x = _conv(x, bottleneck_filters, "bottleneck_conv2")
+    x = _conv(x, bottleneck_filters, "bottleneck_conv1", activation)
+    x = _conv(x, bottleneck_filters, "bottleneck_conv2", activation)
     amplitude = keras.layers.Activation("sigmoid", name="amplitude", dtype="float32")(
-        _decoder(x, filters, channels, "amplitude_decoder")
+        _decoder(x, filters, channels, "amplitude_decoder", activation)
     )
-    phase_logits = _decoder(x, filters, channels, "phase_decoder")
+    phase_logits = _decoder(x, filters, channels, "phase_decoder", activation)
     phase = keras.layers.Activation(_pi_tanh, name="phase", dtype="float32")(phase_logits)
     return keras.Model(diffraction, [amplitude, phase], name=name)
 

@@ -127,3 +127,31 @@ def test_save_then_load_gives_identical_predictions(tmp_path: Path) -> None:
 def test_loading_a_folder_without_a_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"model\.json is missing"):
         load_model(tmp_path)
+
+
+def test_the_activation_is_built_and_saved_and_old_models_load_as_relu(tmp_path: Path) -> None:
+    """Leaky ReLU by default (no unit can die, see ``ModelConfig.activation``); a model saved
+    before the activation was recorded was built with ReLU, and loads as one."""
+    import json
+
+    runtime.reset(0)
+    leaky = build_pinn(N=16, gridsize=1, probe=disc_probe(16))
+    relu = build_pinn(N=16, gridsize=1, probe=disc_probe(16), activation="relu")
+    generator = leaky.train.get_layer("generator")
+    assert leaky.spec.activation == "leaky_relu" and relu.spec.activation == "relu"
+    assert "leaky_relu" in str(generator.get_layer("amplitude_decoder_refine").activation)
+    x = tf.constant([-2.0, 3.0])
+    np.testing.assert_allclose(generator.get_layer("encoder_level0_conv1").activation(x),
+                               [-0.4, 3.0], rtol=1e-6)  # slope 0.2 below 0
+    np.testing.assert_allclose(relu.train.get_layer("generator").get_layer(
+        "encoder_level0_conv1").activation(x), [0.0, 3.0])
+
+    folder = save_model(tmp_path / "model", relu, input_scale=1.0)
+    manifest = json.loads((folder / "model.json").read_text())
+    del manifest["spec"]["activation"]  # as written before the activation was recorded
+    (folder / "model.json").write_text(json.dumps(manifest))
+    assert load_model(folder).models.spec.activation == "relu"
+
+    with pytest.raises(ValueError, match=r"activation must be one of \['leaky_relu', 'relu'\], "
+                                         r"got 'tanh'"):
+        build_pinn(N=16, gridsize=1, probe=disc_probe(16), activation="tanh")
