@@ -26,7 +26,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow"
 
-## make study: the quickstart dose-response study (2 seeds x 3 doses of the PINN and LSQML, 4-19 min on 2 CPU cores, by this VM's speed)
+## make study: the quickstart dose-response study (2 seeds x 3 doses of the PINN and LSQML, 6 min on 2 CPU cores on a fast day, up to 3x that on a slow one)
 study: $(STAMP)
 	@start=$$(date +%s); \
 	$(PY) run.py -m experiment=quickstart; status=$$?; \

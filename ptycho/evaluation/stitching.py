@@ -16,11 +16,13 @@ stitch does not average patches that disagree by an unobservable constant.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import numpy as np
 import tensorflow as tf
-from scipy.optimize import minimize
+from scipy.optimize import OptimizeResult, minimize
 from scipy.signal import correlate2d
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -29,6 +31,8 @@ from scipy.spatial import Delaunay, QhullError, cKDTree
 
 from ptycho import physics
 from ptycho.checks import check_patch_size, check_positive_int
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "central_size",
@@ -484,9 +488,22 @@ def likelihood_offsets(
         return float(value), gradient.numpy().astype(np.float64)
 
     start = objective(theta0)[0]
-    solution = minimize(objective, theta0, jac=True, method="L-BFGS-B",
+    began, count = time.perf_counter(), [0]
+
+    def progress(intermediate_result: OptimizeResult) -> None:  # long on a CPU at N=64
+        count[0] += 1
+        if count[0] % 25 == 0:
+            value = float(intermediate_result.fun)
+            log.info("likelihood phase sync: iteration %d/%d, NLL per photon %.6f (%+.2e), "
+                     "%.0fs", count[0], max_iterations, value, value - start,
+                     time.perf_counter() - began)
+
+    solution = minimize(objective, theta0, jac=True, method="L-BFGS-B", callback=progress,
                         options={"maxiter": max_iterations, "ftol": 1e-12, "gtol": 1e-9})
     theta = solution.x if solution.fun <= start else theta0
     theta = np.angle(np.exp(1j * (theta - np.angle(np.exp(1j * theta).sum()))))
+    log.info("likelihood phase sync: %d patches, %d iterations, NLL per photon %.6f -> %.6f "
+             "in %.1fs", K, solution.nit, start, min(start, float(solution.fun)),
+             time.perf_counter() - began)
     return theta, {"nll_gain_per_photon": max(start - float(solution.fun), 0.0),
                    "iterations": float(solution.nit)}
