@@ -357,7 +357,7 @@ def _run_network(config: JobConfig, pair: DatasetPair, cache_hit: bool, time_sim
         border=e.border, phase_alignment=str(e.phase_alignment),
         subpixel_registration=e.subpixel_registration, stitch_weighting=str(e.stitch_weighting),
         phase_sync=str(e.phase_sync), probe=pair.test.probe,
-        counts=pair.test.counts[recon.indices],
+        counts=pair.test.counts[recon.indices], patterns=recon.indices,
     )
     test_targets = pinn_targets(pair.test, test_groups)
     shown = e.n_diffraction

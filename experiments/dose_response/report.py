@@ -73,10 +73,10 @@ RESOLUTION_METRICS = tuple(f"{part}_{name}" for part in ("amp", "phase") for nam
 """FRC crossings as fractions of Nyquist and the half-period resolution in object pixels: the
 units that compare across N and region sizes (ring indices do not)."""
 COLLAPSE_METRICS = ("amp_contrast", "amp_correlation", "phase_correlation")
+"""What a degenerate (collapsed) reconstruction is decided from (ptycho.evaluation)."""
 FIT_METRICS = ("nll_excess_per_photon",)
 """Poisson NLL per photon of the reconstruction's counts less the true object's: > 0 means the
 point is limited by training, not by the photons (ptycho.pipeline.nll_excess)."""
-"""What a degenerate (collapsed) reconstruction is decided from (ptycho.evaluation)."""
 EXTRA_METRICS = ("measured_dose", "time_train_s", "time_eval_s", "time_compile_s",
                  "train_patterns_per_s", *RESOLUTION_METRICS, "fluence", "fluence_p5",
                  *LIMIT_METRICS, *COLLAPSE_METRICS, *FIT_METRICS)

@@ -81,6 +81,7 @@ def evaluate(
     phase_sync: str = EvalConfig.phase_sync,
     probe: np.ndarray | None = None,
     counts: np.ndarray | None = None,
+    patterns: np.ndarray | None = None,
     chunk_size: int = 256,
 ) -> Evaluation:
     """Evaluate reconstructed patches against the ground-truth object.
@@ -110,6 +111,8 @@ def evaluate(
             ``phase_sync`` and the ``probe`` weighting.
         counts: ``(K, N, N)`` photons measured at each patch's position; needed for
             ``phase_sync='likelihood'``.
+        patterns: ``(K,)`` index of the measured pattern behind each patch (g > 1 groups
+            share patterns, each counted once by the likelihood); ``None``: one per patch.
         chunk_size: patches stitched per step (memory bound).
 
     Raises:
@@ -166,7 +169,8 @@ def evaluate(
         sync["overlap_sync_amp_ssim"] = overlap.metrics["amp_ssim"]
         sync["overlap_sync_phase_ssim"] = overlap.metrics["phase_ssim"]
         offsets, info = likelihood_offsets(patches, positions, probe, counts, obj.shape,
-                                           keep=keep, weight=stitch_weight, initial=offsets)
+                                           keep=keep, weight=stitch_weight, initial=offsets,
+                                           patterns=patterns)
         sync["phase_sync_nll_gain_per_photon"] = info["nll_gain_per_photon"]
         sync["phase_sync_iterations"] = info["iterations"]
     sync["phase_sync_offset_std"] = float(circstd(offsets, high=np.pi, low=-np.pi))

@@ -371,6 +371,7 @@ def likelihood_offsets(
     keep: int,
     weight: np.ndarray | None,
     initial: np.ndarray | None = None,
+    patterns: np.ndarray | None = None,
     max_iterations: int = 200,
     chunk_size: int = 512,
 ) -> tuple[np.ndarray, dict[str, float]]:
@@ -398,13 +399,14 @@ def likelihood_offsets(
         patches: ``(K, N, N)`` complex object patches (dimensionless transmission).
         positions: ``(K, 2)`` float ``(x, y)`` patch centres, pixels of the object grid.
         probe: ``(N, N)`` complex probe the patterns were measured with.
-        counts: ``(K, N, N)`` photons measured at each patch's position (DC at the centre);
-            patches at the same position (one pattern in several groups) share one pattern,
-            counted once.
+        counts: ``(K, N, N)`` photons measured at each patch's position (DC at the centre).
         object_shape: ``(H, W)`` of the object grid.
         keep, weight: the stitch's (:func:`stitch`).
         initial: ``(K,)`` starting offsets (radians), e.g. :func:`phase_offsets`'; zeros if
             ``None``.
+        patterns: ``(K,)`` int index of the measured pattern behind each patch: patches with
+            one index (a pattern in several groups, g > 1) share it, and it counts once;
+            ``None``: every patch is a pattern of its own.
         max_iterations: L-BFGS iterations at most.
         chunk_size: patches placed or cut per operation (memory bound).
 
@@ -433,15 +435,23 @@ def likelihood_offsets(
     theta0 = np.zeros(K) if initial is None else np.asarray(initial, np.float64)
     if theta0.shape != (K,):
         raise ValueError(f"initial must have shape ({K},), got {theta0.shape}")
+    patterns = np.arange(K) if patterns is None else np.asarray(patterns)
+    if patterns.shape != (K,):
+        raise ValueError(f"patterns must have shape ({K},), got {patterns.shape}")
 
     values = _stitch_values(N, keep, weight)[1]
+    if weight is None:
+        # The uniform stitch defines only the central parts; the forward model also needs the
+        # rest of each lit disc: filled, at 1e-6 of the weight, by the probe-weighted average.
+        light = np.abs(np.asarray(probe)) ** 2
+        values = (values + 1e-6 * light / light.max()).astype(np.float32)
     shape = (int(object_shape[0]), int(object_shape[1]))
     chunks = [slice(first, first + chunk_size) for first in range(0, K, chunk_size)]
     where = [tf.constant(positions[part][None].astype(np.float32)) for part in chunks]
     weighted = [tf.constant((patches[part] * values).astype(np.complex64)[None])
                 for part in chunks]
     # Each measured pattern counts once, however many groups (g > 1) reconstructed it.
-    first_seen = np.sort(np.unique(positions, axis=0, return_index=True)[1])
+    first_seen = np.sort(np.unique(patterns, return_index=True)[1])
     patterns = [first_seen[start : start + chunk_size]
                 for start in range(0, len(first_seen), chunk_size)]
     cut_at = [tf.constant(positions[part][None].astype(np.float32)) for part in patterns]

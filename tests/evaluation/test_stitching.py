@@ -321,6 +321,10 @@ def test_the_dense_and_the_iterative_eigensolver_agree(monkeypatch) -> None:
                                       initial=np.zeros(3)),
          r"initial must have shape \(300,\), got \(3,\)"),
         (lambda d: likelihood_offsets(d.patches, d.positions, disc_probe(32),
+                                      np.ones((300, 32, 32)), d.obj.shape, keep=10, weight=None,
+                                      patterns=np.arange(5)),
+         r"patterns must have shape \(300,\), got \(5,\)"),
+        (lambda d: likelihood_offsets(d.patches, d.positions, disc_probe(32),
                                       -np.ones((300, 32, 32)), d.obj.shape, keep=10, weight=None),
          "counts must be finite and >= 0"),
     ],
@@ -339,21 +343,32 @@ def _counts(data: _Scan, probe: np.ndarray, dose: float, seed: int) -> np.ndarra
     return physics.poisson_counts(expected, seed).numpy()
 
 
-def test_likelihood_offsets_recover_random_constant_phases() -> None:
+@pytest.mark.parametrize("weighting", ["probe", "uniform"])
+def test_likelihood_offsets_recover_random_constant_phases(weighting: str) -> None:
     """Exact patches with arbitrary offsets and the counts they were measured with: the offsets
-    that best explain the counts are the true ones (to the noise), from a poor start."""
+    that best explain the counts are the true ones (to the noise), from a poor start, under
+    either stitch; each patch given twice (as g > 1 groups share patterns) changes nothing."""
     data = _Scan(32, 96, 300, seed=2, whole_pixels=True)
     scrambled, phases = _scrambled(data, seed=0)
     probe = disc_probe(32)
     counts = _counts(data, probe, 1e6, seed=1)
     start = phases + np.random.default_rng(3).normal(0.0, 0.3, len(phases))  # 0.3 rad off
+    weight = np.abs(probe) ** 2 if weighting == "probe" else None
     found, info = likelihood_offsets(scrambled, data.positions, probe, counts, data.obj.shape,
-                                     keep=10, weight=np.abs(probe) ** 2, initial=start)
+                                     keep=10, weight=weight, initial=start)
     residual = _circular_residual(found, phases)
     print(f"largest residual {np.abs(residual).max():.2e} rad, {info}")
     assert np.abs(residual).max() < 0.03  # measured: 0.017 (rms 0.005) at 10⁶ photons
     assert info["nll_gain_per_photon"] > 0
     assert abs(np.angle(np.exp(1j * found).mean())) < 1e-9  # no global phase chosen
+    if weighting == "probe":
+        twice = np.concatenate([np.arange(300), np.arange(300)])
+        again, repeat = likelihood_offsets(
+            scrambled[twice], data.positions[twice], probe, counts[twice], data.obj.shape,
+            keep=10, weight=weight, initial=start[twice], patterns=twice)
+        assert repeat["nll_gain_per_photon"] == pytest.approx(info["nll_gain_per_photon"],
+                                                              rel=0.05)
+        assert np.abs(_circular_residual(again[:300], phases)).max() < 0.03
 
 
 def test_the_counts_correct_offsets_that_the_overlaps_get_wrong() -> None:
