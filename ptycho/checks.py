@@ -6,9 +6,11 @@ No dependencies beyond the standard library, so physics, data, models and config
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from numbers import Integral, Real
 
 __all__ = [
+    "check_choice",
     "check_dose",
     "check_gridsize",
     "check_patch_size",
@@ -37,6 +39,13 @@ def check_positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
+
+
+def check_choice(value: object, choices: type[StrEnum], name: str) -> str:
+    """``value`` must be one of the ``choices`` (a member or its string); returns the string."""
+    if str(value) not in set(choices):
+        raise ValueError(f"{name} must be one of {[c.value for c in choices]}, got {value!r}")
+    return str(value)
 
 
 def check_dose(dose: object, name: str = "dose") -> float:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import circstd
 
+from ptycho.checks import check_choice
 from ptycho.config import EvalConfig, PhaseSync, StitchWeighting
 from ptycho.evaluation.alignment import (
     align_amplitude,
@@ -130,14 +131,8 @@ def evaluate(
         raise ValueError(f"patches must have shape (K, N, N), got {patches.shape}")
     N = patches.shape[-1]
     keep = check_stitch_geometry(positions, N=N, keep_fraction=keep_fraction)
-    weighting = str(stitch_weighting)
-    if weighting not in set(StitchWeighting):
-        raise ValueError(f"stitch_weighting must be one of {[w.value for w in StitchWeighting]}, "
-                         f"got {weighting!r}")
-    sync_mode = str(phase_sync)
-    if sync_mode not in set(PhaseSync):
-        raise ValueError(f"phase_sync must be one of {[s.value for s in PhaseSync]}, "
-                         f"got {phase_sync!r}")
+    weighting = check_choice(stitch_weighting, StitchWeighting, "stitch_weighting")
+    sync_mode = check_choice(phase_sync, PhaseSync, "phase_sync")
     intensity = None
     if sync_mode != PhaseSync.none or weighting == StitchWeighting.probe:
         if probe is None or np.shape(probe) != (N, N):

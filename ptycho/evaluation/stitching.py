@@ -493,11 +493,13 @@ def likelihood_offsets(
             nll = (total - total * tf.math.log(total / light) - log_light) / total
         return nll, tape.gradient(nll, theta)
 
+    values_seen: list[float] = []  # the first is the NLL at theta0, L-BFGS's first evaluation
+
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         value, gradient = value_and_gradient(tf.constant(theta, tf.float32))
+        values_seen.append(float(value))
         return float(value), gradient.numpy().astype(np.float64)
 
-    start = objective(theta0)[0]
     began, count = time.perf_counter(), [0]
 
     def progress(intermediate_result: OptimizeResult) -> None:  # long on a CPU at N=64
@@ -505,11 +507,12 @@ def likelihood_offsets(
         if count[0] % 25 == 0:
             value = float(intermediate_result.fun)
             log.info("likelihood phase sync: iteration %d/%d, NLL per photon %.6f (%+.2e), "
-                     "%.0fs", count[0], max_iterations, value, value - start,
+                     "%.0fs", count[0], max_iterations, value, value - values_seen[0],
                      time.perf_counter() - began)
 
     solution = minimize(objective, theta0, jac=True, method="L-BFGS-B", callback=progress,
                         options={"maxiter": max_iterations, "ftol": 1e-12, "gtol": 1e-9})
+    start = values_seen[0]
     theta = solution.x if solution.fun <= start else theta0
     theta = np.angle(np.exp(1j * (theta - np.angle(np.exp(1j * theta).sum()))))
     log.info("likelihood phase sync: %d patches, %d iterations, NLL per photon %.6f -> %.6f "

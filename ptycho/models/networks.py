@@ -20,7 +20,7 @@ import math
 
 import keras
 
-from ptycho.checks import check_gridsize, check_patch_size, check_positive_int
+from ptycho.checks import check_choice, check_gridsize, check_patch_size, check_positive_int
 from ptycho.config import Activation, JobConfig, ModelConfig
 
 __all__ = ["build_generator", "level_filters"]
@@ -81,10 +81,7 @@ def build_generator(
     N = check_patch_size(N)
     channels = check_gridsize(gridsize) ** 2
     filters = level_filters(N, bottleneck_filters)
-    if str(activation) not in set(Activation):
-        raise ValueError(f"activation must be one of {[a.value for a in Activation]}, "
-                         f"got {activation!r}")
-    activation = str(activation)
+    activation = check_choice(activation, Activation, "activation")
     diffraction = keras.Input((N, N, channels), name="diffraction")
     x = diffraction
     for level, width in enumerate(filters):
