@@ -36,12 +36,15 @@ __all__ = [
     "resolve_jit_compile",
     "termination_handlers",
     "termination_signal",
+    "uninterrupted",
 ]
 
 log = logging.getLogger(__name__)
 
 _TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _received: list[int] = []  # the termination signals this process has received, in order
+_uninterrupted_depth = 0  # nesting of uninterrupted() blocks in the main thread
+_held: list[Callable[[], None]] = []  # a termination held until the outermost block ends
 
 
 class Terminated(KeyboardInterrupt):
@@ -72,13 +75,51 @@ def termination_signal() -> int | None:
     return _received[0] if _received else None
 
 
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Within the block (in the main thread) a termination signal is held, not raised: it takes
+    effect, as :class:`Terminated`, when the outermost such block ends (normally or not).
+
+    For calls into the tracking store. A SQLite transaction cut by ``Terminated`` keeps its lock
+    for as long as the exception's traceback holds its connection, i.e. exactly while the job
+    closes its run as KILLED: that write then waits for the lock, fails ("database is locked")
+    and the run stays RUNNING. Signal handlers run only in the main thread, so other threads'
+    blocks need no holding.
+    """
+    global _uninterrupted_depth
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _uninterrupted_depth += 1
+    try:
+        yield
+    finally:
+        _uninterrupted_depth -= 1
+        if _uninterrupted_depth == 0 and _held:
+            _held.pop()()
+
+
+def _terminate(finish: Callable[[], None]) -> None:
+    """Run ``finish`` (which raises :class:`Terminated`) now, or at the end of the
+    :func:`uninterrupted` block the main thread is in."""
+    if _uninterrupted_depth > 0:
+        log.debug("termination held until the tracking store call ends")
+        _held[:] = [finish]
+        return
+    finish()
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     first = not _received
     _received.append(signum)
     if not first:  # already unwinding: let the cleanup of the first signal finish
         log.warning("%s received while stopping; still closing runs", signal.Signals(signum).name)
         return
-    raise Terminated(signum)
+
+    def finish() -> None:
+        raise Terminated(signum)
+
+    _terminate(finish)
 
 
 def install_termination_handlers() -> dict[int, object]:
@@ -142,13 +183,20 @@ def install_forwarding_termination_handlers(
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        if children and busy():
-            log.warning("%s: stopping %d job process(es); waiting up to %.0f s for their runs "
-                        "to close (%s again: stop waiting)", name, len(children), grace_s, name)
-            deadline = time.monotonic() + grace_s
-            while busy() and time.monotonic() < deadline and not hurry.is_set():
-                time.sleep(0.2)
-        raise Terminated(signum)
+
+        def finish() -> None:
+            # Waited for outside any store call: a transaction held open here would block the
+            # very writes (the jobs closing their runs) that the wait is for.
+            if children and busy():
+                log.warning("%s: stopping %d job process(es); waiting up to %.0f s for their "
+                            "runs to close (%s again: stop waiting)", name, len(children),
+                            grace_s, name)
+                deadline = time.monotonic() + grace_s
+                while busy() and time.monotonic() < deadline and not hurry.is_set():
+                    time.sleep(0.2)
+            raise Terminated(signum)
+
+        _terminate(finish)
 
     for signum in _TERMINATION_SIGNALS:
         signal.signal(signum, forward)

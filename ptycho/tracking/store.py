@@ -7,6 +7,7 @@ Default store (ours): the embedded SQLite file ``<project>/outputs/mlflow.db`` w
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import math
 import os
@@ -29,6 +30,8 @@ from mlflow.entities import (
     ViewType,
 )
 from mlflow.exceptions import MlflowException
+
+from ptycho import runtime
 
 __all__ = ["EXPERIMENT_KIND_TAG", "ROLE_TAG", "DatasetRecord", "RunRecord", "Tracker",
            "default_store", "flatten", "resolve_store"]
@@ -71,7 +74,28 @@ def resolve_store(uri: str | None, artifact_location: str | None,
     return chosen, artifact_location, source
 
 
-def _open_sqlite(uri: str) -> MlflowClient:
+class _UninterruptedClient:
+    """An ``MlflowClient`` each of whose calls runs inside :func:`ptycho.runtime.uninterrupted`:
+    a termination signal never cuts a store transaction in half (it takes effect when the call
+    returns), so the job can still close its run as KILLED."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with runtime.uninterrupted():
+                return attribute(*args, **kwargs)
+
+        return call
+
+
+def _open_sqlite(uri: str) -> Any:
     """A client of a SQLite store whose schema exists, created under an exclusive file lock.
 
     Processes that open a fresh store at once otherwise race to create and migrate its tables
@@ -83,7 +107,7 @@ def _open_sqlite(uri: str) -> MlflowClient:
     with open(database.with_name(database.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            client = MlflowClient(tracking_uri=uri)
+            client = _UninterruptedClient(MlflowClient(tracking_uri=uri))
             client.search_experiments(max_results=1)  # opens (creates) the schema
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -145,7 +169,7 @@ class Tracker:
         if uri.startswith("sqlite:///"):
             self.client = _open_sqlite(uri)
         else:
-            self.client = MlflowClient(tracking_uri=uri)
+            self.client = _UninterruptedClient(MlflowClient(tracking_uri=uri))
 
     # experiments -------------------------------------------------------------------------------
 

@@ -130,6 +130,61 @@ def test_sigterm_raises_terminated_once_and_the_old_handler_comes_back() -> None
         "terminated by SIGINT 130", "Terminated 2 terminated by SIGINT"]
 
 
+def test_a_signal_inside_an_uninterrupted_block_takes_effect_when_the_block_ends() -> None:
+    done = run_python("""
+        import os, signal
+        from ptycho import runtime
+        with runtime.termination_handlers():
+            try:
+                with runtime.uninterrupted():
+                    with runtime.uninterrupted():
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        print("inner block finished")
+                    print("outer block finished")
+                print("not raised")
+            except runtime.Terminated as stop:
+                print("then", stop)
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["inner block finished", "outer block finished",
+                                        "then terminated by SIGTERM"]
+
+
+def test_a_signal_during_store_writes_still_lets_the_job_close_its_run_killed(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM lands while the job is logging (as a job's per-epoch metrics do): the write in
+    flight completes, then ``Terminated`` unwinds and closing the run as KILLED works at once.
+    Cut in half, the SQLite transaction held its lock while the traceback lived, and the close
+    failed with "database is locked" after MLflow's 20 s busy timeout (the run stayed RUNNING)."""
+    done = run_python(f"""
+        import os, random, signal, threading, time
+        from ptycho import runtime
+        from ptycho.tracking import Tracker
+        tracker = Tracker("sqlite:///{tmp_path}/mlflow.db")
+        experiment = tracker.ensure_experiment("signals")
+        random.seed(0)
+        with runtime.termination_handlers():
+            for trial in range(6):
+                run_id = tracker.create_run(experiment, f"job{{trial}}")
+                threading.Timer(random.uniform(0.05, 0.3),
+                                lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+                step = 0
+                try:
+                    while True:
+                        tracker.log_metrics(run_id, {{"loss": 1.0 / (step + 1)}}, step=step)
+                        step += 1
+                except runtime.Terminated:
+                    start = time.monotonic()
+                    tracker.close_run(run_id, "KILLED", "killed", "terminated by SIGTERM")
+                    run = tracker.get_run(run_id)
+                    print(run.status, step > 0, time.monotonic() - start < 5)
+                runtime._received.clear()  # the next trial is a fresh job
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["KILLED True True"] * 6
+
+
 @pytest.mark.slow
 def test_parallel_processes_on_a_fresh_sqlite_store_lose_no_run_and_no_metric(
     tmp_path: Path,
