@@ -95,7 +95,7 @@ class _UninterruptedClient:
         return call
 
 
-def _open_sqlite(uri: str) -> Any:
+def _open_sqlite(uri: str) -> _UninterruptedClient:
     """A client of a SQLite store whose schema exists, created under an exclusive file lock.
 
     Processes that open a fresh store at once otherwise race to create and migrate its tables
@@ -166,6 +166,7 @@ class Tracker:
     def __init__(self, uri: str, artifact_location: str | None = None) -> None:
         self.uri = uri
         self.artifact_location = artifact_location
+        self.client: _UninterruptedClient
         if uri.startswith("sqlite:///"):
             self.client = _open_sqlite(uri)
         else:
