@@ -52,7 +52,8 @@ PRESETS = sorted(path.stem for path in (Path(__file__).parents[1] / "conf" / "ex
 
 
 def test_the_presets_are_the_documented_ones() -> None:
-    assert PRESETS == ["dose_response", "quickstart", "reference_small", "smoke", "tune"]
+    assert PRESETS == ["dose_response", "paper", "quickstart", "reference_small", "smoke",
+                       "tune"]
 
 
 @pytest.mark.parametrize("experiment", PRESETS)

@@ -80,3 +80,24 @@ def test_test_groups_are_distributed_like_training_groups(design: str) -> None:
     with pytest.raises(ValueError, match=r"test groups: groups spread \d+\.\d\d px \(median\), "
                                          r"training groups \d\.\d\d px"):
         check_matched_groups(split.groups, wide, what="test groups")
+
+
+def test_without_validation_every_pattern_trains_and_the_schedule_watches_the_training_loss(
+    tmp_path,
+) -> None:
+    """``train.validation_fraction=0`` (the ``paper`` preset at 1e9): no region is held out, so
+    every scored pattern is one the network trained on, and the plateau rule and early stopping
+    watch the training loss (a small held-out region's loss stalled g=2's schedule at paper
+    scale, README)."""
+    from ptycho.config import validate
+    from ptycho.pipeline import run_pipeline
+    from tests.test_config import composed
+
+    config = validate(composed("experiment=smoke", "gridsize=2", "train.validation_fraction=0",
+                               "train.epochs=2", "tracking.log_model=false"))
+    result = run_pipeline(config, cache_dir=tmp_path)
+    assert result.metrics["validation_patterns"] == 0 and result.metrics["validation_groups"] == 0
+    history = result.fit.history
+    assert "val_loss" not in history and len(history["loss"]) == result.fit.epochs_run == 2
+    assert result.metrics["val_loss_best"] == min(history["loss"])
+    assert result.fit.best_epoch == int(np.argmin(history["loss"])) + 1
