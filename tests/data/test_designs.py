@@ -1,13 +1,16 @@
 """The study designs' data: validation held out by region (no pattern in a training and a
-validation group), and test groups shaped like training groups (Kolmogorov–Smirnov on spread)."""
+validation group), test groups shaped like training groups (Kolmogorov–Smirnov on spread), and
+no held-out region when `train.validation_fraction=0`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
-from ptycho.config import ObjectConfig
+from ptycho.config import ObjectConfig, validate
 from ptycho.data import (
     check_matched_groups,
     group_positions,
@@ -17,8 +20,9 @@ from ptycho.data import (
     make_positions,
     raster_positions,
 )
-from ptycho.pipeline import training_groups
+from ptycho.pipeline import run_pipeline, training_groups
 from tests.helpers import simulation_spec
+from tests.test_config import composed
 
 
 def test_the_held_out_region_is_a_compact_square_of_the_scan() -> None:
@@ -83,16 +87,12 @@ def test_test_groups_are_distributed_like_training_groups(design: str) -> None:
 
 
 def test_without_validation_every_pattern_trains_and_the_schedule_watches_the_training_loss(
-    tmp_path,
+    tmp_path: Path,
 ) -> None:
     """``train.validation_fraction=0`` (the ``paper`` preset at 1e9): no region is held out, so
     every scored pattern is one the network trained on, and the plateau rule and early stopping
     watch the training loss (a small held-out region's loss stalled g=2's schedule at paper
     scale, README)."""
-    from ptycho.config import validate
-    from ptycho.pipeline import run_pipeline
-    from tests.test_config import composed
-
     config = validate(composed("experiment=smoke", "gridsize=2", "train.validation_fraction=0",
                                "train.epochs=2", "tracking.log_model=false"))
     result = run_pipeline(config, cache_dir=tmp_path)
