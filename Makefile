@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-## make test: ruff, then the whole test suite on two workers (CPU, 6-13 min on 2 cores);
-## the 15 slowest tests are listed at the end
+## make test: ruff, the import contracts (pyproject.toml), then the whole test suite on two
+## workers (CPU only); the 15 slowest tests are listed at the end
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -n 2 --dist worksteal --durations=15
 
 ## make test-fast: everything not marked slow (no sweeps, no subprocess runs; 1-3 min)
@@ -43,6 +44,7 @@ ui: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(PY) bench/throughput.py --quick

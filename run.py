@@ -1,6 +1,6 @@
 """Entry point: ``python run.py [-m] key=value ...`` → one tracked job per sweep point.
 
-Hydra composes ``conf/`` and expands sweeps; everything else happens in ``ptycho.job.run_job``
+Hydra composes ``conf/`` and expands sweeps; everything else happens in ``ptycho.runner``
 (in a fresh child process with ``isolate=true``). SIGTERM and SIGINT stop the job with its run
 closed as KILLED; the sweep's own process then exits with 128 + the signal's number, while a
 parallel launcher's worker returns, so the launcher collects the job and goes on.
@@ -18,12 +18,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ptycho import runtime
-from ptycho.config import register_configs
-from ptycho.isolate import run_job_isolated
-from ptycho.job import JobOutcome, run_job
-from ptycho.sweep import finish, job_context
-from ptycho.sweep_state import SweepState
+from ptycho.runner.isolate import run_job_isolated
+from ptycho.runner.job import run_job
+from ptycho.runner.outcome import JobOutcome
+from ptycho.runner.signals import exit_code, termination_handlers
+from ptycho.runner.sweep import finish, job_context, register_configs
+from ptycho.runner.sweep_state import SweepState
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("ptycho.run")
@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         with (state.in_flight(context.job_index) if state is not None else nullcontext()), \
-                runtime.termination_handlers():
+                termination_handlers():
             if cfg.get("isolate"):
                 plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
                 outcome = run_job_isolated(plain, context, on_killed=record)  # type: ignore
@@ -71,7 +71,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt as interrupt:
         finish()  # the sweep's parent run: KILLED
         print(f"stopped: {interrupt or 'interrupted by SIGINT'}", file=sys.stderr, flush=True)
-        sys.exit(runtime.exit_code(interrupt))
+        sys.exit(exit_code(interrupt))
     except BaseException:
         finish()
         raise

@@ -50,9 +50,10 @@ def main() -> int:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from ptycho.config import register_configs
-    from ptycho.isolate import run_job_isolated
-    from ptycho.job import JobContext, run_job
+    from ptycho.runner.isolate import run_job_isolated
+    from ptycho.runner.job import run_job
+    from ptycho.runner.outcome import JobContext
+    from ptycho.runner.sweep import register_configs
 
     register_configs()
     rows = []
@@ -110,7 +111,7 @@ def main() -> int:
 
 def _quickstart_job_seconds() -> float | None:
     """Mean ``time_total_s`` of FINISHED quickstart runs in the default store, if any."""
-    from ptycho.tracking import Tracker, default_store
+    from ptycho.runner.tracking import Tracker, default_store
 
     uri, _ = default_store(ROOT)
     if not (ROOT / "outputs" / "mlflow.db").is_file():

@@ -94,16 +94,12 @@ def run_one(N: int, gridsize: int, jit: bool, steps: int, batch: int) -> dict:
     import numpy as np
 
     from ptycho import runtime
-    from ptycho.config import DataConfig
+    from ptycho.arms.pinn import build
+    from ptycho.config import DataConfig, TrainConfig, validate
     from ptycho.data import SimulationSpec, canvas_size, group_positions, make_datasets
-    from ptycho.models import (
-        build_pinn,
-        compute_input_scale,
-        initial_log_scale,
-        model_inputs,
-        pinn_targets,
-    )
-    from ptycho.training import fit, predict
+    from ptycho.models import compute_input_scale, model_inputs, pinn_targets
+    from ptycho.reconstruction.predict import predict
+    from ptycho.training import fit
 
     runtime.configure_devices()
     runtime.reset(0)
@@ -114,17 +110,12 @@ def run_one(N: int, gridsize: int, jit: bool, steps: int, batch: int) -> dict:
     )
     train = pair.train
     groups = group_positions(train.positions, gridsize, seed=0)
-    models = build_pinn(
-        N=N,
-        gridsize=gridsize,
-        probe=train.probe,
-        canvas_size=canvas_size(groups.offsets, N),
-        log_scale=initial_log_scale(train.measured_dose, train.probe),
-    )
-    inputs = model_inputs(train, groups, compute_input_scale(train.counts))
-    result = fit(models.train, inputs, pinn_targets(train, groups), loss="poisson_nll",
-                 epochs=1, batch_size=batch, validation_fraction=0.0, jit_compile=jit,
-                 seed=0)
+    models = build(validate({"N": N, "gridsize": gridsize}), train.scan,
+                   canvas_size(groups.offsets, N))  # the schema's default network
+    inputs = model_inputs(train.scan, groups, compute_input_scale(train.counts))
+    result = fit(models.train, inputs, pinn_targets(train.scan, groups), loss="poisson_nll",
+                 settings=TrainConfig(epochs=1, batch_size=batch, validation_fraction=0.0),
+                 jit_compile=jit, seed=0)
 
     class BatchTimer(keras.callbacks.Callback):
         def __init__(self) -> None:

@@ -1,6 +1,6 @@
 """A finished job's files: config, metrics, arrays, figures and the model, in one folder.
 
-Plain files, no tracking: ``ptycho.job`` writes them to a temporary folder and logs it as the
+Plain files, no tracking: ``ptycho.runner.job`` writes them to a temporary folder and logs it as the
 run's artifacts; a notebook may write them anywhere.
 """
 
@@ -15,7 +15,6 @@ import yaml
 
 from ptycho import viz
 from ptycho.config import JobConfig
-from ptycho.models import save_model
 from ptycho.pipeline import PipelineResult
 
 __all__ = ["write_artifacts"]
@@ -26,7 +25,8 @@ def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResul
     """Write ``config.yaml``, ``metrics.json``, ``reconstruction.npz`` (with the per-pixel
     Cramér–Rao maps as ``crb_*`` under ``eval.crb``), ``figures/*.png`` (reconstruction,
     training curves, FRC, diffraction, and the error beside the bound: ``limit``) and, with
-    ``tracking.log_model``, ``model/`` into ``folder``; returns it.
+    ``tracking.log_model``, what the arm keeps of itself (a trained model) as ``model/``, into
+    ``folder``; returns it.
 
     Raises:
         OSError: the folder cannot be written (full disk, no access).
@@ -40,7 +40,7 @@ def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResul
     rows, cols = evaluation.region
     np.savez_compressed(
         root / "reconstruction.npz",
-        stitched=evaluation.stitched,
+        stitched=evaluation.reconstruction,
         amplitude=evaluation.amplitude.astype(np.float32),
         amplitude_truth=evaluation.amplitude_truth.astype(np.float32),
         phase=evaluation.phase.astype(np.float32),
@@ -61,6 +61,6 @@ def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResul
         drawn["limit"] = viz.limit_figure(evaluation, result.limit_maps, title)
     for name, figure in drawn.items():
         figure.savefig(figures / f"{name}.png", dpi=90)
-    if config.tracking.log_model and result.models is not None:
-        save_model(root / "model", result.models, result.input_scale)
+    if config.tracking.log_model and result.reconstruction.save is not None:
+        result.reconstruction.save(root / "model")
     return root

@@ -10,12 +10,8 @@ from enum import StrEnum
 from numbers import Integral, Real
 
 __all__ = [
-    "check_choice",
-    "check_dose",
-    "check_gridsize",
-    "check_patch_size",
-    "check_positive_int",
-    "validation_count",
+    "check_choice", "check_dose", "check_gridsize", "check_patch_size", "check_positive_int",
+    "validation_count"
 ]
 
 

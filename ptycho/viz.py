@@ -19,13 +19,8 @@ from ptycho.config import format_dose
 from ptycho.evaluation import Evaluation, FRCCurve
 
 __all__ = [
-    "diffraction_figure",
-    "dose_response_figure",
-    "frc_figure",
-    "limit_figure",
-    "reconstruction_figure",
-    "reconstruction_grid_figure",
-    "training_curves_figure",
+    "diffraction_figure", "dose_response_figure", "frc_figure", "limit_figure",
+    "reconstruction_figure", "reconstruction_grid_figure", "training_curves_figure"
 ]
 
 
@@ -260,18 +255,7 @@ def dose_response_figure(
     for ax, (metric, label) in zip(axes, metrics, strict=False):
         if metric == "crb_efficiency":
             _efficiency_panel(ax, summary, arms, colours, where)
-        centre = f"{metric}_median" if f"{metric}_median" in summary else f"{metric}_mean"
-        low, high = ((f"{metric}_ci_low", f"{metric}_ci_high") if f"{metric}_ci_low" in summary
-                     else (f"{metric}_min", f"{metric}_max"))
-        for arm in arms:
-            part = summary[summary["arm"] == arm].sort_values("dose")
-            if centre not in part or part[centre].isna().all():
-                continue
-            ax.plot(part[where], part[centre], "-o", color=colours[arm], label=arm,
-                    markersize=4)
-            if low in part:
-                ax.fill_between(part[where], part[low], part[high], color=colours[arm],
-                                alpha=0.18, linewidth=0)
+        _median_lines(ax, summary, metric, arms, colours, where)
         if metric in collapsed and len(collapsed):
             for arm, part in collapsed.groupby("arm"):
                 ax.plot(part[x], part[metric], "v", markerfacecolor="none",
@@ -286,9 +270,7 @@ def dose_response_figure(
             ax.set_yscale("log")
         if metric == "nll_excess_per_photon":
             ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(label)
+        ax.set(xscale="log", xlabel=x_label, ylabel=label)
         ax.grid(alpha=0.3, which="both")
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
@@ -298,6 +280,23 @@ def dose_response_figure(
               "triangles: degenerate runs (not in the median); red x: failed runs")
     figure.suptitle(f"{title or 'dose response'}\n{legend}", fontsize=10)
     return figure
+
+
+def _median_lines(ax, summary: pd.DataFrame, metric: str, arms: Sequence[str],
+                  colours: Mapping[str, str], where: str) -> None:
+    """Each arm's median (or mean) of ``metric`` against ``where``, its interval (or min–max)
+    as a band."""
+    centre = f"{metric}_median" if f"{metric}_median" in summary else f"{metric}_mean"
+    low, high = ((f"{metric}_ci_low", f"{metric}_ci_high") if f"{metric}_ci_low" in summary
+                 else (f"{metric}_min", f"{metric}_max"))
+    for arm in arms:
+        part = summary[summary["arm"] == arm].sort_values("dose")
+        if centre not in part or part[centre].isna().all():
+            continue
+        ax.plot(part[where], part[centre], "-o", color=colours[arm], label=arm, markersize=4)
+        if low in part:
+            ax.fill_between(part[where], part[low], part[high], color=colours[arm], alpha=0.18,
+                            linewidth=0)
 
 
 def _bound_lines(axes, summary: pd.DataFrame, metric: str, where: str = "dose") -> None:

@@ -77,7 +77,7 @@ def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow SQLite store, created and migrated once (migrating costs seconds)."""
 
     def make(folder: Path) -> None:
-        from ptycho.tracking import Tracker
+        from ptycho.runner.tracking import Tracker
 
         Tracker(f"sqlite:///{folder}/mlflow.db")
 

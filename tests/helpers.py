@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ptycho import runtime
-from ptycho.config import DataConfig, ObjectConfig
+from ptycho.arms.pinn import build
+from ptycho.config import DataConfig, ObjectConfig, TrainConfig, validate
 from ptycho.data import (
     DatasetPair,
     SimulationSpec,
@@ -13,15 +14,12 @@ from ptycho.data import (
     group_positions,
     make_datasets,
 )
-from ptycho.models import (
-    Models,
-    build_pinn,
-    compute_input_scale,
-    initial_log_scale,
-    model_inputs,
-    pinn_targets,
-)
-from ptycho.training import fit, predict
+from ptycho.evaluation import Evaluation, evaluate
+from ptycho.models import Models, compute_input_scale, model_inputs, pinn_targets
+from ptycho.reconstruction.predict import predict
+from ptycho.reconstruction.stitch import scan_weight
+from ptycho.reconstruction.synchronise import synchronise_and_stitch
+from ptycho.training import fit
 
 
 def simulation_spec(*, N: int, dose: float, seed: int = 0, obj: ObjectConfig | None = None,
@@ -46,16 +44,11 @@ def tiny_pinn(pair: DatasetPair, gridsize: int, *,
     network (64 filters at the bottleneck, not 256): tests need its behaviour, not its width."""
     train = pair.train
     groups = group_positions(train.positions, gridsize, seed=0)
-    models = build_pinn(
-        N=train.N,
-        gridsize=gridsize,
-        probe=train.probe,
-        canvas_size=canvas_size(groups.offsets, train.N),
-        log_scale=initial_log_scale(train.measured_dose, train.probe),
-        bottleneck_filters=bottleneck_filters,
-    )
+    job = validate({"N": train.N, "gridsize": gridsize,
+                    "model": {"bottleneck_filters": bottleneck_filters}})
+    models = build(job, train.scan, canvas_size(groups.offsets, train.N))
     scale = compute_input_scale(train.counts)
-    return models, model_inputs(train, groups, scale), pinn_targets(train, groups)
+    return models, model_inputs(train.scan, groups, scale), pinn_targets(train.scan, groups)
 
 
 def train_steps(N: int, gridsize: int, seed: int = 0) -> dict[str, object]:
@@ -63,8 +56,8 @@ def train_steps(N: int, gridsize: int, seed: int = 0) -> dict[str, object]:
     runtime.reset(seed)
     pair = tiny_pair(N, n_train=16, seed=seed)
     models, inputs, targets = tiny_pinn(pair, gridsize)
-    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=1, batch_size=8,
-                 validation_fraction=0.0, jit_compile=True, seed=seed)
+    result = fit(models.train, inputs, targets, loss="poisson_nll", jit_compile=True, seed=seed,
+                 settings=TrainConfig(epochs=1, batch_size=8, validation_fraction=0.0))
     return {"loss": result.history["loss"], "xla": result.xla, "steps": result.steps_per_epoch}
 
 
@@ -76,7 +69,7 @@ def feed(models: Models, inputs: dict[str, np.ndarray]) -> object:
 
 def amplitude_error(models: Models, inputs: dict, pair: DatasetPair, groups) -> float:
     """Mean |s·â − a| in the probe's bright disc, after the best global scale s."""
-    amplitude = predict(models.inference, inputs)[0][..., 0]
+    amplitude = predict(models.inference, inputs, batch_size=64)[0][..., 0]
     truth = np.abs(pair.train.patches[groups.indices[:, 0]])
     N = truth.shape[-1]
     yy, xx = np.mgrid[0:N, 0:N]
@@ -84,3 +77,26 @@ def amplitude_error(models: Models, inputs: dict, pair: DatasetPair, groups) -> 
     a, t = amplitude[:, disc], truth[:, disc]
     scale = (a * t).sum() / (a * a).sum()
     return float(np.abs(scale * a - t).mean())
+
+
+def stitch_and_score(patches: np.ndarray, positions: np.ndarray, obj: np.ndarray, *,
+                     probe: np.ndarray | None = None, keep_fraction: float = 0.3,
+                     border: int = 4, phase_sync: str = "likelihood",
+                     stitch_weighting: str = "probe", counts: np.ndarray | None = None,
+                     patterns: np.ndarray | None = None) -> Evaluation:
+    """A network's patches → its object (:func:`synchronise_and_stitch`) → scored against
+    ``obj`` on the scan's region, as the pipeline does (the schema's default eval settings);
+    the synchronisation's metrics and the alternative objects' SSIMs are in ``extra``."""
+    stitched = synchronise_and_stitch(
+        patches, positions, obj.shape, probe=probe, keep_fraction=keep_fraction,
+        phase_sync=phase_sync, stitch_weighting=stitch_weighting, counts=counts,
+        patterns=patterns)
+    coverage = scan_weight(positions, patches.shape[-1], obj.shape, keep_fraction=keep_fraction)
+    score = {"border": border, "phase_alignment": "plane", "subpixel_registration": False}
+    result = evaluate(stitched.obj, obj, coverage, **score)
+    result.extra.update(stitched.metrics)
+    for name, image in stitched.alternatives.items():
+        metrics = evaluate(image, obj, coverage, **score).metrics
+        result.extra.update({f"{name}_amp_ssim": metrics["amp_ssim"],
+                             f"{name}_phase_ssim": metrics["phase_ssim"]})
+    return result

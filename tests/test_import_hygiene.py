@@ -85,7 +85,7 @@ def test_importing_every_ptycho_module_has_no_side_effects() -> None:
     assert report["variables"] == []
     assert report["env_reads"] == []
     assert report["devices_untouched"], "a ptycho import initialised TensorFlow's devices"
-    assert "ptycho.iterative.engine" in report["modules"]
+    assert "ptycho.arms.ptychi" in report["modules"]
     assert report["heavy"] == [], "importing ptycho loaded torch/pty-chi (only a run may)"
 
 

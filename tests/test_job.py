@@ -20,8 +20,10 @@ from mlflow.exceptions import MlflowException
 from ptycho import runtime
 from ptycho.config import validate
 from ptycho.evaluation import METRIC_KEYS
-from ptycho.job import JobContext, open_tracker, run_job
-from ptycho.tracking import Tracker, host_tags, resolve_store
+from ptycho.runner.job import open_tracker, run_job
+from ptycho.runner.outcome import JobContext
+from ptycho.runner.signals import Terminated
+from ptycho.runner.tracking import Tracker, host_tags, resolve_store
 from tests.test_config import composed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,11 +190,11 @@ def test_a_killed_job_closes_its_run_killed_reports_it_and_reraises(
     import ptycho.pipeline
 
     def interrupted(*args: object, **kwargs: object) -> None:
-        raise runtime.Terminated(signal.SIGTERM)
+        raise Terminated(signal.SIGTERM)
 
     monkeypatch.setattr(ptycho.pipeline, "run_pipeline", interrupted)
     reported = []
-    with pytest.raises(runtime.Terminated):
+    with pytest.raises(Terminated):
         run_job(smoke(store), context(store), on_killed=reported.append)
     (run,) = runs(store)
     assert run.info.status == "KILLED" and run.data.tags["error"] == "terminated by SIGTERM"

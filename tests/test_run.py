@@ -70,7 +70,8 @@ def test_rerunning_a_sweep_skips_what_finished_and_reruns_a_deleted_child(
     assert rerun.data.tags["mlflow.parentRunId"] == newest.info.run_id
 
 
-REVERSED = ["~hydra.callbacks.sweep", "+hydra.callbacks.sweep._target_=ptycho.sweep.SweepCallback"]
+REVERSED = ["~hydra.callbacks.sweep",
+            "+hydra.callbacks.sweep._target_=ptycho.runner.sweep.SweepCallback"]
 
 
 @pytest.mark.slow

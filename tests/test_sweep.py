@@ -14,9 +14,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from ptycho.job import JobContext
-from ptycho.sweep import expand_sweep, summary_table, swept_keys
-from ptycho.sweep_state import FORMAT, SweepState, SweepStateError
+from ptycho.runner.outcome import JobContext
+from ptycho.runner.sweep import expand_sweep, summary_table, swept_keys
+from ptycho.runner.sweep_state import FORMAT, SweepState, SweepStateError
 
 
 def test_outcomes_keep_the_last_word_per_job_and_count_silent_jobs_as_failed(
@@ -98,7 +98,7 @@ def test_swept_keys_are_the_ones_with_more_than_one_value() -> None:
 def test_an_isolated_child_that_cannot_start_fails_the_job_instead_of_hanging(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ptycho.isolate import run_job_isolated
+    from ptycho.runner.isolate import run_job_isolated
     from tests.test_job import smoke
 
     def no_process(self: object) -> None:

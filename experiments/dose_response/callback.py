@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ptycho import runtime
-from ptycho.sweep_state import SweepState
+from ptycho.runner.sweep_state import SweepState
 
 
 class ReportCallback(Callback):

@@ -68,7 +68,7 @@ class _Tolerant(BaseSubmititLauncher):
         except Exception as error:  # the job's process died before it could report
             reason = f"job {job.job_id} produced no result ({type(error).__name__}: {error})"
             log.error("#%d %s", index, reason)
-            from ptycho.sweep import job_died  # heavy (TensorFlow): only now
+            from ptycho.runner.sweep import job_died  # heavy (TensorFlow): only now
 
             job_died(sweep_dir, index, reason)
             return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)

@@ -163,7 +163,7 @@ class OptunaSweeper(Sweeper):
     def _storage(self) -> str:
         if self.storage:
             return str(self.storage)
-        from ptycho.sweep import project_root_of
+        from ptycho.runner.sweep import project_root_of
 
         assert self.config is not None
         folder = project_root_of(self.config) / "outputs"
@@ -183,7 +183,7 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         import optuna
 
-        from ptycho.sweep_state import SweepState
+        from ptycho.runner.sweep_state import SweepState
 
         assert self.config is not None and self.launcher is not None
         space, fixed = search_space(self.params, arguments)
@@ -260,7 +260,7 @@ class OptunaSweeper(Sweeper):
         if not info.get("parent_run_id"):
             return
         try:
-            from ptycho.tracking import Tracker
+            from ptycho.runner.tracking import Tracker
 
             tracker = Tracker(str(info["tracking_uri"]))
             run_id = str(info["parent_run_id"])

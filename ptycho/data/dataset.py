@@ -1,7 +1,8 @@
 """The dataset container and ``simulate``: object + probe + positions + dose → photon counts.
 
 ``simulate`` calls the one forward model of :mod:`ptycho.physics` (the code the PINN
-differentiates), chunked so memory stays bounded for many positions.
+differentiates), chunked so memory stays bounded for many positions. :class:`Scan` is what a
+reconstruction is given: the measurement without its truth.
 """
 
 from __future__ import annotations
@@ -9,25 +10,52 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from ptycho import physics
 from ptycho.checks import check_dose, check_patch_size
 from ptycho.data.scan import check_positions
 
-__all__ = ["DiffractionData", "extract_object_patches", "simulate"]
+__all__ = ["DiffractionData", "Scan", "extract_object_patches", "simulate"]
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 256
+@dataclass(frozen=True, eq=False)
+class Scan:
+    """What a reconstruction may see of a measurement: counts, positions, the probe and the grid,
+    never the object (the truth of a simulation stays in :class:`DiffractionData`).
+
+    Attributes:
+        counts: ``(M, N, N)`` float32 photon counts per pixel, DC at ``(N/2, N/2)``.
+        positions: ``(M, 2)`` float64 ``(x, y)`` patch centres, pixels of the object grid.
+        probe: ``(N, N)`` complex64 illumination (the probe guess; known for simulated data).
+        object_shape: ``(H, W)`` of the object grid the positions refer to.
+    """
+
+    counts: np.ndarray
+    positions: np.ndarray
+    probe: np.ndarray
+    object_shape: tuple[int, int]
+
+    @property
+    def N(self) -> int:
+        return int(self.counts.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.counts.shape[0])
+
+    @cached_property
+    def measured_dose(self) -> float:
+        """Mean over patterns of Σ counts (photons per pattern)."""
+        return float(self.counts.sum(axis=(1, 2), dtype=np.float64).mean())
 
 
 @dataclass(frozen=True, eq=False)
 class DiffractionData:
-    """A set of diffraction patterns with everything needed to train on and evaluate them.
+    """A simulated (or loaded) scan with its ground truth.
 
     Attributes:
         counts: ``(M, N, N)`` float32 photon counts per pixel (integers for simulated data), DC at
@@ -36,8 +64,7 @@ class DiffractionData:
         probe: ``(N, N)`` complex64 illumination.
         obj: ``(H, W)`` complex64 object (ground truth for simulated data).
         patches: ``(M, N, N)`` complex64 ground-truth object patches at ``positions``.
-        dose: requested mean photons per pattern.
-        measured_dose: mean over patterns of Σ counts.
+        dose: requested mean photons per pattern (the simulation's; checked where it enters).
         metadata: JSON-serialisable provenance (the simulation spec, seeds, format version).
     """
 
@@ -47,7 +74,6 @@ class DiffractionData:
     obj: np.ndarray
     patches: np.ndarray
     dose: float
-    measured_dose: float
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,9 +90,6 @@ class DiffractionData:
         obj = np.asarray(self.obj)
         if obj.ndim != 2 or obj.dtype != np.complex64:
             raise ValueError(f"obj must be a 2-D complex64 array, got {obj.shape} {obj.dtype}")
-        check_dose(self.dose)
-        if not np.isfinite(self.measured_dose) or self.measured_dose < 0:
-            raise ValueError(f"measured_dose must be finite and >= 0, got {self.measured_dose!r}")
         json.dumps(self.metadata)  # must be serialisable: it is stored in NPZ files and caches
 
     @property
@@ -76,19 +99,21 @@ class DiffractionData:
     def __len__(self) -> int:
         return int(self.counts.shape[0])
 
+    @cached_property
+    def scan(self) -> Scan:
+        """The measurement without its truth: what a reconstruction is given."""
+        return Scan(self.counts, self.positions, self.probe, self.obj.shape)
+
+    @property
+    def measured_dose(self) -> float:
+        """Mean over patterns of Σ counts (photons per pattern)."""
+        return self.scan.measured_dose
+
     def subset(self, index: np.ndarray) -> DiffractionData:
         """The patterns at ``index`` (same probe, object and dose)."""
-        counts = self.counts[index]
-        return DiffractionData(
-            counts=counts,
-            positions=self.positions[index],
-            probe=self.probe,
-            obj=self.obj,
-            patches=self.patches[index],
-            dose=self.dose,
-            measured_dose=float(counts.sum(axis=(1, 2)).mean()),
-            metadata=self.metadata,
-        )
+        return DiffractionData(counts=self.counts[index], positions=self.positions[index],
+                               probe=self.probe, obj=self.obj, patches=self.patches[index],
+                               dose=self.dose, metadata=self.metadata)
 
 
 def _expect(array: np.ndarray, name: str, shape: tuple[int, ...], dtype: type) -> None:
@@ -101,13 +126,9 @@ def _expect(array: np.ndarray, name: str, shape: tuple[int, ...], dtype: type) -
 
 
 def extract_object_patches(obj: np.ndarray, positions: np.ndarray, N: int) -> np.ndarray:
-    """``(M, N, N)`` complex64 object patches at ``positions (M, 2)``, computed in chunks."""
-    obj_t = tf.constant(np.asarray(obj, np.complex64)[None])
-    chunks = []
-    for start in range(0, len(positions), _CHUNK):
-        chunk = tf.constant(np.asarray(positions[start : start + _CHUNK], np.float32)[None])
-        chunks.append(physics.extract_patches(obj_t, chunk, N)[0].numpy())
-    return np.concatenate(chunks, axis=0)
+    """``(M, N, N)`` complex64 object patches at ``positions (M, 2)`` (the operator's ``E_j``)."""
+    operator = physics.Ptychography(np.ones((N, N), np.complex64), positions, np.shape(obj))
+    return operator.patches(obj).numpy()
 
 
 def simulate(
@@ -148,15 +169,6 @@ def simulate(
     patches = extract_object_patches(obj, positions, N)
     expected = physics.expected_counts_at_dose(patches, probe, dose)
     counts = physics.poisson_counts(expected, seed).numpy()
-    measured = float(counts.sum(axis=(1, 2), dtype=np.float64).mean())
-    log.debug("simulated %d patterns N=%d dose=%g measured=%g", len(counts), N, dose, measured)
-    return DiffractionData(
-        counts=counts,
-        positions=positions,
-        probe=probe,
-        obj=obj,
-        patches=patches,
-        dose=dose,
-        measured_dose=measured,
-        metadata=dict(metadata or {}),
-    )
+    log.debug("simulated %d patterns N=%d dose=%g", len(counts), N, dose)
+    return DiffractionData(counts=counts, positions=positions, probe=probe, obj=obj,
+                           patches=patches, dose=dose, metadata=dict(metadata or {}))

@@ -18,15 +18,8 @@ from scipy.spatial import cKDTree
 from ptycho.checks import check_gridsize, check_patch_size
 
 __all__ = [
-    "Groups",
-    "OffsetArrays",
-    "canvas_size",
-    "check_canvas",
-    "check_matched_groups",
-    "concatenate_groups",
-    "group_positions",
-    "group_reach",
-    "holdout_region",
+    "Groups", "OffsetArrays", "canvas_size", "check_canvas", "check_matched_groups",
+    "concatenate_groups", "group_positions", "group_reach", "holdout_region"
 ]
 
 

@@ -137,13 +137,5 @@ def load_npz(path: str | Path) -> DiffractionData:
     measured = float(counts.sum(axis=(1, 2), dtype=np.float64).mean())
     dose = float(metadata.pop("dose", measured))
     metadata.pop("measured_dose", None)
-    return DiffractionData(
-        counts=counts,
-        positions=positions,
-        probe=probe.astype(np.complex64),
-        obj=obj,
-        patches=patches,
-        dose=dose,
-        measured_dose=measured,
-        metadata=metadata,
-    )
+    return DiffractionData(counts=counts, positions=positions, probe=probe.astype(np.complex64),
+                           obj=obj, patches=patches, dose=dose, metadata=metadata)

@@ -22,12 +22,7 @@ from skimage.draw import line_aa
 from ptycho.config import ObjectConfig
 from ptycho.data.arrays import read_npz_array
 
-__all__ = [
-    "grf_structure",
-    "lines_structure",
-    "load_object_npz",
-    "make_object",
-]
+__all__ = ["grf_structure", "lines_structure", "load_object_npz", "make_object"]
 
 def _normalise(image: np.ndarray) -> np.ndarray:
     low, high = float(image.min()), float(image.max())

@@ -14,11 +14,7 @@ from ptycho.checks import check_patch_size, check_positive_int
 from ptycho.config import ScanConfig
 
 __all__ = [
-    "check_positions",
-    "make_positions",
-    "random_positions",
-    "raster_positions",
-    "valid_range",
+    "check_positions", "make_positions", "random_positions", "raster_positions", "valid_range"
 ]
 
 def valid_range(

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho.checks import check_dose, check_patch_size
+from ptycho.checks import check_patch_size
 from ptycho.config import DataConfig, ObjectConfig, ProbeConfig, ScanConfig
 from ptycho.data.dataset import DiffractionData, simulate
 from ptycho.data.npz import load_npz, save_npz
@@ -36,12 +36,8 @@ from ptycho.data.probe import make_probe
 from ptycho.data.scan import make_positions
 
 __all__ = [
-    "CACHE_FORMAT",
-    "DatasetPair",
-    "SimulationSpec",
-    "cache_key",
-    "load_or_simulate",
-    "make_datasets",
+    "CACHE_FORMAT", "DatasetPair", "SimulationSpec", "cache_key", "load_or_simulate",
+    "make_datasets"
 ]
 
 log = logging.getLogger(__name__)
@@ -64,7 +60,6 @@ class SimulationSpec:
 
     def __post_init__(self) -> None:
         check_patch_size(self.N)
-        object.__setattr__(self, "dose", check_dose(self.dose))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         object.__setattr__(self, "data", self.data.for_patch(self.N))

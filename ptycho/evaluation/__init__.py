@@ -1,4 +1,5 @@
-"""Evaluation: stitching, alignment and amplitude/phase metrics against ground truth."""
+"""Scoring against ground truth: alignment, metrics, and the Cramér–Rao bound of a scan. Takes
+finished objects; how they are formed is :mod:`ptycho.reconstruction`'s and the arms'."""
 
 from ptycho.evaluation.alignment import (
     PHASE_ALIGNMENTS,
@@ -8,13 +9,7 @@ from ptycho.evaluation.alignment import (
     scanned_region,
     wrap,
 )
-from ptycho.evaluation.evaluate import (
-    METRIC_KEYS,
-    Evaluation,
-    evaluate,
-    evaluate_object,
-    scan_weight,
-)
+from ptycho.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate
 from ptycho.evaluation.metrics import (
     FRCCurve,
     collapse_metrics,
@@ -24,29 +19,9 @@ from ptycho.evaluation.metrics import (
     image_metrics,
     psnr_legacy255,
 )
-from ptycho.evaluation.stitching import central_size, check_stitch_geometry, stitch, stitch_size
 
 __all__ = [
-    "METRIC_KEYS",
-    "PHASE_ALIGNMENTS",
-    "Evaluation",
-    "FRCCurve",
-    "align_amplitude",
-    "align_phase",
-    "central_size",
-    "check_stitch_geometry",
-    "collapse_metrics",
-    "degenerate_reason",
-    "evaluate",
-    "evaluate_object",
-    "frc",
-    "frc_crossing",
-    "image_metrics",
-    "psnr_legacy255",
-    "register",
-    "scan_weight",
-    "scanned_region",
-    "stitch",
-    "stitch_size",
-    "wrap",
+    "METRIC_KEYS", "PHASE_ALIGNMENTS", "Evaluation", "FRCCurve", "align_amplitude", "align_phase",
+    "collapse_metrics", "degenerate_reason", "evaluate", "frc", "frc_crossing", "image_metrics",
+    "psnr_legacy255", "register", "scanned_region", "wrap"
 ]

@@ -11,15 +11,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
-from ptycho.config import EvalConfig
-
 __all__ = [
-    "PHASE_ALIGNMENTS",
-    "align_amplitude",
-    "align_phase",
-    "register",
-    "scanned_region",
-    "wrap",
+    "PHASE_ALIGNMENTS", "align_amplitude", "align_phase", "register", "scanned_region", "wrap"
 ]
 
 PHASE_ALIGNMENTS = ("plane", "mean", "none")
@@ -81,7 +74,7 @@ def align_amplitude(reconstruction: np.ndarray, truth: np.ndarray) -> np.ndarray
 
 
 def align_phase(
-    reconstruction: np.ndarray, truth: np.ndarray, mode: str = EvalConfig.phase_alignment
+    reconstruction: np.ndarray, truth: np.ndarray, mode: str
 ) -> np.ndarray:
     """Reconstructed phase with the least-squares plane (``plane``) or the circular mean (``mean``)
     of its difference to the truth removed, then unwrapped onto the truth (each pixel within ±π of

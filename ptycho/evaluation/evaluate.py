@@ -1,5 +1,5 @@
-"""``evaluate``: stitched reconstruction → crop → align → amplitude and phase metrics;
-``evaluate_object``: the same for a whole reconstructed object (an iterative engine's).
+"""``evaluate``: a finished reconstruction → crop to the scanned region → align → amplitude and
+phase metrics. Every arm's object is scored by this one function, on the same region.
 
 The returned metric names are the ones the tracker logs (one flat ``dict[str, float]``).
 """
@@ -10,30 +10,11 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import circstd
 
-from ptycho.checks import check_choice
-from ptycho.config import EvalConfig, PhaseSync, StitchWeighting
-from ptycho.evaluation.alignment import (
-    align_amplitude,
-    align_phase,
-    register,
-    scanned_region,
-)
-from ptycho.evaluation.metrics import (
-    BIT_THRESHOLDS,
-    FRCCurve,
-    collapse_metrics,
-    image_metrics,
-)
-from ptycho.evaluation.stitching import (
-    check_stitch_geometry,
-    likelihood_offsets,
-    phase_offsets,
-    stitch,
-)
+from ptycho.evaluation.alignment import align_amplitude, align_phase, register, scanned_region
+from ptycho.evaluation.metrics import BIT_THRESHOLDS, FRCCurve, collapse_metrics, image_metrics
 
-__all__ = ["METRIC_KEYS", "Evaluation", "evaluate", "evaluate_object", "scan_weight"]
+__all__ = ["METRIC_KEYS", "Evaluation", "evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +32,7 @@ class Evaluation:
         amplitude_truth, amplitude: aligned ``(h, w)`` float64 images of the scanned region.
         phase_truth, phase: aligned ``(h, w)`` float64 images, radians.
         frc: ``{"amp": FRCCurve, "phase": FRCCurve}``.
-        stitched: ``(H, W)`` complex64 stitched reconstruction on the object grid.
+        reconstruction: ``(H, W)`` complex64 reconstructed object on the object grid.
         region: ``(rows, cols)`` slices of the scanned region in the object grid.
         extra: FRC crossings as fractions of Nyquist (0.5, 1/7, ½-bit and 1-bit thresholds),
             the half-period resolution at FRC 0.5 in object pixels, the collapse metrics, the
@@ -64,173 +45,41 @@ class Evaluation:
     phase_truth: np.ndarray
     phase: np.ndarray
     frc: dict[str, FRCCurve]
-    stitched: np.ndarray
+    reconstruction: np.ndarray
     region: tuple[slice, slice]
     extra: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate(
-    patches: np.ndarray,
-    positions: np.ndarray,
+    image: np.ndarray,
     obj: np.ndarray,
+    coverage: np.ndarray,
     *,
-    keep_fraction: float = EvalConfig.keep_fraction,
-    border: int = EvalConfig.border,
-    phase_alignment: str = EvalConfig.phase_alignment,
-    subpixel_registration: bool = EvalConfig.subpixel_registration,
-    stitch_weighting: str = EvalConfig.stitch_weighting,
-    phase_sync: str = EvalConfig.phase_sync,
-    probe: np.ndarray | None = None,
-    counts: np.ndarray | None = None,
-    patterns: np.ndarray | None = None,
-    chunk_size: int = 256,
+    border: int,
+    phase_alignment: str,
+    subpixel_registration: bool,
 ) -> Evaluation:
-    """Evaluate reconstructed patches against the ground-truth object.
+    """Score a finished reconstruction against the ground-truth object, on the scanned region.
 
     Args:
-        patches: ``(K, N, N)`` complex64 reconstructed object patches.
-        positions: ``(K, 2)`` ``(x, y)`` pixels where they belong on ``obj``.
+        image: ``(H, W)`` complex reconstructed object on the grid of ``obj`` (any arm's).
         obj: ``(H, W)`` complex64 ground-truth object.
-        keep_fraction: side of each patch's central part used in stitching, as a fraction of N;
-            widened where the scan is sparser (:func:`~ptycho.evaluation.stitching.stitch_size`),
-            so the stitch has no holes between patch centres.
+        coverage: ``(H, W)`` float how many patches' central parts cover each pixel
+            (:func:`ptycho.reconstruction.stitch.scan_weight`): the same region for every arm.
         border: pixels trimmed from every side of the scanned region.
         phase_alignment: ``plane`` (least-squares plane), ``mean`` or ``none``.
         subpixel_registration: register the reconstruction to the truth first.
-        stitch_weighting: ``probe`` (each patch pixel weighted by ``|probe|²``) or ``uniform``
-            (the central parts, evenly); the scored region is the same for both.
-        phase_sync: how each patch's unobservable constant phase is set before stitching
-            (:class:`~ptycho.config.PhaseSync`): ``overlap`` from the overlaps alone
-            (:func:`~ptycho.evaluation.stitching.phase_offsets`, weighted by the probe
-            intensity); ``likelihood`` from there by the measured ``counts``
-            (:func:`~ptycho.evaluation.stitching.likelihood_offsets`); ``none``. In ``extra``:
-            ``phase_sync_offset_std``, the offsets' circular spread (radians); with
-            ``likelihood`` also ``phase_sync_nll_gain_per_photon`` (nats the counts gained over
-            the overlap offsets), ``phase_sync_iterations``, and the scores of the overlap
-            offsets' stitch, ``overlap_sync_amp_ssim`` and ``overlap_sync_phase_ssim``.
-        probe: ``(N, N)`` complex probe the patterns were measured with; needed for
-            ``phase_sync`` and the ``probe`` weighting.
-        counts: ``(K, N, N)`` photons measured at each patch's position; needed for
-            ``phase_sync='likelihood'``.
-        patterns: ``(K,)`` index of the measured pattern behind each patch (g > 1 groups
-            share patterns, each counted once by the likelihood); ``None``: one per patch.
-        chunk_size: patches stitched per step (memory bound).
 
     Raises:
-        ValueError: bad shapes, a missing probe, or a scan so sparse that a whole
-            patch cannot fill the gaps between centres
-            (:func:`~ptycho.evaluation.stitching.check_stitch_geometry`).
-    """
-    obj = np.asarray(obj)
-    if obj.ndim != 2:
-        raise ValueError(f"obj must be a 2-D array, got shape {obj.shape}")
-    if border < 0:
-        raise ValueError(f"border must be >= 0 pixels, got {border!r}")
-    patches = np.asarray(patches)
-    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
-        raise ValueError(f"patches must have shape (K, N, N), got {patches.shape}")
-    N = patches.shape[-1]
-    keep = check_stitch_geometry(positions, N=N, keep_fraction=keep_fraction)
-    weighting = check_choice(stitch_weighting, StitchWeighting, "stitch_weighting")
-    sync_mode = check_choice(phase_sync, PhaseSync, "phase_sync")
-    intensity = None
-    if sync_mode != PhaseSync.none or weighting == StitchWeighting.probe:
-        if probe is None or np.shape(probe) != (N, N):
-            raise ValueError(
-                f"phase_sync and stitch_weighting='probe' need the ({N}, {N}) probe, got "
-                f"{None if probe is None else np.shape(probe)}")
-        intensity = np.abs(np.asarray(probe)) ** 2
-    if sync_mode == PhaseSync.likelihood and (counts is None
-                                              or np.shape(counts) != patches.shape):
-        raise ValueError(f"phase_sync='likelihood' needs the measured counts {patches.shape}, "
-                         f"got {None if counts is None else np.shape(counts)}")
-    stitch_weight = intensity if weighting == StitchWeighting.probe else None
-
-    def scored(offsets: np.ndarray | None) -> Evaluation:
-        rotated = (patches if offsets is None else
-                   (patches * np.exp(1j * offsets)[:, None, None]).astype(np.complex64))
-        stitched, weight = stitch(rotated, positions, obj.shape, keep=keep,
-                                  weight=stitch_weight, chunk_size=chunk_size)
-        region = scanned_region(weight, border)
-        return _score(stitched, obj, region, weight, phase_alignment=phase_alignment,
-                      subpixel_registration=subpixel_registration)
-
-    if sync_mode == PhaseSync.none:
-        return scored(None)
-    offsets = phase_offsets(patches, positions, intensity)
-    sync: dict[str, float] = {}
-    if sync_mode == PhaseSync.likelihood:
-        overlap = scored(offsets)  # what the overlaps alone give, logged beside the result
-        sync["overlap_sync_amp_ssim"] = overlap.metrics["amp_ssim"]
-        sync["overlap_sync_phase_ssim"] = overlap.metrics["phase_ssim"]
-        offsets, info = likelihood_offsets(patches, positions, probe, counts, obj.shape,
-                                           keep=keep, weight=stitch_weight, initial=offsets,
-                                           patterns=patterns)
-        sync["phase_sync_nll_gain_per_photon"] = info["nll_gain_per_photon"]
-        sync["phase_sync_iterations"] = info["iterations"]
-    sync["phase_sync_offset_std"] = float(circstd(offsets, high=np.pi, low=-np.pi))
-    evaluation = scored(offsets)
-    evaluation.extra.update(sync)
-    return evaluation
-
-
-def scan_weight(
-    positions: np.ndarray,
-    N: int,
-    object_shape: tuple[int, int],
-    *,
-    keep_fraction: float = EvalConfig.keep_fraction,
-) -> np.ndarray:
-    """``(H, W)`` float32 stitch weight of a scan: how many patches' central parts cover each
-    pixel, exactly as :func:`evaluate` stitches them (so :func:`evaluate_object` scores the same
-    region).
-
-    Args:
-        positions: ``(K, 2)`` float ``(x, y)`` patch centres, pixels of the object grid.
-        N: patch side, a power of two ≥ 16.
-        object_shape: ``(H, W)`` of the object grid.
-        keep_fraction: as in :func:`evaluate`.
-    """
-    positions = np.asarray(positions)
-    keep = check_stitch_geometry(positions, N=N, keep_fraction=keep_fraction)
-    ones = np.ones((len(positions), N, N), np.complex64)
-    return stitch(ones, positions, object_shape, keep=keep)[1]
-
-
-def evaluate_object(
-    image: np.ndarray,
-    positions: np.ndarray,
-    N: int,
-    obj: np.ndarray,
-    *,
-    keep_fraction: float = EvalConfig.keep_fraction,
-    border: int = EvalConfig.border,
-    phase_alignment: str = EvalConfig.phase_alignment,
-    subpixel_registration: bool = EvalConfig.subpixel_registration,
-) -> Evaluation:
-    """Evaluate a reconstructed whole object (an iterative engine's output) exactly like
-    :func:`evaluate` scores stitched patches: the scanned region of the same scan and ``N``,
-    the same alignment and the same metrics, so the numbers of the two paths compare by
-    construction.
-
-    Args:
-        image: ``(H, W)`` complex reconstructed object on the grid of ``obj``.
-        positions: ``(K, 2)`` float ``(x, y)`` scan positions (patch centres) the region is
-            taken from, pixels of the object grid.
-        N: patch side of the scan, pixels.
-        obj: ``(H, W)`` complex64 ground-truth object.
-
-    Raises:
-        ValueError: an image of another shape than ``obj``, or a scan that cannot be stitched.
+        ValueError: an image of another shape than ``obj``, a negative border.
     """
     image, obj = np.asarray(image), np.asarray(obj)
     if obj.ndim != 2 or image.shape != obj.shape:
         raise ValueError(f"image must have the object's shape {obj.shape}, got {image.shape}")
     if border < 0:
         raise ValueError(f"border must be >= 0 pixels, got {border!r}")
-    weight = scan_weight(positions, N, obj.shape, keep_fraction=keep_fraction)
-    region = scanned_region(weight, border)
-    return _score(image.astype(np.complex64), obj, region, weight,
+    region = scanned_region(coverage, border)
+    return _score(image.astype(np.complex64), obj, region, coverage,
                   phase_alignment=phase_alignment, subpixel_registration=subpixel_registration)
 
 
@@ -289,7 +138,7 @@ def _score(
         phase_truth=phase_truth,
         phase=phase,
         frc=curves,
-        stitched=image,
+        reconstruction=image,
         region=(rows, cols),
         extra=extra,
     )

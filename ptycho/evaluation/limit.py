@@ -1,46 +1,16 @@
-"""The Cramér–Rao limit of a simulated experiment (docs/physics.md §11).
+"""The Cramér–Rao limit of a simulated experiment (docs/physics.md §11, which states the method and
+its assumptions: probe and positions known, Poisson counts only, unbiased estimators, first-order
+alignment).
 
-For a known object ``o``, probe ``P``, scan positions and dose, the expected counts of pattern
-``j`` are ``λ_j = s² |F(P · E_j o)|²`` (the forward model of :mod:`ptycho.physics`: ``E_j``
-bilinear patch extraction, ``F`` the unitary centred FFT, ``s²`` the dose scale). For Poisson
-counts the Fisher information of the object's real and imaginary parts is
-
-    ``I = Σ_j,k (∂λ_jk/∂θ)(∂λ_jk/∂θ)ᵀ / λ_jk``,
-
-and any unbiased estimator's error covariance is at least ``I⁺``. Because
-``∂λ/√λ = 2 s Re(conj(u) · A dθ)`` with ``u = Ψ/|Ψ|`` the unit phasor of the true far field and
-``A = F · P · E_j``, the information is ``I x = 4 s² Aᴴ(u ⊙ Re(conj(u) ⊙ A x))`` (no division by
-λ, so dark pixels are harmless), linear in ``s²`` and hence in the dose: it is computed once at
-``s² = 1`` and divided by the dose scale for every dose.
-
-What is computed, and its assumptions:
-
-- **Parameters**: the complex object on every pixel the scan illuminates with at least
-  ``free_threshold`` of the peak illumination ``Σ_j |P|²`` placed at the positions. Dimmer pixels
-  are treated as known; knowing more can only lower a bound, so the result stays a valid lower
-  bound (looser by a negligible amount: those pixels are outside the scored region).
-- **Gauge**: a global phase ``o → o·e^{iα}`` leaves every λ unchanged, so ``I`` is singular along
-  ``g = i·o``. The bound is taken on the complement of ``g`` (``I`` plus ``μ ggᵀ``, the
-  right-hand sides projected off ``g``): the pseudo-inverse's convention. The scored quantities
-  remove a constant phase anyway, so they do not depend on this choice.
-- **Alignment**: the pipeline scores amplitude after a global scale (``a·mean(a_true)/mean(a)``)
-  and phase after removing a least-squares plane (``eval.phase_alignment``). To first order these
-  are linear maps ``L`` of the error, so the bound on the scored MSE is
-  ``tr(L T I⁺ Tᵀ Lᵀ)/n`` over the ``n`` region pixels, ``T`` mapping real/imaginary errors to
-  amplitude (``Re(conj(o)δ)/|o|``) or phase (``Im(conj(o)δ)/|o|²``) errors.
-  ``eval.subpixel_registration`` is not modelled (it would lower the bound slightly).
-- **Estimators**: unbiased, with the probe and positions known, Poisson counts and no other
-  noise. A biased estimator (a network whose prior helps, a regularised reconstruction) can beat
-  the bound; an arm that also learned from other patterns (the PINN with
-  ``data.design=generalize``, trained on a second object) used more photons than the test scan
-  whose bound this is.
-
-Two ways to evaluate the trace: ``dense`` (the whole matrix, for up to :data:`DENSE_LIMIT` real
-parameters; exact) and ``cg`` (matrix-free: Hutchinson's estimator with Rademacher probes, each
-``I⁺h`` by conjugate gradients with a diagonal preconditioner; its standard error is reported).
-Either also gives the bound per pixel (:attr:`LimitEstimate.maps`): the diagonal of
-``L T I⁺ Tᵀ Lᵀ``, exact (``dense``) or by Hutchinson's diagonal estimator from the same probes
-(``cg``), whose mean over the region is the bound on the MSE.
+The Fisher information of the object's real and imaginary parts
+(:func:`ptycho.physics.poisson_fisher`) is linear in the dose scale ``s²``: it is computed once
+per scan at ``s² = 1`` and divided by each dose's ``s²``. Parameters are the pixels lit by at least
+``free_threshold`` of the peak illumination (the rest are known, which can only lower a bound).
+A global phase is the gauge: the bound is taken on its complement. The bound on the scored MSE is
+``tr(L T I⁺ Tᵀ Lᵀ)/n``, ``L`` the alignments linearised and ``T`` the maps from real/imaginary
+errors to amplitude or phase errors, evaluated ``dense`` (up to :data:`DENSE_LIMIT` parameters,
+exact) or ``cg`` (Hutchinson's estimator, each ``I⁺h`` by conjugate gradients, with its standard
+error); either gives the bound per pixel too (:attr:`LimitEstimate.maps`).
 """
 
 from __future__ import annotations
@@ -58,23 +28,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-from ptycho import physics
+from ptycho.physics import Ptychography, poisson_fisher
 
 __all__ = [
-    "DENSE_LIMIT",
-    "LimitEstimate",
-    "alignment_maps",
-    "dose_scale_of",
-    "estimate_limit",
-    "fisher_matrix",
-    "fisher_operator",
-    "fluence",
-    "free_pixels",
-    "illumination",
-    "limit_cache_key",
-    "load_or_estimate_limit",
+    "DENSE_LIMIT", "LimitEstimate", "alignment_maps", "estimate_limit", "fisher_matrix", "fluence",
+    "free_pixels", "limit_cache_key", "load_or_estimate_limit"
 ]
 
 log = logging.getLogger(__name__)
@@ -91,7 +50,8 @@ LIMIT_VERSION = 2
 class LimitEstimate:
     """The Cramér–Rao bound on the scored MSEs of one scan at dose scale ``s² = 1``.
 
-    Divide by a dataset's ``s²`` (:func:`dose_scale_of`) for its dose: :meth:`at_scale`.
+    Divide by a dataset's ``s²`` (:meth:`ptycho.physics.Ptychography.dose_scale`) for its
+    dose: :meth:`at_scale`.
     """
 
     amp_mse: float
@@ -128,24 +88,7 @@ class LimitEstimate:
         return {name: (values / scale).astype(np.float32) for name, values in self.maps.items()}
 
 
-def illumination(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``(H, W)`` float64 ``Σ_j |P|²`` placed at the positions: the illumination map, in probe
-    intensity units (photons per pixel at ``s² = 1``).
-
-    Args:
-        probe: ``(N, N)`` complex probe.
-        positions: ``(M, 2)`` float ``(x, y)`` patch centres, object pixels.
-        shape: ``(H, W)`` of the object.
-    """
-    probe = np.asarray(probe)
-    weights = np.broadcast_to(np.abs(probe).astype(np.float32) ** 2,
-                              (1, len(positions), *probe.shape))
-    placed = physics.place_patches(weights, np.asarray(positions, np.float32)[None], shape)
-    return placed[0].numpy().astype(np.float64)
-
-
-def fluence(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, int], scale: float,
-            region: tuple[slice, slice]) -> dict[str, float]:
+def fluence(operator: Ptychography, scale: float, region: tuple[slice, slice]) -> dict[str, float]:
     """The dose on the sample: photons incident per object pixel² over the scored region.
 
     Photons per pattern at a fixed scan step is not the sample's dose: a denser scan puts more
@@ -153,11 +96,9 @@ def fluence(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, int], sc
     pixel (before the object), so the fluence map is ``s² Σ_j |P(r − r_j)|²``.
 
     Args:
-        probe: ``(N, N)`` complex probe (photons per pixel at ``s² = 1``).
-        positions: ``(M, 2)`` float ``(x, y)`` patch centres, object pixels.
-        shape: ``(H, W)`` of the object.
-        scale: the scan's dose scale ``s²`` (:func:`dose_scale_of`), times ``measured / expected``
-            photons for the fluence at the measured counts.
+        operator: the scan's operator (probe, positions, object grid).
+        scale: the scan's dose scale ``s²`` (:meth:`Ptychography.dose_scale`), times
+            ``measured / expected`` photons for the fluence at the measured counts.
         region: ``(rows, cols)`` slices of the scored region.
 
     Returns:
@@ -165,134 +106,24 @@ def fluence(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, int], sc
         least-exposed part), photons per pixel².
     """
     rows, cols = region
-    exposure = scale * illumination(probe, positions, shape)[rows, cols]
+    exposure = scale * operator.illumination()[rows, cols]
     return {"fluence": float(exposure.mean()), "fluence_p5": float(np.percentile(exposure, 5))}
 
 
-def free_pixels(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, int], *,
-                threshold: float = 1e-3) -> np.ndarray:
+def free_pixels(operator: Ptychography, *, threshold: float = 1e-3) -> np.ndarray:
     """``(H, W)`` bool: pixels lit by at least ``threshold`` of the peak illumination (the
     parameters of the bound; the others are treated as known)."""
-    lit = illumination(probe, positions, shape)
+    lit = operator.illumination()
     return lit >= threshold * lit.max()
 
 
-def dose_scale_of(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
-                  dose: float) -> float:
-    """The dose scale ``s²`` the simulation used for this scan: ``dose / mean_j Σ|F(P·o_j)|²``."""
-    patches = physics.extract_patches(np.asarray(obj, np.complex64)[None],
-                                      np.asarray(positions, np.float32)[None], len(probe))[0]
-    intensities = physics.intensity(physics.far_field(physics.illuminate(probe, patches)))
-    return float(physics.dose_scale(intensities, dose))
-
-
-def _far_field_adjoint(field: tf.Tensor) -> tf.Tensor:
-    """Adjoint (= inverse) of :func:`ptycho.physics.far_field`: ``N · IFFT2(ifftshift(F))``."""
-    n = field.shape[-1]
-    spectrum = tf.signal.ifftshift(field, axes=(-2, -1))
-    return tf.signal.ifft2d(spectrum) * tf.constant(n, tf.complex64)
-
-
-def _bilinear_taps(positions: np.ndarray, n: int, shape: tuple[int, int]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Flat object indices ``(M, N·N, 4)`` int64 and weights ``(M, N·N, 4)`` float32 of the
-    bilinear extraction :func:`ptycho.physics.extract_patches` performs (same float32
-    arithmetic, zero weight outside the object), as four taps per patch pixel."""
-    height, width = shape
-    start = np.asarray(positions, np.float32)[:, ::-1] - np.float32(n // 2)  # (M, 2): row, col
-    base = np.floor(start)
-    frac = (start - base).astype(np.float32)
-    offsets = np.arange(n)
-    rows = base[:, 0, None].astype(np.int64) + offsets  # (M, N)
-    cols = base[:, 1, None].astype(np.int64) + offsets
-    index, weight = [], []
-    for dr, wr in ((0, 1 - frac[:, 0]), (1, frac[:, 0])):
-        for dc, wc in ((0, 1 - frac[:, 1]), (1, frac[:, 1])):
-            r = rows[:, :, None] + dr
-            c = cols[:, None, :] + dc
-            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-            index.append(np.where(inside, r * width + c, 0).reshape(len(start), -1))
-            weight.append(np.where(inside, (wr[:, None, None] * wc[:, None, None]), 0)
-                          .astype(np.float32).reshape(len(start), -1))
-    return np.stack(index, axis=-1), np.stack(weight, axis=-1)
-
-
-def fisher_operator(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
-                    free: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """The Fisher information at ``s² = 1`` as a function on the free pixels.
-
-    A real parameter vector ``(Re δ, Im δ)`` is carried as one complex vector ``δ`` of the free
-    pixels (row-major order of ``free``); the returned function maps ``δ`` (``(n,)`` or a batch
-    ``(B, n)``) to ``I δ`` in the same form (real part: the rows of ``Re``; imaginary part: the
-    rows of ``Im``), so the real inner product ``Re(vdot(a, b))`` is the Euclidean one of the real
-    parameters.
-
-    The true far field comes from :mod:`ptycho.physics` (extract → illuminate → far field).
-    The perturbations are cut and placed by the same bilinear weights as four gathered taps per
-    pixel: the separable matrices of ``extract_patches`` cost ``O(M·N·H·W)`` per product, too
-    much at N=64 on a 256² object, the taps ``O(M·N²)``. tests/evaluation/test_limit.py checks
-    the result against an independent float64 model.
-
-    Args:
-        obj: ``(H, W)`` complex true object.
-        probe: ``(N, N)`` complex probe.
-        positions: ``(M, 2)`` float ``(x, y)``.
-        free: ``(H, W)`` bool parameter pixels.
-    """
-    shape = obj.shape
-    n = probe.shape[0]
-    obj_t = tf.constant(np.asarray(obj, np.complex64)[None])
-    pos_t = tf.constant(np.asarray(positions, np.float32)[None])
-    probe_t = tf.constant(np.asarray(probe, np.complex64))
-    exit_far = physics.far_field(physics.illuminate(probe_t, physics.extract_patches(
-        obj_t, pos_t, n)))[0]
-    magnitude = tf.abs(exit_far)
-    # The unit phasor of the true far field; 0 where the field vanishes (its pixels carry no
-    # information about the phase of a perturbation there).
-    phasor = tf.where(magnitude > 0, exit_far / tf.cast(tf.maximum(magnitude, 1e-30),
-                                                         tf.complex64), tf.zeros_like(exit_far))
-    taps, weights = _bilinear_taps(positions, n, shape)
-    count = len(positions)
-    taps_t = tf.constant(taps.reshape(-1))  # (M·N²·4,)
-    weights_t = tf.constant(weights.reshape(-1), tf.complex64)
-    free_index = np.flatnonzero(np.asarray(free).ravel())
-    size = int(np.prod(shape))
-
-    @tf.function(jit_compile=False, reduce_retracing=True)
-    def apply(delta: tf.Tensor) -> tf.Tensor:
-        """``(B, n)`` complex64 perturbations → ``(B, n)`` information times them."""
-        batch = tf.shape(delta)[0]
-        image = tf.transpose(tf.scatter_nd(free_index[:, None], tf.transpose(delta),
-                                           [size, batch]))  # (B, H·W)
-        taken = tf.gather(image, taps_t, axis=1) * weights_t  # (B, M·N²·4)
-        patches = tf.reduce_sum(tf.reshape(taken, (batch, count, n, n, 4)), axis=-1)
-        along = physics.far_field(physics.illuminate(probe_t, patches))
-        whitened = tf.math.real(tf.math.conj(phasor) * along)  # ∂λ/(2 s √λ)
-        back = _far_field_adjoint(phasor * tf.cast(whitened, tf.complex64))
-        back = back * tf.math.conj(probe_t)  # (B, M, N, N)
-        spread = tf.reshape(tf.repeat(tf.reshape(back, (batch, -1)), 4, axis=1)
-                            * weights_t, (batch, -1))
-        placed = tf.map_fn(
-            lambda values: tf.math.unsorted_segment_sum(values, taps_t, size), spread,
-            fn_output_signature=tf.complex64)  # the adjoint of the gather, per batch item
-        return 4.0 * tf.gather(placed, free_index, axis=1)
-
-    def fisher(delta: np.ndarray) -> np.ndarray:
-        delta = np.asarray(delta)
-        single = delta.ndim == 1
-        out = apply(tf.constant(np.atleast_2d(delta).astype(np.complex64)))
-        out = out.numpy().astype(np.complex128)
-        return out[0] if single else out
-
-    return fisher
-
-
-def fisher_matrix(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
-                  free: np.ndarray, *, batch: int = 32) -> np.ndarray:
+def fisher_matrix(operator: Ptychography, obj: np.ndarray, free: np.ndarray, *,
+                  batch: int = 32) -> np.ndarray:
     """The dense ``(2n, 2n)`` float64 Fisher matrix at ``s² = 1`` over the ``n`` free pixels,
     parameters ordered ``(Re δ_1..n, Im δ_1..n)``; built column by column from
-    :func:`fisher_operator` (for small problems: ``2n`` applications, ``batch`` at a time)."""
-    apply = fisher_operator(obj, probe, positions, free)
+    :func:`~ptycho.physics.poisson_fisher` (for small problems: ``2n`` applications, ``batch``
+    at a time)."""
+    apply = poisson_fisher(operator, obj, free)
     count = int(np.count_nonzero(free))
     matrix = np.empty((2 * count, 2 * count))
     basis = np.concatenate([np.eye(count), 1j * np.eye(count)])  # (2n, n): Re then Im
@@ -407,7 +238,8 @@ def estimate_limit(
     """
     start = time.perf_counter()
     obj = np.asarray(obj, np.complex128)
-    lit = illumination(probe, positions, obj.shape)  # once: the free pixels and the preconditioner
+    operator = Ptychography(probe, positions, obj.shape)
+    lit = operator.illumination()  # once: the free pixels and the preconditioner
     free = lit >= free_threshold * lit.max()  # as free_pixels
     rows, cols = region
     in_region = np.zeros(obj.shape, bool)
@@ -433,7 +265,7 @@ def estimate_limit(
         np.add.at(h, region_index[~known], (weights * direction)[~known])
         return h - gauge * np.vdot(gauge, h).real  # off the gauge
 
-    apply = fisher_operator(obj, probe, positions, free)
+    apply = poisson_fisher(operator, obj, free)
     diagonal = 2.0 * lit[free]
     shift = float(np.median(diagonal))  # μ: the gauge direction's stand-in eigenvalue
 
@@ -449,7 +281,7 @@ def estimate_limit(
     lit_index = np.flatnonzero(region_index >= 0)  # region pixels that are parameters
     worst = used = 0
     if use_dense:
-        matrix = fisher_matrix(obj, probe, positions, free)
+        matrix = fisher_matrix(operator, obj, free)
         real_gauge = np.concatenate([gauge.real, gauge.imag])
         inverse = np.linalg.inv(matrix + shift * np.outer(real_gauge, real_gauge))
         for part, adjoint, direction in (("amp", amp_adjoint, amp_dir),

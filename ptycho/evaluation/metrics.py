@@ -9,28 +9,21 @@ rings (ring 0, the removed mean, is 1 by convention).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 from scipy.signal.windows import hann
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
 __all__ = [
-    "BIT_THRESHOLDS",
-    "FLAT_CONTRAST",
-    "UNCORRELATED",
-    "FRCCurve",
-    "bit_threshold",
-    "collapse_metrics",
-    "degenerate_reason",
-    "frc",
-    "frc_crossing",
-    "image_metrics",
-    "psnr_legacy255",
+    "BIT_THRESHOLDS", "FLAT_CONTRAST", "UNCORRELATED", "FRCCurve", "bit_threshold",
+    "collapse_metrics", "degenerate_reason", "frc", "frc_crossing", "image_metrics",
+    "psnr_legacy255"
 ]
 
-FRC_THRESHOLDS = {"frc50": 0.5, "frc17": 1.0 / 7.0}
+FRC_THRESHOLDS = MappingProxyType({"frc50": 0.5, "frc17": 1.0 / 7.0})
 """Constant FRC thresholds, by metric name."""
-BIT_THRESHOLDS = {"frc_halfbit": 0.5, "frc_onebit": 1.0}
+BIT_THRESHOLDS = MappingProxyType({"frc_halfbit": 0.5, "frc_onebit": 1.0})
 """Information thresholds (:func:`bit_threshold`), by metric name: bits per ring."""
 
 

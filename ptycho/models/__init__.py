@@ -27,26 +27,9 @@ from ptycho.models.networks import build_generator, level_filters
 from ptycho.models.saving import TrainedModel, load_model, save_model
 
 __all__ = [
-    "MODEL_KINDS",
-    "ComplexPatches",
-    "FarFieldIntensity",
-    "IntensityScale",
-    "ModelSpec",
-    "Models",
-    "OverlapConstraint",
-    "ProbeIllumination",
-    "TrainedModel",
-    "baseline_targets",
-    "build_baseline",
-    "build_generator",
-    "build_models",
-    "build_pinn",
-    "compute_input_scale",
-    "grouped",
-    "initial_log_scale",
-    "level_filters",
-    "load_model",
-    "model_inputs",
-    "pinn_targets",
-    "save_model",
+    "MODEL_KINDS", "ComplexPatches", "FarFieldIntensity", "IntensityScale", "ModelSpec", "Models",
+    "OverlapConstraint", "ProbeIllumination", "TrainedModel", "baseline_targets", "build_baseline",
+    "build_generator", "build_models", "build_pinn", "compute_input_scale", "grouped",
+    "initial_log_scale", "level_filters", "load_model", "model_inputs", "pinn_targets",
+    "save_model"
 ]

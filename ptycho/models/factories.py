@@ -13,7 +13,6 @@ import keras
 import numpy as np
 
 from ptycho.checks import check_gridsize, check_patch_size, check_positive_int
-from ptycho.config import JobConfig, ModelConfig, ModelKind
 from ptycho.models.layers import (
     ComplexPatches,
     FarFieldIntensity,
@@ -24,16 +23,11 @@ from ptycho.models.layers import (
 from ptycho.models.networks import build_generator
 
 __all__ = [
-    "MODEL_KINDS",
-    "ModelSpec",
-    "Models",
-    "build_baseline",
-    "build_models",
-    "build_pinn",
-    "initial_log_scale",
+    "MODEL_KINDS", "ModelSpec", "Models", "build_baseline", "build_models", "build_pinn",
+    "initial_log_scale"
 ]
 
-MODEL_KINDS = tuple(kind.value for kind in ModelKind)  # the schema's choices
+MODEL_KINDS = ("pinn", "baseline")
 
 
 @dataclass(frozen=True)
@@ -42,15 +36,16 @@ class ModelSpec:
 
     kind: str
     N: int
-    gridsize: int = JobConfig.gridsize
-    bottleneck_filters: int = ModelConfig.bottleneck_filters
+    gridsize: int
+    bottleneck_filters: int
     canvas_size: int = 0
     """Overlap-constraint canvas side (PINN with gridsize > 1), else 0."""
-    trainable_probe: bool = ModelConfig.trainable_probe
+    trainable_probe: bool = False
     log_scale: float = 0.0
     """Initial ``log s`` of the intensity scale (PINN)."""
-    merge_iterations: int = ModelConfig.merge_iterations
-    """Conjugate-gradient steps of the overlap constraint's merge (PINN with gridsize > 1)."""
+    merge_iterations: int = 0
+    """Conjugate-gradient steps of the overlap constraint's merge (PINN with gridsize > 1); 0
+    (overlap-add) for models saved before the merge had steps."""
     activation: str = "relu"
     """The generator's hidden activation; ``relu`` for models saved before it was recorded."""
 
@@ -114,12 +109,12 @@ def build_pinn(
     N: int,
     gridsize: int,
     probe: np.ndarray | None,
+    bottleneck_filters: int,
+    activation: str,
+    merge_iterations: int,
     canvas_size: int = 0,
     log_scale: float = 0.0,
-    trainable_probe: bool = ModelConfig.trainable_probe,
-    bottleneck_filters: int = ModelConfig.bottleneck_filters,
-    merge_iterations: int = ModelConfig.merge_iterations,
-    activation: str = ModelConfig.activation,
+    trainable_probe: bool = False,
 ) -> Models:
     """Fresh physics-informed network (docs/physics.md §6).
 
@@ -178,9 +173,9 @@ def build_pinn(
 def build_baseline(
     *,
     N: int,
-    gridsize: int = JobConfig.gridsize,
-    bottleneck_filters: int = ModelConfig.bottleneck_filters,
-    activation: str = ModelConfig.activation,
+    gridsize: int,
+    bottleneck_filters: int,
+    activation: str,
 ) -> Models:
     """Fresh supervised baseline (PtychoNN recipe): the same generator trained with MAE on the
     ground-truth amplitude and phase patches; no physics head."""

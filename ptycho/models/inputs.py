@@ -9,15 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ptycho.data import DiffractionData, Groups
+from ptycho.data import Groups, Scan
 
-__all__ = [
-    "baseline_targets",
-    "compute_input_scale",
-    "grouped",
-    "model_inputs",
-    "pinn_targets",
-]
+__all__ = ["baseline_targets", "compute_input_scale", "grouped", "model_inputs", "pinn_targets"]
 
 
 def compute_input_scale(counts: np.ndarray) -> float:
@@ -35,26 +29,25 @@ def grouped(per_pattern: np.ndarray, groups: Groups) -> np.ndarray:
     return np.moveaxis(np.asarray(per_pattern)[groups.indices], 1, -1)
 
 
-def model_inputs(
-    data: DiffractionData, groups: Groups, input_scale: float
-) -> dict[str, np.ndarray]:
+def model_inputs(scan: Scan, groups: Groups, input_scale: float) -> dict[str, np.ndarray]:
     """Model inputs for every group: ``diffraction (G, N, N, C)`` float32 normalised amplitudes
     and, for gridsize > 1, ``offsets (G, C, 2)`` float32 ``(x, y)`` pixels from the group centre."""
-    amplitudes = np.sqrt(data.counts, dtype=np.float32) * np.float32(input_scale)
+    amplitudes = np.sqrt(scan.counts, dtype=np.float32) * np.float32(input_scale)
     inputs = {"diffraction": np.ascontiguousarray(grouped(amplitudes, groups), np.float32)}
     if groups.gridsize > 1:
         inputs["offsets"] = np.ascontiguousarray(groups.offsets, np.float32)
     return inputs
 
 
-def pinn_targets(data: DiffractionData, groups: Groups) -> np.ndarray:
+def pinn_targets(scan: Scan, groups: Groups) -> np.ndarray:
     """Measured counts ``(G, N, N, C)`` float32 photons: the PINN's targets."""
-    return np.ascontiguousarray(grouped(data.counts, groups), np.float32)
+    return np.ascontiguousarray(grouped(scan.counts, groups), np.float32)
 
 
-def baseline_targets(data: DiffractionData, groups: Groups) -> np.ndarray:
-    """Ground-truth ``[amplitude, phase]`` stacked on channels, ``(G, N, N, 2C)`` float32."""
-    patches = grouped(data.patches, groups)
+def baseline_targets(truth_patches: np.ndarray, groups: Groups) -> np.ndarray:
+    """Ground-truth ``[amplitude, phase]`` of ``truth_patches (M, N, N)`` complex, stacked on
+    channels per group, ``(G, N, N, 2C)`` float32 (the supervised baseline's targets)."""
+    patches = grouped(truth_patches, groups)
     return np.ascontiguousarray(
         np.concatenate([np.abs(patches), np.angle(patches)], axis=-1), np.float32
     )

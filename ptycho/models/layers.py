@@ -22,11 +22,8 @@ from ptycho import physics
 from ptycho.checks import check_gridsize, check_patch_size
 
 __all__ = [
-    "ComplexPatches",
-    "FarFieldIntensity",
-    "IntensityScale",
-    "OverlapConstraint",
-    "ProbeIllumination",
+    "ComplexPatches", "FarFieldIntensity", "IntensityScale", "OverlapConstraint",
+    "ProbeIllumination"
 ]
 
 _PHYSICS_DTYPE = "float32"

@@ -21,14 +21,12 @@ import math
 import keras
 
 from ptycho.checks import check_choice, check_gridsize, check_patch_size, check_positive_int
-from ptycho.config import Activation, JobConfig, ModelConfig
+from ptycho.config import Activation
 
 __all__ = ["build_generator", "level_filters"]
 
 
-def level_filters(
-    N: int, bottleneck_filters: int = ModelConfig.bottleneck_filters
-) -> list[int]:
+def level_filters(N: int, bottleneck_filters: int) -> list[int]:
     """Filters of encoder levels ``0 … L−1`` (full resolution first), ``L = log2(N/8)``."""
     N = check_patch_size(N)
     bottleneck_filters = check_positive_int(bottleneck_filters, "bottleneck_filters")
@@ -60,9 +58,9 @@ def _decoder(
 def build_generator(
     *,
     N: int,
-    gridsize: int = JobConfig.gridsize,
-    bottleneck_filters: int = ModelConfig.bottleneck_filters,
-    activation: str = ModelConfig.activation,
+    gridsize: int,
+    bottleneck_filters: int,
+    activation: str,
     name: str = "generator",
 ) -> keras.Model:
     """A fresh generator: diffraction ``(B, N, N, C)`` float32 → ``[amplitude, phase]``.

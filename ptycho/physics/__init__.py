@@ -1,6 +1,8 @@
-"""The forward model of docs/physics.md §1–3 as pure TensorFlow functions (complex64, XLA-friendly).
+"""The forward model of docs/physics.md §1–3 as pure TensorFlow functions (complex64, XLA-friendly):
+geometry, propagation, dose and noise, the scan's operator and the Poisson likelihood.
 
-One implementation serves simulation (``ptycho.data``) and training (``ptycho.models``).
+One implementation serves simulation (``ptycho.data``), training (``ptycho.models``), the bound
+and phase synchronisation.
 """
 
 from ptycho.physics.dose import (
@@ -17,20 +19,18 @@ from ptycho.physics.geometry import (
     resample_matrix,
     translate,
 )
-from ptycho.physics.propagation import far_field, illuminate, intensity
+from ptycho.physics.likelihood import (
+    poisson_fisher,
+    poisson_nll,
+    poisson_nll_per_photon,
+    profiled_poisson_nll_per_photon,
+)
+from ptycho.physics.operator import Ptychography, patch_taps
+from ptycho.physics.propagation import far_field, far_field_adjoint, illuminate, intensity
 
 __all__ = [
-    "dose_scale",
-    "expected_counts",
-    "expected_counts_at_dose",
-    "extract_patches",
-    "far_field",
-    "illuminate",
-    "intensity",
-    "merge_patches",
-    "overlap_add",
-    "place_patches",
-    "poisson_counts",
-    "resample_matrix",
-    "translate",
+    "Ptychography", "dose_scale", "expected_counts", "expected_counts_at_dose", "extract_patches",
+    "far_field", "far_field_adjoint", "illuminate", "intensity", "merge_patches", "overlap_add",
+    "patch_taps", "place_patches", "poisson_counts", "poisson_fisher", "poisson_nll",
+    "poisson_nll_per_photon", "profiled_poisson_nll_per_photon", "resample_matrix", "translate"
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ptycho.checks import check_dose
 from ptycho.physics.propagation import far_field, illuminate, intensity
 
 __all__ = ["dose_scale", "expected_counts", "expected_counts_at_dose", "poisson_counts"]
@@ -21,9 +20,9 @@ def dose_scale(intensities: tf.Tensor, dose: float) -> tf.Tensor:
 
     Args:
         intensities: ``(M, N, N)`` float32 far-field intensities ``|F|²`` (arbitrary units).
-        dose: requested mean photons per pattern, positive and finite.
+        dose: requested mean photons per pattern, positive and finite (checked at the edge:
+            the config, :func:`ptycho.data.simulate`).
     """
-    dose = check_dose(dose)
     intensities = tf.convert_to_tensor(intensities, tf.float32)
     # Sum in float64: a dataset can hold 10⁵ patterns of 128² pixels.
     per_pattern = tf.reduce_sum(tf.cast(intensities, tf.float64), axis=(-2, -1))
@@ -56,7 +55,6 @@ def expected_counts_at_dose(
         ``(M, N, N)`` float32 expected counts λ, photons per pixel (a tensor; ``.numpy()`` for an
         array).
     """
-    dose = check_dose(dose)
     patches = tf.convert_to_tensor(patches, tf.complex64)
     probe = tf.convert_to_tensor(probe, tf.complex64)
     matching = (

@@ -24,12 +24,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 __all__ = [
-    "extract_patches",
-    "merge_patches",
-    "overlap_add",
-    "place_patches",
-    "resample_matrix",
-    "translate",
+    "extract_patches", "merge_patches", "overlap_add", "place_patches", "resample_matrix",
+    "translate"
 ]
 
 

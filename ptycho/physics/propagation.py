@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["far_field", "illuminate", "intensity"]
+__all__ = ["far_field", "far_field_adjoint", "illuminate", "intensity"]
 
 
 def illuminate(probe: tf.Tensor, obj_patches: tf.Tensor) -> tf.Tensor:
@@ -47,6 +47,14 @@ def far_field(exit_wave: tf.Tensor) -> tf.Tensor:
     spectrum = tf.signal.fft2d(exit_wave)
     norm = tf.constant(1.0 / rows, tf.complex64)
     return tf.signal.fftshift(spectrum, axes=(-2, -1)) * norm
+
+
+def far_field_adjoint(field: tf.Tensor) -> tf.Tensor:
+    """Adjoint (= inverse) of :func:`far_field`: ``N · IFFT2(ifftshift(F))``, ``(..., N, N)``
+    complex64."""
+    field = tf.convert_to_tensor(field, tf.complex64)
+    spectrum = tf.signal.ifftshift(field, axes=(-2, -1))
+    return tf.signal.ifft2d(spectrum) * tf.constant(field.shape[-1], tf.complex64)
 
 
 def intensity(field: tf.Tensor) -> tf.Tensor:

@@ -1,5 +1,5 @@
 """Training: ``fit`` with XLA by default, plateau schedule, early stopping, a divergence guard,
-and honest timings (compile separately from steady state); ``predict`` with static batch shapes.
+and honest timings (compile separately from steady state).
 
 Why our own timing and guard callbacks: Keras reports neither compile time nor per-step medians,
 and its ``TerminateOnNaN`` stops silently; a study needs to know that a point diverged and why.
@@ -18,10 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from ptycho.checks import check_positive_int, validation_count
-from ptycho.config import EvalConfig, TrainConfig
+from ptycho.config import TrainConfig
 from ptycho.training.losses import get_loss
 
-__all__ = ["FitResult", "TrainingDiverged", "fit", "predict", "validation_split"]
+__all__ = ["FitResult", "TrainingDiverged", "fit", "validation_split"]
 
 log = logging.getLogger(__name__)
 
@@ -231,17 +231,9 @@ def fit(
     targets: np.ndarray,
     *,
     loss: str,
+    settings: TrainConfig,
     jit_compile: bool,
     seed: int,
-    epochs: int = TrainConfig.epochs,
-    batch_size: int = TrainConfig.batch_size,
-    learning_rate: float = TrainConfig.learning_rate,
-    validation_fraction: float = TrainConfig.validation_fraction,
-    plateau_factor: float = TrainConfig.plateau_factor,
-    plateau_patience: int = TrainConfig.plateau_patience,
-    min_learning_rate: float = TrainConfig.min_learning_rate,
-    early_stopping_patience: int = TrainConfig.early_stopping_patience,
-    min_delta: float = TrainConfig.min_delta,
     loss_scale: float = 1.0,
     validation: np.ndarray | None = None,
     on_epoch: EpochHook | None = None,
@@ -250,189 +242,97 @@ def fit(
 
     Args:
         model: a training model from :mod:`ptycho.models` (fresh or to be trained further).
-        inputs: name → ``(G, ...)`` arrays (:func:`ptycho.models.model_inputs`).
-        targets: ``(G, ...)`` float32 targets (counts for the PINN, amplitude/phase for the
-            baseline).
+        inputs, targets: name → ``(G, ...)`` arrays (:func:`ptycho.models.model_inputs`) and
+            ``(G, ...)`` float32 targets (counts for the PINN, amplitude/phase for the baseline).
         loss: ``poisson_nll``, ``mae`` or ``supervised_mae``.
-        epochs: maximum epochs (early stopping may end sooner).
-        batch_size: groups per step; training batches are static (the remainder of the
-            training groups is dropped each epoch, a different one each shuffle); validation
-            uses every held-out group.
-        learning_rate: Adam's initial rate.
-        validation_fraction: share of groups held out (seeded, :func:`validation_split`) for
-            ``val_loss``, the mean loss over every held-out group; 0 disables validation and
-            the schedule then watches ``loss``. Ignored when ``validation`` is given.
-        validation: ``(V,)`` int indices of the groups to hold out, chosen by the caller (the
-            job holds out a region, :func:`ptycho.data.holdout_region`, so that no pattern is
-            in a training and a validation group); every other group trains. Empty: no
-            validation.
-        plateau_factor, plateau_patience, min_learning_rate: reduce-on-plateau schedule.
-        early_stopping_patience: epochs without improvement before stopping; the best epoch's
-            weights are restored.
-        min_delta: the least decrease of the monitored loss that counts as an improvement, for
-            the plateau schedule and early stopping (in the units of ``loss_scale · loss``).
-        loss_scale: the loss trained on (and logged) is ``loss_scale · loss``;
-            :func:`ptycho.training.dose_scale` makes it dose-independent.
+        settings: epochs, batch size (training batches are static: the remainder of the
+            training groups is dropped each epoch, a different one each shuffle), learning
+            rate, the plateau schedule and early stopping (best weights restored), whose
+            ``min_delta`` is in the units of ``loss_scale · loss``; ``validation_fraction``:
+            the share of groups held out (seeded, :func:`validation_split`) unless
+            ``validation`` is given; 0: the schedule watches ``loss``.
         jit_compile: compile the whole train step with XLA.
         seed: shuffling and validation split.
+        loss_scale: the loss trained on (and logged) is ``loss_scale · loss``;
+            :func:`ptycho.training.dose_scale` makes it dose-independent.
+        validation: ``(V,)`` int indices of the groups to hold out, chosen by the caller (the
+            network arm holds out a region, :func:`ptycho.data.holdout_region`, so that no
+            pattern is in a training and a validation group). Empty: no validation.
         on_epoch: called after each finite epoch with ``(epoch, {loss, val_loss, learning_rate})``.
 
     Raises:
         TrainingDiverged: a loss became NaN or infinite; nothing non-finite is returned.
         ValueError: bad arguments, named with their values.
     """
-    epochs = check_positive_int(epochs, "epochs")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    if not (math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction!r}")
     if not (math.isfinite(loss_scale) and loss_scale > 0):
         raise ValueError(f"loss_scale must be a positive finite number, got {loss_scale!r}")
-    if not (math.isfinite(min_delta) and min_delta >= 0):
-        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
-    loss_fn = _scaled(get_loss(loss), loss_scale)
-    n_groups = len(targets)
+    train_idx, val_idx = _split(len(targets), settings, validation, seed)
+    train_ds = _batches({k: v[train_idx] for k, v in inputs.items()}, targets[train_idx],
+                        settings.batch_size, seed=seed, drop_remainder=True)
+    val_ds = None if not val_idx.size else _batches(  # every held-out group counts (the last
+        {k: v[val_idx] for k, v in inputs.items()}, targets[val_idx],  # batch may be smaller)
+        min(settings.batch_size, val_idx.size), seed=None, drop_remainder=False)
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
+                  loss=_scaled(get_loss(loss), loss_scale), jit_compile=bool(jit_compile))
+    # Create the optimizer's slots eagerly: created on the first traced step they become
+    # cond-initialised variables whose graphs TensorFlow keeps for the life of the process
+    # (measured: ~45 MB per job in a sequential sweep).
+    model.optimizer.build(model.trainable_variables)
+    timer, guard, progress = _StepTimer(), _Guard(), _Progress(settings.epochs, on_epoch)
+    monitor = "val_loss" if val_ds is not None else "loss"
+    steps_per_epoch = train_idx.size // settings.batch_size
+    log.info("training %s: %d groups (%d validation), %d steps/epoch, up to %d epochs, XLA %s",
+             model.name, len(targets), val_idx.size, steps_per_epoch, settings.epochs,
+             "on" if jit_compile else "off")
+    start = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs, verbose=0,
+              callbacks=[timer, guard, *_schedule(settings, monitor), progress],
+              shuffle=False)  # the dataset is shuffled, seeded, above
+    train_time = time.perf_counter() - start
+    if guard.report is not None:
+        log.error("%s", guard.report)
+        raise TrainingDiverged(guard.report, progress.history)
+    steps, history = timer.step_times, progress.history
+    steady = float(np.median(steps[1:])) if len(steps) > 1 else float(steps[0])
+    monitored, epochs_run = history.get(monitor, []), len(history.get("loss", []))
+    return FitResult(
+        history=history, epochs_run=epochs_run,
+        best_epoch=int(np.argmin(monitored)) + 1 if monitored else 0,
+        stopped_early=epochs_run < settings.epochs, xla=bool(model.jit_compile),
+        compile_time_s=max(0.0, float(steps[0]) - steady), step_time_s=steady,
+        epoch_time_s=steady * steps_per_epoch, train_time_s=train_time,
+        steps_per_epoch=steps_per_epoch,
+        patterns_per_step=settings.batch_size * int(inputs["diffraction"].shape[-1]),
+        step_times_s=list(steps),
+    )
+
+
+def _split(n_groups: int, settings: TrainConfig, validation: np.ndarray | None,
+           seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` group indices: the caller's validation groups, else the seeded
+    split of ``settings.validation_fraction``; refused when too few groups are left to train."""
     if validation is None:
-        train_idx, val_idx = validation_split(n_groups, validation_fraction, seed=seed)
+        train_idx, val_idx = validation_split(n_groups, settings.validation_fraction, seed=seed)
     else:
         val_idx = np.unique(np.asarray(validation, dtype=np.int64))
         if val_idx.size and (val_idx[0] < 0 or val_idx[-1] >= n_groups):
             raise ValueError(f"validation indices must lie in [0, {n_groups}), got "
                              f"{val_idx[0]}..{val_idx[-1]}")
         train_idx = np.setdiff1d(np.arange(n_groups), val_idx)
-    n_val = int(val_idx.size)
-    n_train = n_groups - n_val
-    if n_train < batch_size:
+    if train_idx.size < settings.batch_size:
         raise ValueError(
-            f"batch_size={batch_size} exceeds the {n_train} training groups "
-            f"({n_groups} groups, {n_val} held out for validation)"
-        )
+            f"batch_size={settings.batch_size} exceeds the {train_idx.size} training groups "
+            f"({n_groups} groups, {val_idx.size} held out for validation)")
+    return train_idx, val_idx
 
-    train_ds = _batches(
-        {k: v[train_idx] for k, v in inputs.items()},
-        targets[train_idx],
-        batch_size,
-        seed=seed,
-        drop_remainder=True,
-    )
-    val_ds = None
-    if n_val:
-        # Every held-out group counts: the last batch may be smaller (one more compiled shape
-        # of the test step, traced once). Keras weights each batch's loss by its size, so
-        # val_loss is the mean over all held-out groups.
-        val_ds = _batches(
-            {k: v[val_idx] for k, v in inputs.items()},
-            targets[val_idx],
-            min(batch_size, n_val),
-            seed=None,
-            drop_remainder=False,
-        )
-    monitor = "val_loss" if val_ds is not None else "loss"
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=loss_fn,
-        jit_compile=bool(jit_compile),
-    )
-    # Create the optimizer's slots eagerly: created on the first traced step they become
-    # cond-initialised variables whose graphs TensorFlow keeps for the life of the process
-    # (measured: ~45 MB per job in a sequential sweep).
-    model.optimizer.build(model.trainable_variables)
-    timer, guard, progress = _StepTimer(), _Guard(), _Progress(epochs, on_epoch)
-    stopper = keras.callbacks.EarlyStopping(
-        monitor=monitor, patience=early_stopping_patience, min_delta=min_delta,
-        restore_best_weights=True,
-    )
-    callbacks = [
-        timer,
-        guard,
+def _schedule(settings: TrainConfig, monitor: str) -> list[keras.callbacks.Callback]:
+    """Reduce-on-plateau and early stopping (best weights restored) on ``monitor``."""
+    return [
         keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor,
-            factor=plateau_factor,
-            patience=plateau_patience,
-            min_delta=min_delta,
-            min_lr=min_learning_rate,
-            verbose=0,
-        ),
-        stopper,
-        progress,
+            monitor=monitor, factor=settings.plateau_factor, patience=settings.plateau_patience,
+            min_delta=settings.min_delta, min_lr=settings.min_learning_rate, verbose=0),
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=settings.early_stopping_patience,
+            min_delta=settings.min_delta, restore_best_weights=True),
     ]
-    steps_per_epoch = n_train // batch_size
-    channels = int(inputs["diffraction"].shape[-1])
-    log.info(
-        "training %s: %d groups (%d validation), %d steps/epoch, up to %d epochs, XLA %s",
-        model.name, n_groups, n_val, steps_per_epoch, epochs, "on" if jit_compile else "off",
-    )
-    start = time.perf_counter()
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        verbose=0,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset is shuffled, seeded, above
-    )
-    train_time = time.perf_counter() - start
-    if guard.report is not None:
-        log.error("%s", guard.report)
-        raise TrainingDiverged(guard.report, progress.history)
-
-    steps = timer.step_times
-    steady = float(np.median(steps[1:])) if len(steps) > 1 else float(steps[0])
-    history = progress.history
-    monitored = history.get(monitor, [])
-    best_epoch = int(np.argmin(monitored)) + 1 if monitored else 0
-    epochs_run = len(history.get("loss", []))
-    return FitResult(
-        history=history,
-        epochs_run=epochs_run,
-        best_epoch=best_epoch,
-        stopped_early=epochs_run < epochs,
-        xla=bool(model.jit_compile),
-        compile_time_s=max(0.0, float(steps[0]) - steady),
-        step_time_s=steady,
-        epoch_time_s=steady * steps_per_epoch,
-        train_time_s=train_time,
-        steps_per_epoch=steps_per_epoch,
-        patterns_per_step=batch_size * channels,
-        step_times_s=list(steps),
-    )
-
-
-def predict(
-    model: keras.Model,
-    inputs: dict[str, np.ndarray],
-    *,
-    batch_size: int = EvalConfig.batch_size,
-    jit_compile: bool | None = None,
-) -> list[np.ndarray]:
-    """Run ``model`` over every row of ``inputs`` with one static batch shape.
-
-    The last batch is padded (and the padding dropped), so a compiled predict step is traced once.
-    ``jit_compile`` (re)compiles the model for inference; ``None`` keeps its current setting.
-
-    Returns:
-        The model's outputs as a list of ``(G, ...)`` arrays.
-    """
-    batch_size = check_positive_int(batch_size, "batch_size")
-    if jit_compile is not None:
-        model.compile(jit_compile=bool(jit_compile))
-    names = [tensor.name for tensor in model.inputs]
-    arrays = {name: inputs[name] for name in names}
-    total = len(next(iter(arrays.values())))
-    batch_size = min(batch_size, total)
-    padded_total = -(-total // batch_size) * batch_size
-    padded = {
-        name: np.concatenate([a, np.repeat(a[-1:], padded_total - total, axis=0)])
-        if padded_total > total
-        else a
-        for name, a in arrays.items()
-    }
-    # A single-input model takes the bare array (a one-key dict makes Keras warn).
-    elements = padded[names[0]] if len(names) == 1 else padded
-    dataset = tf.data.Dataset.from_tensor_slices(elements).batch(batch_size, drop_remainder=True)
-    outputs = model.predict(dataset, verbose=0)
-    if not isinstance(outputs, list | tuple):
-        outputs = [outputs]
-    return [np.asarray(output)[:total] for output in outputs]

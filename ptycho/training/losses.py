@@ -1,11 +1,8 @@
 """Training losses (docs/physics.md §7.1). ``y_true`` first, like Keras losses; all float32.
 
-- ``poisson_nll``: ``mean(λ − k·log(λ + ε))`` on photon counts (the constant ``log k!`` dropped);
+- ``poisson_nll``: ``mean(λ − k·log(λ + ε))`` on photon counts (:mod:`ptycho.physics.likelihood`);
 - ``mae``: ``mean |√λ − √k|``, the amplitude MAE arm of the dose study;
 - ``supervised_mae``: the baseline's ``mean |prediction − truth|`` on amplitude and phase.
-
-``poisson_nll_per_photon`` is the full NLL (with ``log k!``) divided by the photon count, which
-compares across doses.
 
 ``dose_scale`` makes a loss's size, and what counts as an improvement of it, independent of the
 dose: the job trains on ``scale · loss``, so ``train.min_delta`` means the same at 1e2 and 1e9.
@@ -13,30 +10,17 @@ dose: the job trains on ``scale · loss``, so ``train.min_delta`` means the same
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = [
-    "LOSSES",
-    "amplitude_mae",
-    "dose_scale",
-    "get_loss",
-    "poisson_nll",
-    "poisson_nll_per_photon",
-    "supervised_mae",
-]
+from ptycho.physics.likelihood import poisson_nll
 
-_LOG_EPS = 1e-6
+__all__ = ["LOSSES", "amplitude_mae", "dose_scale", "get_loss", "supervised_mae"]
+
 _SQRT_EPS = 1e-10
-
-
-def poisson_nll(counts: tf.Tensor, expected: tf.Tensor) -> tf.Tensor:
-    """``mean(λ − k·log(λ + ε))``; counts and expected ``(B, N, N, C)`` photons per pixel."""
-    counts = tf.cast(counts, tf.float32)
-    expected = tf.cast(expected, tf.float32)
-    return tf.reduce_mean(expected - counts * tf.math.log(expected + _LOG_EPS))
 
 
 def amplitude_mae(counts: tf.Tensor, expected: tf.Tensor) -> tf.Tensor:
@@ -51,19 +35,11 @@ def supervised_mae(truth: tf.Tensor, prediction: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.abs(tf.cast(prediction, tf.float32) - tf.cast(truth, tf.float32)))
 
 
-def poisson_nll_per_photon(counts: tf.Tensor, expected: tf.Tensor) -> tf.Tensor:
-    """Full NLL ``Σ(λ − k log λ + log k!) / Σk`` (nats per photon)."""
-    counts = tf.cast(counts, tf.float64)
-    expected = tf.cast(expected, tf.float64)
-    nll = expected - counts * tf.math.log(expected + _LOG_EPS) + tf.math.lgamma(counts + 1.0)
-    return tf.reduce_sum(nll) / tf.maximum(tf.reduce_sum(counts), 1.0)
-
-
-LOSSES: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
+LOSSES: Mapping[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = MappingProxyType({
     "poisson_nll": poisson_nll,
     "mae": amplitude_mae,
     "supervised_mae": supervised_mae,
-}
+})
 
 
 def dose_scale(name: str, counts: np.ndarray) -> float:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
+from ptycho.arms.network import training_groups
 from ptycho.config import ObjectConfig, validate
 from ptycho.data import (
     check_matched_groups,
@@ -20,7 +21,7 @@ from ptycho.data import (
     make_positions,
     raster_positions,
 )
-from ptycho.pipeline import run_pipeline, training_groups
+from ptycho.pipeline import run_pipeline
 from tests.helpers import simulation_spec
 from tests.test_config import composed
 
@@ -97,7 +98,7 @@ def test_without_validation_every_pattern_trains_and_the_schedule_watches_the_tr
                                "train.epochs=2", "tracking.log_model=false"))
     result = run_pipeline(config, cache_dir=tmp_path)
     assert result.metrics["validation_patterns"] == 0 and result.metrics["validation_groups"] == 0
-    history = result.fit.history
-    assert "val_loss" not in history and len(history["loss"]) == result.fit.epochs_run == 2
+    history = result.history
+    assert "val_loss" not in history and len(history["loss"]) == result.metrics["epochs_run"] == 2
     assert result.metrics["val_loss_best"] == min(history["loss"])
-    assert result.fit.best_epoch == int(np.argmin(history["loss"])) + 1
+    assert result.metrics["best_epoch"] == int(np.argmin(history["loss"])) + 1

@@ -132,8 +132,10 @@ def test_disc_probe_is_centred_soft_and_peak_normalised() -> None:
 def test_invalid_spec_is_refused_naming_argument_and_value(
     overrides: dict, name: str, value: str
 ) -> None:
+    """Refused by the spec, or (the dose: checked once, where it enters the data) by the
+    simulation it asks for, before any pattern is drawn."""
     with pytest.raises(ValueError) as raised:
-        _spec(**overrides)
+        make_datasets(_spec(**overrides))
     assert name in str(raised.value) and value in str(raised.value)
 
 

@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 
 from ptycho import runtime, viz
+from ptycho.config import TrainConfig
 from ptycho.data import group_positions
 from ptycho.evaluation import METRIC_KEYS, Evaluation, evaluate
 from ptycho.models import compute_input_scale, model_inputs
-from ptycho.training import fit, poisson_nll, predict, reconstruct
+from ptycho.physics import poisson_nll
+from ptycho.reconstruction.predict import predict, predict_patches
+from ptycho.reconstruction.stitch import scan_weight
+from ptycho.reconstruction.synchronise import synchronise_and_stitch
+from ptycho.training import fit
 from tests.helpers import amplitude_error, tiny_pair, tiny_pinn
 
 
@@ -24,22 +29,29 @@ def test_train_evaluate_and_draw(tmp_path: Path) -> None:
     scale = compute_input_scale(pair.train.counts)
     test_groups = group_positions(pair.test.positions, 1, seed=0)
 
+    test = pair.test.scan
+    coverage = scan_weight(test.positions, 32, test.object_shape, keep_fraction=0.3)
+
     def score(phase_sync: str = "likelihood") -> Evaluation:
-        recon = reconstruct(models, pair.test, test_groups, scale)
-        return evaluate(recon.patches, recon.positions, pair.test.obj, probe=pair.test.probe,
-                        counts=pair.test.counts[recon.indices], phase_sync=phase_sync)
+        patches = predict_patches(models, test, test_groups, scale, batch_size=64)
+        stitched = synchronise_and_stitch(
+            patches.patches, patches.positions, test.object_shape, probe=test.probe,
+            keep_fraction=0.3, phase_sync=phase_sync, stitch_weighting="probe",
+            counts=test.counts[patches.indices], patterns=patches.indices)
+        return evaluate(stitched.obj, pair.test.obj, coverage, border=4,
+                        phase_alignment="plane", subpixel_registration=False)
 
     train_groups = group_positions(pair.train.positions, 1, seed=0)
 
     def nll() -> float:
-        return float(poisson_nll(targets, predict(models.train, inputs)[0]))
+        return float(poisson_nll(targets, predict(models.train, inputs, batch_size=64)[0]))
 
     # (the untrained patches synchronised by their overlaps alone: the likelihood's 200
     # iterations on noise would only cost time)
     before, untrained_error, untrained_nll = score("overlap"), amplitude_error(
         models, inputs, pair, train_groups), nll()
-    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=6, batch_size=16,
-                 jit_compile=False, seed=0)
+    result = fit(models.train, inputs, targets, loss="poisson_nll", jit_compile=False, seed=0,
+                 settings=TrainConfig(epochs=6, batch_size=16))
     after = score()
     trained_error, trained_nll = amplitude_error(models, inputs, pair, train_groups), nll()
     print(f"amplitude error {untrained_error:.4f} -> {trained_error:.4f}; "
@@ -55,8 +67,8 @@ def test_train_evaluate_and_draw(tmp_path: Path) -> None:
           f"{after.metrics['amp_mae']:.4f}")
     assert after.metrics["amp_mae"] < before.metrics["amp_mae"]
 
-    test_inputs = model_inputs(pair.test, test_groups, scale)
-    expected = predict(models.train, test_inputs)[0][..., 0]
+    test_inputs = model_inputs(test, test_groups, scale)
+    expected = predict(models.train, test_inputs, batch_size=64)[0][..., 0]
     figures = {
         "reconstruction": viz.reconstruction_figure(after, "N=32 g=1 dose=1e6 poisson_nll"),
         "diffraction": viz.diffraction_figure(pair.test.counts, expected),

@@ -11,13 +11,13 @@ from scipy import linalg, ndimage
 from ptycho.data.probe import disc_probe
 from ptycho.evaluation import align_amplitude, align_phase
 from ptycho.evaluation.limit import (
-    dose_scale_of,
     estimate_limit,
     fisher_matrix,
     free_pixels,
     limit_cache_key,
     load_or_estimate_limit,
 )
+from ptycho.physics import Ptychography
 
 N = 16
 SIDE = 28
@@ -112,15 +112,16 @@ def test_the_fisher_matrix_equals_finite_differences_and_scales_with_the_dose() 
     positions = positions[[6, 12]]  # two patterns
     free = np.zeros(obj.shape, bool)
     free[12:15, 11:15] = True  # twelve object pixels, lit by both
-    ours = fisher_matrix(obj, probe, positions, free)  # at s² = 1
+    operator = Ptychography(probe, positions, obj.shape)
+    ours = fisher_matrix(operator, obj, free)  # at s² = 1
     for dose in (1e3, 1e5):
-        scale = dose_scale_of(obj, probe, positions, dose)
+        scale = operator.dose_scale(obj, dose)
         reference = finite_difference_fisher(Reference(obj, probe, positions, free, scale),
                                              obj[free])
         error = np.linalg.norm(scale * ours - reference) / np.linalg.norm(reference)
         print(f"dose {dose:g}: relative error of the Fisher matrix {error:.2e}")
         assert error < 1e-3
-    ratio = dose_scale_of(obj, probe, positions, 1e5) / dose_scale_of(obj, probe, positions, 1e3)
+    ratio = operator.dose_scale(obj, 1e5) / operator.dose_scale(obj, 1e3)
     assert ratio == pytest.approx(100.0, rel=1e-6)  # I ∝ s² ∝ dose, so the bound ∝ 1/dose
 
 
@@ -170,8 +171,9 @@ def test_a_maximum_likelihood_estimate_is_at_or_above_the_bound() -> None:
     dose = 1e6
     # Dim edge pixels (under 5% of the peak illumination) are known to both the estimator and
     # the bound: their estimates are far from the truth even at this dose (not linear there).
-    free = free_pixels(probe, positions, obj.shape, threshold=0.05)
-    scale = dose_scale_of(obj, probe, positions, dose)
+    operator = Ptychography(probe, positions, obj.shape)
+    free = free_pixels(operator, threshold=0.05)
+    scale = operator.dose_scale(obj, dose)
     reference = Reference(obj, probe, positions, free, scale)
     truth = obj[free]
     lam = reference.expected(truth)
@@ -324,10 +326,11 @@ def test_fluence_is_the_dose_per_scan_step_squared_and_follows_the_overlap() -> 
     for step in (4.0, 2.0):
         grid = np.arange(12.0, side - 12.0 + 0.1, step)
         positions = np.stack(np.meshgrid(grid, grid), axis=-1).reshape(-1, 2)
-        scale = dose_scale_of(obj, probe, positions, dose)
-        found[step] = fluence(probe, positions, obj.shape, scale, region)
+        operator = Ptychography(probe, positions, obj.shape)
+        scale = operator.dose_scale(obj, dose)
+        found[step] = fluence(operator, scale, region)
         assert found[step]["fluence"] == pytest.approx(dose / step**2, rel=0.02)
         assert found[step]["fluence_p5"] <= found[step]["fluence"]
     assert found[2.0]["fluence"] == pytest.approx(4 * found[4.0]["fluence"], rel=0.02)
-    measured = fluence(probe, positions, obj.shape, 1.1 * scale, region)  # at 10% more counts
+    measured = fluence(operator, 1.1 * scale, region)  # at 10% more counts
     assert measured["fluence"] == pytest.approx(1.1 * found[2.0]["fluence"])

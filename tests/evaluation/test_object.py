@@ -1,5 +1,5 @@
-"""``evaluate_object`` scores a whole reconstructed object exactly as ``evaluate`` scores the
-stitched patches of the same scan: same region, alignment and metrics."""
+"""``evaluate`` scores any arm's finished object on the scan's region: a whole object (an
+iterative engine's) scores exactly as the stitch of its own patches (a network's)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pytest
 
 from ptycho import physics
 from ptycho.data import disc_probe
-from ptycho.evaluation import evaluate, evaluate_object, scan_weight
+from ptycho.evaluation import evaluate
 from ptycho.evaluation.alignment import scanned_region
+from ptycho.reconstruction.stitch import scan_weight
+from ptycho.reconstruction.synchronise import synchronise_and_stitch
 
 
 def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -27,16 +29,20 @@ def test_the_object_path_and_the_patch_path_agree_on_the_same_image() -> None:
     truth, image, positions = _scene()
     N = 16
     patches = physics.extract_patches(image[None], positions[None].astype(np.float32), N)[0]
-    from_patches = evaluate(patches.numpy(), positions, truth, keep_fraction=0.5, border=2,
-                            probe=disc_probe(N), phase_sync="overlap")
-    from_object = evaluate_object(image, positions, N, truth, keep_fraction=0.5, border=2)
+    stitched = synchronise_and_stitch(patches.numpy(), positions, truth.shape,
+                                      probe=disc_probe(N), keep_fraction=0.5,
+                                      phase_sync="overlap", stitch_weighting="probe").obj
+    coverage = scan_weight(positions, N, truth.shape, keep_fraction=0.5)
+    score = {"border": 2, "phase_alignment": "plane", "subpixel_registration": False}
+    from_patches = evaluate(stitched, truth, coverage, **score)
+    from_object = evaluate(image, truth, coverage, **score)
     assert from_patches.region == from_object.region
     for key, value in from_patches.metrics.items():
         assert from_object.metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     assert from_object.metrics["amp_ssim"] < 0.99  # a real difference was scored
 
     # On the ground truth itself both paths are perfect.
-    perfect = evaluate_object(truth, positions, N, truth, keep_fraction=0.5, border=2)
+    perfect = evaluate(truth, truth, coverage, **score)
     assert perfect.metrics["amp_ssim"] == pytest.approx(1.0)
     assert perfect.metrics["phase_mae"] == pytest.approx(0.0, abs=1e-6)
 
@@ -48,4 +54,5 @@ def test_the_region_is_the_scanned_one_and_bad_shapes_are_refused() -> None:
     assert weight[rows, cols].min() > 0  # every scored pixel is covered by the scan
     assert (rows.start, cols.start) > (0, 0) and (rows.stop, cols.stop) < truth.shape
     with pytest.raises(ValueError, match=r"image must have the object's shape \(64, 72\)"):
-        evaluate_object(image[:-1], positions, 16, truth)
+        evaluate(image[:-1], truth, weight, border=2, phase_alignment="plane",
+                 subpixel_registration=False)

@@ -10,14 +10,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from experiments.dose_response.report import (
-    EFFICIENCY_COLUMNS,
-    dose_efficiency,
-    make_report,
-    summarise,
-)
+from experiments.dose_response.analyse import EFFICIENCY_COLUMNS, dose_efficiency, summarise
+from experiments.dose_response.report import make_report
 from ptycho.evaluation import METRIC_KEYS
-from ptycho.tracking import ROLE_TAG
+from ptycho.runner.tracking import ROLE_TAG
 from tests.cli import copy_store
 
 
@@ -76,7 +72,7 @@ def test_a_collapsed_run_is_counted_drawn_apart_and_kept_out_of_the_median(tmp_p
     """Four replicates of one cell, one of which collapsed (flat amplitude, as the MAE arms at
     dose 1e2 did): it is counted in the collapse rate, kept out of the median and interval, and
     drawn as its own marker."""
-    from experiments.dose_response.report import summary_text
+    from experiments.dose_response.render import summary_text
     from ptycho import viz
 
     runs = pd.DataFrame({

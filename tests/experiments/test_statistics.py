@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.dose_response.report import comparisons, dose_efficiency, summarise
+from experiments.dose_response.analyse import comparisons, dose_efficiency, summarise
 from experiments.dose_response.statistics import crossing_dose, dose_ratio, median_ci
 
 
@@ -91,9 +91,11 @@ def test_the_report_tables_give_ratios_with_intervals() -> None:
     nll = table.loc["N32 g1 poisson_nll pinn"]
     assert nll["vs_lsqml_log10_low"] <= -0.5 <= nll["vs_lsqml_log10_high"]
     pair = comparisons(runs, "amp_ssim", 0.5)
-    assert len(pair) == 1  # the two PINN arms differ in the loss alone; LSQML in the model
-    row = pair.iloc[0]
-    assert row["differs_in"] == "loss"
+    # the two PINN arms differ in the loss alone; each differs from LSQML in the model alone
+    # (LSQML uses neither gridsize nor loss: its runs leave them blank)
+    assert sorted(pair["differs_in"]) == ["loss", "model", "model"]
+    assert set(pair[pair["differs_in"] == "model"]["reference"]) == {"N32 lsqml"}
+    row = pair[pair["differs_in"] == "loss"].iloc[0]
     # arms are ordered by name: mae first, so the ratio is mae/nll = 10
     assert row["arm"] == "N32 g1 mae pinn" and row["log10_low"] <= 1.0 <= row["log10_high"]
     assert "10^(" in row["statement"]

@@ -12,15 +12,17 @@ import tensorflow as tf
 from ptycho import runtime
 from ptycho.data import disc_probe
 from ptycho.models import build_baseline, build_pinn, load_model, save_model
-from ptycho.training import predict
+from ptycho.reconstruction.predict import predict
 from tests.helpers import feed, tiny_pair, tiny_pinn
 
 REFERENCE_PARAMS_N64 = 2.33e6
+GENERATOR = {"bottleneck_filters": 256, "activation": "leaky_relu"}  # the schema's defaults
+PINN = {**GENERATOR, "merge_iterations": 8}
 
 
 def test_parameter_count_at_N64_is_within_half_of_the_reference() -> None:
     runtime.reset(0)
-    models = build_pinn(N=64, gridsize=1, probe=disc_probe(64))
+    models = build_pinn(**PINN, N=64, gridsize=1, probe=disc_probe(64))
     count = models.params_count
     print(f"PINN N=64 g=1 trainable parameters: {count:,}")
     assert 0.5 * REFERENCE_PARAMS_N64 <= count <= 1.5 * REFERENCE_PARAMS_N64
@@ -30,7 +32,7 @@ def test_parameter_count_at_N64_is_within_half_of_the_reference() -> None:
 def test_any_power_of_two_and_gridsize_builds_with_the_right_shapes(N: int, gridsize: int) -> None:
     runtime.reset(0)
     channels = gridsize**2
-    models = build_pinn(N=N, gridsize=gridsize, probe=disc_probe(N), canvas_size=N + 8)
+    models = build_pinn(**PINN, N=N, gridsize=gridsize, probe=disc_probe(N), canvas_size=N + 8)
     diffraction = np.random.default_rng(0).random((2, N, N, channels)).astype(np.float32)
     inputs = [diffraction]
     if gridsize > 1:
@@ -41,23 +43,23 @@ def test_any_power_of_two_and_gridsize_builds_with_the_right_shapes(N: int, grid
     assert amplitude.shape == phase.shape == (2, N, N, channels)
     assert np.all((amplitude.numpy() > 0) & (amplitude.numpy() < 1))
     assert np.all(np.abs(phase.numpy()) < np.pi)
-    baseline = build_baseline(N=N, gridsize=gridsize)
+    baseline = build_baseline(**GENERATOR, N=N, gridsize=gridsize)
     assert baseline.train(diffraction).shape == (2, N, N, 2 * channels)
 
 
 def test_bad_sizes_are_refused_naming_the_value() -> None:
     with pytest.raises(ValueError, match="N must be an integer power of two >= 16, got 48"):
-        build_pinn(N=48, gridsize=1, probe=None)
+        build_pinn(**PINN, N=48, gridsize=1, probe=None)
     with pytest.raises(ValueError, match="gridsize must be an integer >= 1, got 0"):
-        build_baseline(N=32, gridsize=0)
+        build_baseline(**GENERATOR, N=32, gridsize=0)
     with pytest.raises(ValueError, match="canvas_size must be >= N \\+ 2 = 34"):
-        build_pinn(N=32, gridsize=2, probe=None, canvas_size=0)
+        build_pinn(**PINN, N=32, gridsize=2, probe=None, canvas_size=0)
 
 
 def test_each_call_builds_fresh_independent_models() -> None:
     runtime.reset(0)
-    first = build_pinn(N=16, gridsize=2, probe=disc_probe(16), canvas_size=24, log_scale=1.0)
-    second = build_pinn(N=16, gridsize=2, probe=disc_probe(16), canvas_size=24, log_scale=1.0)
+    first, second = (build_pinn(**PINN, N=16, gridsize=2, probe=disc_probe(16), canvas_size=24,
+                                log_scale=1.0) for _ in range(2))
     first_ids = {id(w) for w in first.train.weights}
     assert first_ids.isdisjoint({id(w) for w in second.train.weights})
     scale = first.train.get_layer("intensity_scale").log_scale
@@ -66,14 +68,14 @@ def test_each_call_builds_fresh_independent_models() -> None:
 
 
 def test_probe_and_intensity_scale_are_tracked_weights() -> None:
-    frozen = build_pinn(N=16, gridsize=1, probe=disc_probe(16), log_scale=2.0)
+    frozen = build_pinn(**PINN, N=16, gridsize=1, probe=disc_probe(16), log_scale=2.0)
     names = {w.path for w in frozen.train.weights}
     assert {"probe_illumination/probe_real", "probe_illumination/probe_imag",
             "intensity_scale/log_scale"} <= names
     trainable = {w.path for w in frozen.train.trainable_weights}
     assert "intensity_scale/log_scale" in trainable
     assert "probe_illumination/probe_real" not in trainable
-    refined = build_pinn(N=16, gridsize=1, probe=disc_probe(16), trainable_probe=True)
+    refined = build_pinn(**PINN, N=16, gridsize=1, probe=disc_probe(16), trainable_probe=True)
     assert "probe_illumination/probe_real" in {w.path for w in refined.train.trainable_weights}
     # Inference shares the generator's weights with training.
     assert {id(w) for w in frozen.inference.weights} <= {id(w) for w in frozen.train.weights}
@@ -82,7 +84,8 @@ def test_probe_and_intensity_scale_are_tracked_weights() -> None:
 @pytest.mark.parametrize("batch", [1, 15, 16, 17])
 def test_pinn_forward_pass_is_per_sample_at_gridsize_two(batch: int) -> None:
     runtime.reset(0)
-    models = build_pinn(N=16, gridsize=2, probe=disc_probe(16), canvas_size=26, log_scale=3.0)
+    models = build_pinn(**PINN, N=16, gridsize=2, probe=disc_probe(16), canvas_size=26,
+                        log_scale=3.0)
     rng = np.random.default_rng(batch)
     diffraction = rng.random((batch, 16, 16, 4)).astype(np.float32)
     offsets = rng.uniform(-4, 4, (batch, 4, 2)).astype(np.float32)
@@ -119,8 +122,9 @@ def test_save_then_load_gives_identical_predictions(tmp_path: Path) -> None:
     assert loaded.models.spec == models.spec
     batch = feed(models, inputs)
     np.testing.assert_array_equal(loaded.models.train(batch).numpy(), models.train(batch).numpy())
-    for original, restored in zip(predict(models.inference, inputs),
-                                  predict(loaded.models.inference, inputs), strict=True):
+    for original, restored in zip(predict(models.inference, inputs, batch_size=8),
+                                  predict(loaded.models.inference, inputs, batch_size=8),
+                                  strict=True):
         np.testing.assert_array_equal(restored, original)
 
 
@@ -130,13 +134,13 @@ def test_loading_a_folder_without_a_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_activation_is_built_and_saved_and_old_models_load_as_relu(tmp_path: Path) -> None:
-    """Leaky ReLU by default (no unit can die, see ``ModelConfig.activation``); a model saved
+    """Leaky ReLU by default (no unit can die, see ``NetworkSettings.activation``); a model saved
     before the activation was recorded was built with ReLU, and loads as one."""
     import json
 
     runtime.reset(0)
-    leaky = build_pinn(N=16, gridsize=1, probe=disc_probe(16))
-    relu = build_pinn(N=16, gridsize=1, probe=disc_probe(16), activation="relu")
+    leaky = build_pinn(**PINN, N=16, gridsize=1, probe=disc_probe(16))
+    relu = build_pinn(**{**PINN, "activation": "relu"}, N=16, gridsize=1, probe=disc_probe(16))
     generator = leaky.train.get_layer("generator")
     assert leaky.spec.activation == "leaky_relu" and relu.spec.activation == "relu"
     assert "leaky_relu" in str(generator.get_layer("amplitude_decoder_refine").activation)
@@ -154,4 +158,4 @@ def test_the_activation_is_built_and_saved_and_old_models_load_as_relu(tmp_path:
 
     with pytest.raises(ValueError, match=r"activation must be one of \['leaky_relu', 'relu'\], "
                                          r"got 'tanh'"):
-        build_pinn(N=16, gridsize=1, probe=disc_probe(16), activation="tanh")
+        build_pinn(**{**PINN, "activation": "tanh"}, N=16, gridsize=1, probe=disc_probe(16))

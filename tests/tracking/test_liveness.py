@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ptycho.tracking import Heartbeat, RunRecord, stale_reason
-from ptycho.tracking.provenance import host_tags, process_state
+from ptycho.runner.tracking import Heartbeat, RunRecord, stale_reason
+from ptycho.runner.tracking.provenance import host_tags, process_state
 
 
 def record(tags: dict[str, str], start_time: float = 0.0) -> RunRecord:
@@ -100,7 +100,8 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 def test_sigterm_raises_terminated_once_and_the_old_handler_comes_back() -> None:
     done = run_python("""
         import os, pickle, signal
-        from ptycho import runtime
+        from ptycho.runner import signals as runtime
+        from ptycho.runner.process import PROCESS
         before = signal.getsignal(signal.SIGTERM)
         try:
             with runtime.termination_handlers():
@@ -114,7 +115,7 @@ def test_sigterm_raises_terminated_once_and_the_old_handler_comes_back() -> None
         except runtime.Terminated:
             print("repeat raised")
         print(signal.getsignal(signal.SIGTERM) is before, runtime.termination_signal())
-        runtime._received.clear()  # a fresh process's state, for Ctrl-C
+        PROCESS.received.clear()  # a fresh process's state, for Ctrl-C
         with runtime.termination_handlers():
             try:
                 os.kill(os.getpid(), signal.SIGINT)
@@ -133,7 +134,8 @@ def test_sigterm_raises_terminated_once_and_the_old_handler_comes_back() -> None
 def test_a_signal_inside_an_uninterrupted_block_takes_effect_when_the_block_ends() -> None:
     done = run_python("""
         import os, signal
-        from ptycho import runtime
+        from ptycho.runner import signals as runtime
+        from ptycho.runner.process import PROCESS
         with runtime.termination_handlers():
             try:
                 with runtime.uninterrupted():
@@ -159,8 +161,9 @@ def test_a_signal_during_store_writes_still_lets_the_job_close_its_run_killed(
     failed with "database is locked" after MLflow's 20 s busy timeout (the run stayed RUNNING)."""
     done = run_python(f"""
         import os, random, signal, threading, time
-        from ptycho import runtime
-        from ptycho.tracking import Tracker
+        from ptycho.runner import signals as runtime
+        from ptycho.runner.process import PROCESS
+        from ptycho.runner.tracking import Tracker
         tracker = Tracker("sqlite:///{tmp_path}/mlflow.db")
         experiment = tracker.ensure_experiment("signals")
         random.seed(0)
@@ -179,7 +182,7 @@ def test_a_signal_during_store_writes_still_lets_the_job_close_its_run_killed(
                     tracker.close_run(run_id, "KILLED", "killed", "terminated by SIGTERM")
                     run = tracker.get_run(run_id)
                     print(run.status, step > 0, time.monotonic() - start < 5)
-                runtime._received.clear()  # the next trial is a fresh job
+                PROCESS.received.clear()  # the next trial is a fresh job
     """)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["KILLED True True"] * 6
@@ -193,7 +196,7 @@ def test_parallel_processes_on_a_fresh_sqlite_store_lose_no_run_and_no_metric(
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     worker = textwrap.dedent(f"""
         import sys, time
-        from ptycho.tracking import Tracker
+        from ptycho.runner.tracking import Tracker
         start = float(sys.argv[1])
         while time.time() < start:
             time.sleep(0.005)

@@ -13,16 +13,10 @@ import pytest
 import tensorflow as tf
 
 from ptycho import runtime
-from ptycho.training import (
-    TrainingDiverged,
-    amplitude_mae,
-    dose_scale,
-    fit,
-    get_loss,
-    poisson_nll,
-    poisson_nll_per_photon,
-    predict,
-)
+from ptycho.config import TrainConfig
+from ptycho.physics import poisson_nll, poisson_nll_per_photon
+from ptycho.reconstruction.predict import predict
+from ptycho.training import TrainingDiverged, amplitude_mae, dose_scale, fit, get_loss
 from ptycho.training.fit import validation_split
 from tests.helpers import tiny_pair, tiny_pinn, train_steps
 
@@ -85,9 +79,9 @@ def test_fit_reports_what_ran() -> None:
     pair = tiny_pair(16, n_train=40)
     models, inputs, targets = tiny_pinn(pair, 2)
     seen = []
-    result = fit(models.train, inputs, targets, loss="mae", epochs=2, batch_size=8,
-                 validation_fraction=0.1, on_epoch=lambda e, logs: seen.append((e, logs)),
-                 jit_compile=False, seed=0)
+    result = fit(models.train, inputs, targets, loss="mae",
+                 settings=TrainConfig(epochs=2, batch_size=8, validation_fraction=0.1),
+                 on_epoch=lambda e, logs: seen.append((e, logs)), jit_compile=False, seed=0)
     assert result.steps_per_epoch == 36 // 8
     assert result.patterns_per_step == 8 * 4
     assert len(result.step_times_s) == 2 * result.steps_per_epoch
@@ -109,13 +103,15 @@ def test_validation_loss_is_taken_over_every_held_out_group(
     held-out groups in batches of 8 (the old code used 8), and 4 in one short batch."""
     runtime.reset(0)
     models, inputs, targets = tiny_pinn(tiny_pair(16, n_train=40), 1)
-    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=1, batch_size=8,
-                 validation_fraction=validation_fraction, jit_compile=False, seed=3)
+    result = fit(models.train, inputs, targets, loss="poisson_nll", jit_compile=False, seed=3,
+                 settings=TrainConfig(epochs=1, batch_size=8,
+                                      validation_fraction=validation_fraction))
     train_idx, val_idx = validation_split(40, validation_fraction, seed=3)
     assert len(val_idx) == n_val and len(train_idx) == 40 - n_val
     assert not set(train_idx) & set(val_idx)
     # After one epoch the weights are those val_loss was taken with.
-    expected = predict(models.train, {k: v[val_idx] for k, v in inputs.items()})[0]
+    expected = predict(models.train, {k: v[val_idx] for k, v in inputs.items()},
+                       batch_size=64)[0]
     every_group = float(poisson_nll(targets[val_idx], expected))
     val_loss = result.history["val_loss"][0]
     assert val_loss == pytest.approx(every_group, rel=1e-5), (val_loss, every_group)
@@ -139,8 +135,8 @@ def test_validation_split_is_seeded_and_refuses_bad_fractions() -> None:
 def test_jit_compile_false_is_honoured() -> None:
     runtime.reset(0)
     models, inputs, targets = tiny_pinn(tiny_pair(16, n_train=16), 1)
-    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=1, batch_size=8,
-                 validation_fraction=0.0, jit_compile=False, seed=0)
+    result = fit(models.train, inputs, targets, loss="poisson_nll", jit_compile=False, seed=0,
+                 settings=TrainConfig(epochs=1, batch_size=8, validation_fraction=0.0))
     assert result.xla is False
 
 
@@ -148,6 +144,7 @@ DETERMINISM_PROBE = """
 import json, warnings
 import tensorflow as tf
 from ptycho import runtime
+from ptycho.config import TrainConfig
 from ptycho.training import fit
 from tests.helpers import tiny_pair, tiny_pinn
 runtime.reset(0)
@@ -155,8 +152,8 @@ models, inputs, targets = tiny_pinn(tiny_pair(16, n_train=16), 1)
 tf.config.experimental.enable_op_determinism()
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    result = fit(models.train, inputs, targets, loss="poisson_nll", epochs=1, batch_size=8,
-                 validation_fraction=0.0, jit_compile=True, seed=0)
+    result = fit(models.train, inputs, targets, loss="poisson_nll", jit_compile=True, seed=0,
+                 settings=TrainConfig(epochs=1, batch_size=8, validation_fraction=0.0))
 print(json.dumps({"xla": result.xla, "warned": any("jit_compile" in str(w.message)
                                                    for w in caught)}))
 """
@@ -176,8 +173,9 @@ def test_a_divergent_learning_rate_stops_with_a_clear_report() -> None:
     runtime.reset(0)
     models, inputs, targets = tiny_pinn(tiny_pair(16, n_train=32), 1)
     with pytest.raises(TrainingDiverged, match=r"training diverged: loss became (nan|inf)") as e:
-        fit(models.train, inputs, targets, loss="poisson_nll", epochs=5, batch_size=8,
-            learning_rate=1e6, validation_fraction=0.0, jit_compile=False, seed=0)
+        fit(models.train, inputs, targets, loss="poisson_nll", jit_compile=False, seed=0,
+            settings=TrainConfig(epochs=5, batch_size=8, validation_fraction=0.0,
+                                 learning_rate=1e6))
     assert "learning rate" in e.value.report
     for values in e.value.history.values():
         assert all(np.isfinite(values))
@@ -186,22 +184,27 @@ def test_a_divergent_learning_rate_stops_with_a_clear_report() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+        ({"epochs": 0}, "epochs=0: must be >= 1"),
         ({"batch_size": 100}, "batch_size=100 exceeds the 16 training groups"),
-        ({"learning_rate": -1.0}, "learning_rate must be a positive finite number, got -1.0"),
-        ({"validation_fraction": 1.0}, r"validation_fraction must lie in \[0, 1\), got 1.0"),
+        ({"learning_rate": -1.0}, "learning_rate=-1.0: must be > 0"),
+        ({"validation_fraction": 1.0}, r"validation_fraction=1.0: must be <= 0.5"),
         ({"loss": "l2"}, "loss must be one of"),
         ({"loss_scale": 0.0}, "loss_scale must be a positive finite number, got 0.0"),
-        ({"min_delta": -1.0}, "min_delta must be a finite number >= 0, got -1.0"),
+        ({"min_delta": -1.0}, "min_delta=-1.0: must be >= 0"),
         ({"validation": np.array([3, 16])}, r"validation indices must lie in \[0, 16\), got 3..16"),
     ],
 )
 def test_bad_fit_arguments_are_refused(kwargs: dict, message: str) -> None:
+    """Bad training settings are refused where they are made (:class:`TrainConfig`), bad
+    arguments by ``fit``, each naming the value."""
     models, inputs, targets = tiny_pinn(tiny_pair(16, n_train=16), 1)
-    arguments = {"loss": "poisson_nll", "validation_fraction": 0.0, "jit_compile": False,
-                 "seed": 0, **kwargs}
+    fields = set(TrainConfig.__dataclass_fields__)
+    arguments = {"loss": "poisson_nll", "jit_compile": False, "seed": 0,
+                 **{k: v for k, v in kwargs.items() if k not in fields}}
     with pytest.raises(ValueError, match=message):
-        fit(models.train, inputs, targets, **arguments)
+        settings = TrainConfig(**{"validation_fraction": 0.0,
+                                  **{k: v for k, v in kwargs.items() if k in fields}})
+        fit(models.train, inputs, targets, settings=settings, **arguments)
 
 
 # N and gridsize up together, then both down to a shape this process has compiled before: the

@@ -1,0 +1,214 @@
+"""Render: a sweep's analysis → ``runs.csv``, ``summary.csv``, ``dose_efficiency.csv``,
+``comparisons.csv``, the dose-response and reconstruction-grid figures, a self-contained
+``report.html`` and a ``report.md``, each with the Methods they were made by."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.dose_response.analyse import Analysis
+from experiments.dose_response.fetch import TRUTH, Sweep
+from experiments.dose_response.statistics import (
+    CONFIDENCE,
+    MIN_REACHED,
+    RATIO_RESAMPLES,
+    RESAMPLES,
+)
+from ptycho import viz
+from ptycho.evaluation.metrics import FLAT_CONTRAST, UNCORRELATED
+
+__all__ = ["METHODS", "render", "summary_text"]
+
+LIMIT_NOTE = (
+    "Dashed black lines on the MSE panels: the Cramér–Rao bound of the test scan (the least MSE "
+    "any unbiased reconstruction from those photons can have, with the probe and positions "
+    "known; docs/physics.md §11). Efficiency = bound / MSE: 1 is the limit. It can exceed 1 only "
+    "for a biased estimator (a network whose learned prior helps, a regularised reconstruction) "
+    "or an arm that used more photons than the test scan (with data.design=generalize the PINN "
+    "learned from a second object's photons too)."
+)
+METHODS = (
+    "Replicates: the runs of one arm at one dose that differ only in `seed` (network weights, "
+    "shuffling, object, positions) or `data.noise_seed` (the Poisson draw alone).",
+    f"Curves and tables give the median over replicates with a {CONFIDENCE:.0%} bootstrap "
+    f"confidence interval of the median (scipy.stats.bootstrap, BCa, {RESAMPLES} resamples; "
+    "the percentile method where BCa is undefined); n is each cell's number of replicates. "
+    "With fewer than 5 replicates the interval is too narrow (coverage of a nominal 95% "
+    "interval measured at 0.78 for n=3, 0.91 for n=5).",
+    "Dose ratios: the dose at which each arm's median curve reaches the threshold (linear "
+    "interpolation in log10 dose), their ratio, and a percentile bootstrap 95% interval of "
+    "its log10 from resampling every (arm, dose) cell's replicates with replacement "
+    f"({RATIO_RESAMPLES} resamples); `reached` is the fraction of resamples in which both arms "
+    "cross the threshold inside their measured doses. No ratio where an arm already meets it at "
+    f"its lowest dose (only a bound); no interval where `reached` < {MIN_REACHED}.",
+    "Known limits of these intervals: replicates are resampled as independent, but runs that "
+    "share a `seed` (the dose_response study's two noise seeds per seed) share object, scan "
+    "and weights, so there the intervals are too narrow (a bootstrap by seed is the fix); and "
+    "the dose ratios use the non-degenerate runs, so an arm that often collapses looks better "
+    "there than it is: read its collapse rate beside it.",
+    f"Degenerate runs: finished runs whose reconstruction collapsed: amplitude contrast (its "
+    f"standard deviation over the truth's, after alignment) below {FLAT_CONTRAST}, or Pearson "
+    f"correlation with the truth below {UNCORRELATED} in both amplitude and phase. They are "
+    "counted (collapse rate per cell), drawn as open triangles, and kept out of the medians and "
+    "intervals. Failed runs are counted apart (red x on the dose axis).",
+    "Metrics (scored region of the test scan, amplitude after a global scale, phase after "
+    "removing a least-squares plane): MSE; NRMSE = ||reconstruction - truth|| / ||truth||; "
+    "PSNR and SSIM (skimage.metrics, data range of the truth); the Fourier ring correlation "
+    "with the truth of the Hann-apodised images, its first crossings of 0.5, 1/7 and the "
+    "1/2-bit and 1-bit information thresholds (van Heel & Schatz 2005) as fractions of Nyquist "
+    "(`*_nyquist`; comparable across N and region sizes, unlike ring indices), and the "
+    "half-period resolution at FRC 0.5 in object pixels (`*_resolution_px`, 1 at Nyquist); "
+    "the Cramér–Rao bound of the scan (docs/physics.md §11).",
+    "A network's object: its predicted patches, each first given a constant phase (no "
+    "diffraction pattern measures that constant; `eval.phase_sync`): by default the constants "
+    "under which the stitched object best explains the measured counts (Poisson likelihood, "
+    "one number per patch; the patches themselves are the network's), started from those that "
+    "make overlapping patches agree; then averaged with weights |probe|^2 "
+    "(`eval.stitch_weighting`). No ground truth is used (docs/physics.md §8.1); the "
+    "overlap-only scores are logged beside (`overlap_sync_*_ssim`). An iterative arm's object "
+    "is scored on the same region as it is.",
+)
+HEADLINE = ["arm", "dose", "n_finished", "n_failed", "n_degenerate", "amp_ssim_n",
+            "amp_ssim_median", "amp_ssim_ci_low", "amp_ssim_ci_high", "phase_ssim_median",
+            "phase_ssim_ci_low", "phase_ssim_ci_high", "amp_frc50_nyquist_median",
+            "amp_resolution_px_median", "amp_nrmse_median", "phase_frc50_nyquist_median",
+            "amp_mse_median", "amp_mse_crb_median", "amp_crb_efficiency_median",
+            "phase_mse_median", "phase_mse_crb_median", "phase_crb_efficiency_median"]
+EFFICIENCY_NOTE = (
+    "Lowest dose at which each arm's median reaches the threshold (log-dose interpolation); "
+    "vs_lsqml: that dose over the dose LSQML (pty-chi, Poisson) needs at the same N, so below 1 "
+    "the arm needs fewer photons than the iterative reconstruction; its log10 with a bootstrap "
+    "95% interval over replicates. Iterative arms reconstruct the scored scan.")
+
+
+def render(folder: Path, sweep: Sweep, analysis: Analysis,
+           images: dict[tuple[float, str], np.ndarray], *, x: str = "dose") -> Path:
+    """Write the report's files into ``folder``; returns the path of ``report.html``."""
+    runs, summary = sweep.runs, analysis.summary
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in (("runs", runs), ("summary", summary),
+                        ("dose_efficiency", analysis.efficiency),
+                        ("comparisons", analysis.comparisons)):
+        table.to_csv(folder / f"{name}.csv", index=False)
+    title = f"{sweep.experiment}: sweep {sweep.parent.name}"
+    collapsed = runs[(runs["status"] == "FINISHED") & runs["degenerate"].astype(bool)]
+    failures = summary[["arm", "dose", "n_failed"]]
+    if x == "fluence" and "fluence_median" in summary:
+        failures = summary[["arm", "dose", "n_failed", "fluence_median"]]
+    viz.dose_response_figure(summary, failures, title=title, degenerate=collapsed,
+                             x=x).savefig(folder / "dose_response.png", dpi=100)
+    doses = sorted(runs["dose"].dropna().unique().tolist())
+    arms = [TRUTH, *sorted(runs["arm"].unique().tolist())]
+    viz.reconstruction_grid_figure(images, doses, arms, title=f"{title}: amplitude").savefig(
+        folder / "reconstructions.png", dpi=100)
+    sections = _sections(sweep, analysis, collapsed)
+    (folder / "report.md").write_text(_markdown_report(sweep.experiment, sections))
+    (folder / "report.html").write_text(_html_report(folder, sweep.experiment, sections))
+    return folder / "report.html"
+
+
+def _sections(sweep: Sweep, analysis: Analysis, collapsed: pd.DataFrame) -> dict[str, object]:
+    """The report's parts, shared by its Markdown and its HTML."""
+    runs, parent = sweep.runs, sweep.parent
+    failed = runs[runs["status"] != "FINISHED"][["name", "status", "error"]]
+    overrides = json.loads(parent.tags.get("sweep.overrides", "[]"))
+    line = (f"experiment `{sweep.experiment}`, parent run `{parent.run_id}`, {len(runs)} runs "
+            f"({int((runs['status'] == 'FINISHED').sum())} finished, {len(collapsed)} of them "
+            f"degenerate, {len(failed)} not finished; {sweep.reused} reused from earlier "
+            f"sweeps), git `{parent.tags.get('git_commit', 'unknown')}` (dirty: "
+            f"{parent.tags.get('git_dirty', 'unknown')}), overrides `{' '.join(overrides)}`")
+    return {"line": line, "brief": analysis.summary[[c for c in HEADLINE
+                                                     if c in analysis.summary]],
+            "efficiency": analysis.efficiency,
+            "statements": analysis.comparisons["statement"].tolist(), "failed": failed,
+            "degenerate": collapsed[["name", "arm", "dose", "seed", "degenerate_reason"]],
+            "runs": runs.drop(columns=["error"])}
+
+
+def _markdown_report(experiment: str, parts: dict) -> str:
+    statements = parts["statements"]
+    return "\n".join([
+        f"# Dose-response report: {experiment}", "", parts["line"], "",
+        "## Summary (median over replicates, bootstrap 95% interval)", "",
+        _markdown(parts["brief"]), "", LIMIT_NOTE, "",
+        "## Dose efficiency", "", _markdown(parts["efficiency"]), "",
+        "## Comparisons (dose ratios, bootstrap 95% intervals)", "",
+        *(f"- {line}" for line in statements), "" if statements else "_(none)_", "",
+        "## Degenerate runs (kept out of the medians and intervals)", "",
+        _markdown(parts["degenerate"]), "", "## Failed runs", "", _markdown(parts["failed"]),
+        "", "## Methods", "", *(f"- {line}" for line in METHODS), "",
+        "![dose response](dose_response.png)", "", "![reconstructions](reconstructions.png)",
+        ""])
+
+
+def _html_report(folder: Path, experiment: str, parts: dict) -> str:
+    def table(frame: pd.DataFrame) -> str:
+        """HTML of a table; pandas escapes every cell (run names, errors, overrides)."""
+        if frame.empty:
+            return "<p>none</p>"
+        return frame.to_html(index=False, float_format="{:.4g}".format, escape=True)
+
+    items = "".join(f"<li>{escape(line)}</li>" for line in parts["statements"])
+    methods = "".join(f"<li>{escape(line)}</li>" for line in METHODS)
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>Dose-response report: {escape(experiment)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
+table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px}}
+</style></head><body>
+<h1>Dose-response report: {escape(experiment)}</h1><p>{escape(parts["line"])}</p>
+<h2>Dose response</h2>{_image_tag(folder / 'dose_response.png')}
+<h2>Reconstructions</h2>{_image_tag(folder / 'reconstructions.png')}
+<h2>Summary (median over replicates, bootstrap 95% interval)</h2>{table(parts["brief"])}
+<p>{escape(LIMIT_NOTE)}</p>
+<h2>Dose efficiency</h2><p>{escape(EFFICIENCY_NOTE)}</p>{table(parts["efficiency"])}
+<h2>Comparisons (dose ratios, bootstrap 95% intervals)</h2><ul>{items or '<li>none</li>'}</ul>
+<h2>Degenerate runs (kept out of the medians and intervals)</h2>{table(parts["degenerate"])}
+<h2>Failed runs</h2>{table(parts["failed"])}
+<h2>Methods</h2><ul>{methods}</ul>
+<h2>All runs</h2>{table(parts["runs"])}
+</body></html>"""
+
+
+def _markdown(table: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
+    """A GitHub Markdown table (pandas' to_markdown needs the extra ``tabulate`` package)."""
+    if table.empty:
+        return "_(none)_"
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else floatfmt.format(value)
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
+    return "\n".join([header, rule, *body])
+
+
+def _image_tag(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def summary_text(summary: pd.DataFrame, metrics: Sequence[str] = ("amp_ssim", "phase_ssim")
+                 ) -> str:
+    """Per arm and dose: replicates, collapses and each metric's median [95% interval]."""
+    lines = []
+    for _, row in summary.sort_values(["arm", "dose"]).iterrows():
+        cells = [f"{row['arm']:<32} dose {row['dose']:<8.3g} n {int(row['n_finished'])}"
+                 f" (failed {int(row['n_failed'])}, degenerate {int(row['n_degenerate'])})"]
+        for metric in metrics:
+            median = row.get(f"{metric}_median", np.nan)
+            low, high = row.get(f"{metric}_ci_low", np.nan), row.get(f"{metric}_ci_high", np.nan)
+            interval = f" [{low:.3f}, {high:.3f}]" if np.isfinite(low) else ""
+            cells.append(f"{metric} {median:.3f}{interval}")
+        lines.append("  ".join(cells))
+    return "\n".join(lines)

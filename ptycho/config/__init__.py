@@ -1,0 +1,52 @@
+"""The one schema of a job's settings, and the one way in (:func:`validate`).
+
+- :mod:`~ptycho.config.sections`: the frozen sections and their choices (data, train, eval,
+  tracking); :mod:`~ptycho.config.arms`: one settings class per arm (the ``model`` section),
+  each declaring what of the job it reads; :mod:`~ptycho.config.job`: :class:`JobConfig` and
+  :func:`validate`;
+- :mod:`~ptycho.config.naming` and :mod:`~ptycho.config.hashing`: run names, arm labels and
+  ``config_hash``, derived from the arms' declarations;
+- :mod:`~ptycho.config.structured`: Hydra's structured config, generated from all of them.
+
+The YAML files under ``conf/`` repeat these defaults for the reader (tests hold them equal).
+Nothing here imports TensorFlow, Hydra or the science (``tests/test_structure.py``).
+"""
+
+from ptycho.config.arms import ARM_DEPENDENT, ArmSettings, settings_class, settings_classes
+from ptycho.config.hashing import config_hash
+from ptycho.config.job import JobConfig, validate
+from ptycho.config.naming import NAMING_AXES, arm_label, format_dose, run_name
+from ptycho.config.sections import (
+    MAX_DOSE,
+    Activation,
+    ConfigError,
+    DataConfig,
+    Design,
+    Device,
+    DtypePolicy,
+    EvalConfig,
+    JitCompile,
+    Loss,
+    ObjectConfig,
+    ObjectKind,
+    PhaseAlignment,
+    PhaseMode,
+    PhaseSync,
+    ProbeConfig,
+    ProbeKind,
+    ScanConfig,
+    ScanKind,
+    StitchWeighting,
+    TrackingConfig,
+    TrainConfig,
+    check_tracking_uri,
+)
+
+__all__ = [
+    "ARM_DEPENDENT", "MAX_DOSE", "NAMING_AXES", "Activation", "ArmSettings", "ConfigError",
+    "DataConfig", "Design", "Device", "DtypePolicy", "EvalConfig", "JitCompile", "JobConfig",
+    "Loss", "ObjectConfig", "ObjectKind", "PhaseAlignment", "PhaseMode", "PhaseSync",
+    "ProbeConfig", "ProbeKind", "ScanConfig", "ScanKind", "StitchWeighting", "TrackingConfig",
+    "TrainConfig", "arm_label", "check_tracking_uri", "config_hash", "format_dose", "run_name",
+    "settings_class", "settings_classes", "validate"
+]

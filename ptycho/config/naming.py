@@ -1,0 +1,53 @@
+"""Run names and arm labels, from the axes each arm uses (its declaration)."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+__all__ = ["NAMING_AXES", "arm_label", "format_dose", "run_name"]
+
+NAMING_AXES = ("N", "gridsize", "dose", "loss", "model", "model.kind", "seed")
+"""Override keys the run name already shows."""
+
+
+def format_dose(dose: float) -> str:
+    """``1e4`` for 10000.0, ``2.5e3`` for 2500.0: compact and sortable by eye."""
+    mantissa, exponent = f"{dose:.3e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _used(resolved: typing.Mapping[str, Any], unused: typing.Container[str]) -> dict[str, str]:
+    """The optional axes an arm uses, as they appear in names: gridsize and loss."""
+    used = {}
+    if "gridsize" not in unused:
+        used["gridsize"] = f"g{resolved['gridsize']}"
+    if "loss" not in unused:
+        used["loss"] = str(resolved["loss"])
+    return used
+
+
+def run_name(resolved: typing.Mapping[str, Any], unused: typing.Container[str] = (),
+             extra: typing.Mapping[str, str] | None = None) -> str:
+    """Child-run name from the axes its arm uses, e.g. ``N64_g2_dose1e4_poisson_nll_pinn_s0``
+    or ``N64_dose1e4_lsqml_s0``; ``extra`` (swept settings that are not axes) is appended,
+    e.g. ``…_s0_train.epochs=40``."""
+    used = _used(resolved, unused)
+    parts = [f"N{resolved['N']}", used.get("gridsize"), f"dose{format_dose(resolved['dose'])}",
+             used.get("loss"), str(resolved["model"]["kind"]), f"s{resolved['seed']}"]
+    name = "_".join(part for part in parts if part)
+    for key, value in (extra or {}).items():
+        name += f"_{key}={value}"
+    return name
+
+
+def arm_label(resolved: typing.Mapping[str, Any], unused: typing.Container[str] = ()) -> str:
+    """What a dose-response curve is drawn for: ``N64 g2 poisson_nll pinn``, ``N64 lsqml``,
+    ``… generalize`` when scored on a second object (tag ``arm``: the report and the MLflow
+    UI's charts group by it)."""
+    used = _used(resolved, unused)
+    design = resolved.get("data", {}).get("design", "reconstruct")
+    parts = [f"N{resolved['N']}", used.get("gridsize"), used.get("loss"),
+             str(resolved["model"]["kind"]), None if design == "reconstruct" else design]
+    return " ".join(part for part in parts if part)

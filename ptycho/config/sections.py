@@ -1,0 +1,434 @@
+"""The sections of a job's settings: frozen, typed, every default written once, each checking its
+own values (docs/configuration.md is generated from them).
+
+The choices of an option are declared beside it as a ``StrEnum``; a member compares equal to its
+string, so ``config.eval.phase_sync == "likelihood"`` reads naturally. A bad value raises
+:class:`ConfigError` naming the key and the value. This package imports no framework
+(``tests/test_structure.py``): the data layer takes these sections directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import typing
+import zipfile
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+MAX_DOSE = 1e15
+"""Photons per pattern above which float32 training overflows (measured at N=16: NaN between 1e21
+and 1e23); 1e15 keeps a wide margin and is far above any real detector's dose per pattern."""
+
+TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "databricks")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and the value."""
+
+
+# --- Choices -------------------------------------------------------------------------------------
+
+
+class Loss(StrEnum):
+    poisson_nll = "poisson_nll"
+    mae = "mae"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class ObjectKind(StrEnum):
+    lines = "lines"
+    grf = "grf"
+    npz = "npz"
+
+
+class PhaseMode(StrEnum):
+    none = "none"
+    structure = "structure"
+    independent = "independent"
+
+
+class ProbeKind(StrEnum):
+    disc = "disc"
+    npz = "npz"
+
+
+class ScanKind(StrEnum):
+    raster = "raster"
+    random = "random"
+
+
+class Design(StrEnum):
+    """What a job's test set is (docs/physics.md §4.4)."""
+
+    reconstruct = "reconstruct"
+    """The test set is the measured scan itself: the network trains on those patterns and is
+    scored on its reconstruction of them, as an iterative reconstruction is."""
+    generalize = "generalize"
+    """The test set is an independent realisation of the object, scanned with the training
+    scan's geometry (same number of positions, same density, its own jitter and noise)."""
+
+
+class PhaseAlignment(StrEnum):
+    plane = "plane"
+    mean = "mean"
+    none = "none"
+
+
+class StitchWeighting(StrEnum):
+    probe = "probe"
+    uniform = "uniform"
+
+
+class Activation(StrEnum):
+    """The generator's hidden activation. ``leaky_relu`` (slope 0.2 below 0): no unit can die;
+    ``relu``: the wave-1 generator (saved models without an activation are ``relu``)."""
+    leaky_relu = "leaky_relu"
+    relu = "relu"
+
+
+class PhaseSync(StrEnum):
+    """How a network's patches get the constant phase no pattern measures (docs/physics.md §8.1).
+    ``overlap``: agreement of overlapping patches; ``likelihood``: from there, the constants under
+    which the stitched object best explains the measured counts; ``none``: as predicted."""
+    none = "none"
+    overlap = "overlap"
+    likelihood = "likelihood"
+
+
+class DtypePolicy(StrEnum):
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"
+    mixed_bfloat16 = "mixed_bfloat16"
+
+
+class JitCompile(StrEnum):
+    """``auto``: XLA on a GPU, TensorFlow's oneDNN path on a CPU (1.5× faster there, measured);
+    ``true``/``false`` force it."""
+
+    auto = "auto"
+    true = "true"
+    false = "false"
+
+
+# --- Checks used by the sections -----------------------------------------------------------------
+
+
+def fail(key: str, value: object, reason: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r}: {reason}")
+
+
+def check_number(key: str, value: object, *, low: float | None = None,
+                 high: float | None = None, low_open: bool = False,
+                 integer: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(key, value, "must be a number")
+    if integer and not isinstance(value, int):
+        raise fail(key, value, "must be an integer")
+    if not math.isfinite(value):
+        raise fail(key, value, "must be finite")
+    if low is not None and (value <= low if low_open else value < low):
+        raise fail(key, value, f"must be {'>' if low_open else '>='} {low:g}")
+    if high is not None and value > high:
+        raise fail(key, value, f"must be <= {high:g}")
+
+
+def checked(key: str, value: object, check: typing.Callable[[], Any]) -> Any:
+    """Run a shared ``ptycho.checks`` check, re-raising its ValueError under the config key."""
+    try:
+        return check()
+    except ValueError as error:
+        raise fail(key, value, str(error)) from None
+
+
+def _npz_file(key: str, path: str, what: str) -> None:
+    """An NPZ input must exist and be an NPZ (a zip archive): refused before any work."""
+    if not Path(path).is_file():
+        raise fail(key, path, f"NPZ file not found ({what})")
+    if not zipfile.is_zipfile(path):
+        raise fail(key, path, f"not a valid NPZ file (not a zip archive; {what})")
+
+
+class Section:
+    """Shared behaviour of the frozen sections: coerce on construction, then check."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for item in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, item.name)
+            kind = hints[item.name]
+            choices = enum_of(kind)
+            if choices is not None and value is not None and not isinstance(value, choices):
+                if choices is JitCompile and isinstance(value, bool | str):  # YAML's booleans,
+                    value = str(value).lower()  # which Hydra's str field holds as 'True'/'False'
+                try:
+                    value = choices(value)
+                except ValueError:
+                    raise fail(item.name, value, f"must be one of "
+                               f"{[member.value for member in choices]}") from None
+            elif is_float(kind) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # 1000 and 1e3 are the same setting (and hash alike)
+            object.__setattr__(self, item.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` (``field=value: reason``) for a bad value."""
+
+
+def enum_of(kind: Any) -> type[StrEnum] | None:
+    for option in typing.get_args(kind) or (kind,):
+        if isinstance(option, type) and issubclass(option, StrEnum):
+            return option
+    return None
+
+
+def is_float(kind: Any) -> bool:
+    return kind is float or float in typing.get_args(kind)
+
+
+# --- The sections --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectConfig(Section):
+    """What determines a simulated object (all of it enters the dataset-cache key)."""
+
+    kind: ObjectKind = ObjectKind.lines
+    size: int | None = None
+    """Pixels per side; ``None``: twice the patch size N (ignored for ``npz``)."""
+    phase: PhaseMode = PhaseMode.independent
+    amplitude_min: float = 0.5
+    amplitude_max: float = 1.0
+    phase_max: float = math.pi / 2
+    """Radians."""
+    lines_density: float = 4.0
+    """Line segments per 1000 px² of the drawing canvas (``lines`` only)."""
+    grf_exponent: float = 3.0
+    """Power-law exponent β of the spectrum ``|k|^-β`` (``grf`` only)."""
+    path: str = ""
+    """NPZ file holding the object (``npz`` only; its size then comes from the file)."""
+
+    def check(self) -> None:
+        if self.size is not None:
+            check_number("size", self.size, low=16, integer=True)
+        for key in ("amplitude_min", "amplitude_max", "phase_max", "lines_density",
+                    "grf_exponent"):
+            check_number(key, getattr(self, key))
+        if not 0.0 < self.amplitude_min <= self.amplitude_max:
+            raise fail("amplitude_min", self.amplitude_min,
+                        f"must satisfy 0 < amplitude_min <= amplitude_max={self.amplitude_max}")
+        if not 0.0 <= self.phase_max <= math.pi:
+            raise fail("phase_max", self.phase_max, "must lie in [0, pi]")
+        if self.lines_density <= 0:
+            raise fail("lines_density", self.lines_density, "must be > 0")
+        if self.grf_exponent <= 0:
+            raise fail("grf_exponent", self.grf_exponent, "must be > 0")
+        if self.kind == ObjectKind.npz:
+            _npz_file("path", self.path, "data/object=npz")
+
+    def fingerprint(self) -> dict[str, object]:
+        """The fields that determine the object, with an NPZ named by its content hash."""
+        return _fingerprint(self)
+
+
+@dataclass(frozen=True)
+class ProbeConfig(Section):
+    """What determines the probe (enters the dataset-cache key; an NPZ by its content hash)."""
+
+    kind: ProbeKind = ProbeKind.disc
+    radius_fraction: float = 0.17
+    """Disc radius as a fraction of ``N``."""
+    edge_sigma: float = 1.0
+    """Gaussian blur of the disc edge, pixels."""
+    phase_curvature: float = 2.0
+    """Quadratic phase at the disc edge, radians. Nonzero by default: a real, centro-symmetric
+    probe leaves the twin-image ambiguity o(r) ↔ conj(o(−r)) of a single pattern unresolved."""
+    path: str = ""
+    """NPZ file with a ``probeGuess`` (or ``probe``) ``(N, N)`` complex array (``npz`` only)."""
+
+    def check(self) -> None:
+        check_number("radius_fraction", self.radius_fraction, low=0, low_open=True, high=0.5)
+        check_number("edge_sigma", self.edge_sigma, low=0)
+        check_number("phase_curvature", self.phase_curvature)
+        if self.kind == ProbeKind.npz:
+            _npz_file("path", self.path, "data.probe.kind=npz")
+
+    def fingerprint(self) -> dict[str, object]:
+        return _fingerprint(self)
+
+
+@dataclass(frozen=True)
+class ScanConfig(Section):
+    """How scan positions are drawn (enters the dataset-cache key)."""
+
+    kind: ScanKind = ScanKind.raster
+    """``raster``: a grid covering the object, as dense as the number of patterns allows."""
+    margin: float = 0.0
+    """Extra border (pixels) kept free beyond the patch half-width."""
+    jitter: float = 1.0
+    """Uniform jitter ± pixels applied to raster points (``raster`` only)."""
+    subpixel: bool = True
+    """False rounds positions to whole pixels (exact patch extraction and stitching)."""
+
+    def check(self) -> None:
+        check_number("margin", self.margin, low=0)
+        check_number("jitter", self.jitter, low=0)
+
+
+def _fingerprint(section: Any) -> dict[str, object]:
+    fields = {item.name: getattr(section, item.name) for item in dataclasses.fields(section)}
+    if section.kind == "npz":
+        fields["path"] = hashlib.sha256(Path(section.path).read_bytes()).hexdigest()
+    return fields
+
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    """The simulated data: object, probe, scan and how many patterns of each split."""
+
+    object: ObjectConfig = field(default_factory=ObjectConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    n_train: int = 512
+    """Diffraction patterns of the measured scan (the test scan, with ``generalize``, has as
+    many)."""
+    design: Design = Design.reconstruct
+    """``reconstruct``: score the reconstruction of the measured patterns; ``generalize``: score
+    a second object scanned the same way."""
+    noise_seed: int | None = None
+    """``None``: the job's seed."""
+    cache: bool = True
+    """Reuse simulated datasets from ``cache_dir`` (not part of the config hash)."""
+    cache_dir: str | None = None
+    """``None``: ``<project>/outputs/cache/datasets`` (not part of the config hash)."""
+
+    def for_patch(self, N: int) -> DataConfig:
+        """This section with the object's size resolved for patch size ``N`` (``None``: 2·N)."""
+        if self.object.size is not None:
+            return self
+        return dataclasses.replace(self, object=dataclasses.replace(self.object, size=2 * N))
+
+    def check(self) -> None:
+        check_number("n_train", self.n_train, low=1, integer=True)
+        if self.noise_seed is not None:
+            check_number("noise_seed", self.noise_seed, low=0, integer=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section):
+    epochs: int = 50
+    """Maximum; early stopping may end sooner."""
+    batch_size: int = 16
+    """Groups per optimiser step."""
+    learning_rate: float = 5e-4
+    """Adam (1e-3 oscillates with this generator, measured)."""
+    validation_fraction: float = 0.05
+    """Groups held out for ``val_loss``."""
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    min_learning_rate: float = 1e-4
+    early_stopping_patience: int = 5
+    """Best weights restored. More than twice ``plateau_patience``: a lowered learning rate gets
+    epochs to pay off (measured: with 3, the quickstart's g=1 NLL job at 1e4 stopped at epoch 11
+    on a noisy validation loss and scored amplitude SSIM 0.75; run on, it improved to epoch 24 and
+    0.87)."""
+    min_delta: float = 1e-5
+    """Least decrease of the monitored loss that counts as an improvement (plateau schedule and
+    early stopping). The networks train on dose-scaled losses (``ptycho.training.dose_scale``:
+    the PINN's NLL in nats per photon, its MAE relative to the mean amplitude), so this means the
+    same at every dose. 1e-5 is what wave 1's absolute 1e-4 meant at the quickstart's 1e4
+    photons (N=32: about 10 photons per pixel)."""
+    jit_compile: JitCompile = JitCompile.auto
+    dtype_policy: DtypePolicy = DtypePolicy.float32
+
+    def check(self) -> None:
+        check_number("epochs", self.epochs, low=1, integer=True)
+        check_number("batch_size", self.batch_size, low=1, integer=True)
+        check_number("learning_rate", self.learning_rate, low=0, low_open=True)
+        check_number("validation_fraction", self.validation_fraction, low=0, high=0.5)
+        check_number("min_delta", self.min_delta, low=0)
+        check_number("plateau_factor", self.plateau_factor, low=0, low_open=True, high=1)
+        check_number("plateau_patience", self.plateau_patience, low=0, integer=True)
+        check_number("min_learning_rate", self.min_learning_rate, low=0)
+        check_number("early_stopping_patience", self.early_stopping_patience, low=0, integer=True)
+
+
+@dataclass(frozen=True)
+class EvalConfig(Section):
+    keep_fraction: float = 0.3
+    """Central part of each patch stitched, fraction of N (at least the scan step is kept)."""
+    border: int = 4
+    """Pixels trimmed from the scanned region."""
+    phase_alignment: PhaseAlignment = PhaseAlignment.plane
+    subpixel_registration: bool = False
+    stitch_weighting: StitchWeighting = StitchWeighting.probe
+    """How overlapping patches are averaged in the stitch: ``probe`` weights each patch pixel by
+    the probe intensity ``|P|²`` (the light that measured it), ``uniform`` weights the central
+    part evenly (wave 1). The scored region is the same for both (docs/physics.md §8.1)."""
+    phase_sync: PhaseSync = PhaseSync.likelihood
+    """Before stitching a network's patches, set each patch's constant phase (which no
+    diffraction pattern measures): ``overlap`` by agreement with its overlapping neighbours,
+    ``likelihood`` then by the measured counts of the whole scan (the default), ``none`` not at
+    all (docs/physics.md §8.1). Iterative arms reconstruct one object and do not need it."""
+    batch_size: int = 64
+    """Inference batch (groups)."""
+    n_diffraction: int = 4
+    """Patterns shown in the diffraction figure (not part of the config hash)."""
+    crb: bool = True
+    """Compute the Cramér–Rao bound of the test scan (docs/physics.md §11): ``amp_mse_crb``,
+    ``phase_mse_crb`` and the efficiencies ``*_crb_efficiency`` (not part of the config hash)."""
+    crb_samples: int = 16
+    """Hutchinson probes per part where the bound is matrix-free (above
+    ``ptycho.evaluation.limit.DENSE_LIMIT`` parameters)."""
+
+    def check(self) -> None:
+        check_number("keep_fraction", self.keep_fraction, low=0, low_open=True, high=1)
+        check_number("border", self.border, low=0, integer=True)
+        check_number("batch_size", self.batch_size, low=1, integer=True)
+        check_number("n_diffraction", self.n_diffraction, low=1, integer=True)
+        check_number("crb_samples", self.crb_samples, low=2, integer=True)
+
+
+@dataclass(frozen=True)
+class TrackingConfig(Section):
+    uri: str | None = None
+    """``None``: ``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project>/outputs/mlflow.db``."""
+    artifact_location: str | None = None
+    """``None``: beside a SQLite store (``<folder>/mlartifacts``); the server's for http."""
+    experiment: str = "default"
+    """One MLflow experiment per study."""
+    log_model: bool = True
+    """Store the trained model folder as an artifact."""
+    stale_after_s: float = 600.0
+    """A RUNNING run with no heartbeat this long (its process on another host) counts as dead on
+    resume: marked FAILED and its job run again. Same host: a dead process id suffices."""
+    system_metrics_s: float = 10.0
+    """Sampling interval (s) of MLflow's system metrics on each job run (CPU, memory; GPU where
+    there is one): the UI's System metrics tab. 0: off."""
+
+    def check(self) -> None:
+        if self.uri is not None:
+            check_tracking_uri("uri", self.uri)
+        if not str(self.experiment).strip():
+            raise fail("experiment", self.experiment, "must not be empty")
+        # Heartbeats come every 60 s: anything shorter than three would call live runs stale.
+        check_number("stale_after_s", self.stale_after_s, low=180)
+        check_number("system_metrics_s", self.system_metrics_s, low=0)
+
+
+def check_tracking_uri(key: str, uri: str) -> str:
+    """A tracking URI MLflow can open: a scheme from :data:`TRACKING_SCHEMES` (``sqlite:///…``,
+    ``http://host:port``, …) or a plain folder path; raises :class:`ConfigError` otherwise."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if "://" in uri and scheme not in TRACKING_SCHEMES:
+        raise fail(key, uri, f"unsupported tracking URI scheme {scheme!r}; use one of "
+                    f"{[f'{s}://' for s in TRACKING_SCHEMES]} or a folder path")
+    return uri
