@@ -38,7 +38,7 @@ from ptycho.config import Device, JobConfig
 from ptycho.config.arms.base import PtychiSettings
 
 __all__ = [
-    "POSITION_ORIGIN", "IterativeUnavailable", "flat_field_scale", "forward_counts",
+    "POSITION_ORIGIN", "IterativeUnavailable", "flat_field_scale",
     "initial_object", "load_ptychi", "ptychi_positions", "ptychi_probe", "reconstruct_with_ptychi",
     "torch_device"
 ]
@@ -217,38 +217,6 @@ def _task(api: ModuleType, task_class: type, options: Any, settings: PtychiSetti
     return task_class(options, diffraction_data=counts, object_data=initial_object[None],
                       probe_data=probe, probe_position_x_px=position_x,
                       probe_position_y_px=position_y)
-
-
-def forward_counts(obj: np.ndarray, positions: np.ndarray, probe: np.ndarray,
-                   scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """pty-chi's own forward model (ePIE's task) on our inputs, mapped by the conventions: the
-    expected counts and the object patches it extracts, for checking the mapping against ours.
-
-    Args:
-        obj: ``(H, W)`` complex object.
-        positions: ``(M, 2)`` float ``(x, y)`` patch centres, object pixels (ours).
-        probe: ``(N, N)`` complex probe (ours).
-        scale: photon scale ``s`` (counts ``λ = s² |F|²``).
-
-    Returns:
-        ``(expected (M, N, N) float32 with DC at (N/2, N/2), patches (M, N, N) complex64)``.
-    """
-    api, task_class = load_ptychi()
-    import torch
-
-    probe = np.asarray(probe)
-    M, N = len(positions), probe.shape[0]
-    settings = PtychiSettings(iterations=1, batch_size=max(1, M), device=Device.cpu)
-    with _quiet(), torch.no_grad(), _task(
-        api, task_class, api.EPIEOptions(), settings, counts=np.ones((M, N, N), np.float32),
-        positions=positions, probe=ptychi_probe(probe, scale),
-        initial_object=np.asarray(obj, np.complex64), device="cpu", seed=0,
-    ) as task:
-        intensities, patches = task.reconstructor.forward_model(
-            torch.arange(M), return_object_patches=True)
-        expected = np.fft.fftshift(intensities.detach().cpu().numpy(), axes=(-2, -1))
-        patches = patches.detach().cpu().numpy()
-    return expected.astype(np.float32), patches.reshape(M, N, N).astype(np.complex64)
 
 
 def reconstruct_with_ptychi(engine_options: EngineOptions, data: ArmInput, job: JobConfig,

@@ -32,7 +32,7 @@ def _normalise(image: np.ndarray) -> np.ndarray:
 
 
 def lines_structure(
-    size: int, rng: np.random.Generator, density: float = ObjectConfig.lines_density
+    size: int, rng: np.random.Generator, density: float
 ) -> np.ndarray:
     """``(size, size)`` float64 structure in ``[0, 1]`` made of blurred line segments."""
     canvas_size = 2 * size
@@ -54,7 +54,7 @@ def lines_structure(
 
 
 def grf_structure(
-    size: int, rng: np.random.Generator, exponent: float = ObjectConfig.grf_exponent
+    size: int, rng: np.random.Generator, exponent: float
 ) -> np.ndarray:
     """``(size, size)`` float64 Gaussian random field, spectrum ``|k|^-exponent``, in ``[0, 1]``."""
     ky = np.fft.fftfreq(size)[:, None]

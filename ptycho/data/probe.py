@@ -17,30 +17,24 @@ from ptycho.data.arrays import read_npz_array
 
 __all__ = ["disc_probe", "load_probe_npz", "make_probe"]
 
-def disc_probe(
-    N: int,
-    *,
-    radius_fraction: float = ProbeConfig.radius_fraction,
-    edge_sigma: float = ProbeConfig.edge_sigma,
-    phase_curvature: float = ProbeConfig.phase_curvature,
-) -> np.ndarray:
+def disc_probe(N: int, settings: ProbeConfig = ProbeConfig()) -> np.ndarray:  # noqa: B008
     """``(N, N)`` complex64 soft-edged disc centred at ``(N/2, N/2)``, peak amplitude 1.
 
     Args:
         N: patch side, a power of two ≥ 16.
-        radius_fraction: disc radius / ``N``.
-        edge_sigma: Gaussian blur of the edge, pixels.
-        phase_curvature: phase (radians) at the disc edge of ``φ(r) = c · (r / radius)²``.
+        settings: the disc (a frozen settings object): ``radius_fraction`` (radius / ``N``),
+            ``edge_sigma`` (Gaussian blur of the edge, pixels) and ``phase_curvature`` (the phase
+            at the disc edge, radians, of ``φ(r) = c · (r / radius)²``).
     """
     N = check_patch_size(N)
     yy, xx = np.mgrid[0:N, 0:N].astype(np.float64)
     r = np.hypot(yy - N / 2, xx - N / 2)
-    radius = radius_fraction * N
+    radius = settings.radius_fraction * N
     amplitude = (r <= radius).astype(np.float64)
-    if edge_sigma > 0:
-        amplitude = ndimage.gaussian_filter(amplitude, edge_sigma)
+    if settings.edge_sigma > 0:
+        amplitude = ndimage.gaussian_filter(amplitude, settings.edge_sigma)
     amplitude /= amplitude.max()
-    phase = phase_curvature * (r / radius) ** 2
+    phase = settings.phase_curvature * (r / radius) ** 2
     return (amplitude * np.exp(1j * phase)).astype(np.complex64)
 
 
@@ -60,9 +54,4 @@ def make_probe(spec: ProbeConfig, N: int) -> np.ndarray:
     """The ``(N, N)`` complex64 probe of ``spec``."""
     if spec.kind == "npz":
         return load_probe_npz(spec.path, N)
-    return disc_probe(
-        N,
-        radius_fraction=spec.radius_fraction,
-        edge_sigma=spec.edge_sigma,
-        phase_curvature=spec.phase_curvature,
-    )
+    return disc_probe(N, spec)

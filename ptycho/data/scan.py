@@ -17,9 +17,7 @@ __all__ = [
     "check_positions", "make_positions", "random_positions", "raster_positions", "valid_range"
 ]
 
-def valid_range(
-    object_shape: tuple[int, int], N: int, margin: float = ScanConfig.margin
-) -> np.ndarray:
+def valid_range(object_shape: tuple[int, int], N: int, margin: float = 0.0) -> np.ndarray:
     """``[[x_min, x_max], [y_min, y_max]]`` (float64) of valid patch centres.
 
     Raises ``ValueError`` when the object is smaller than a patch.
@@ -42,7 +40,7 @@ def random_positions(
     N: int,
     *,
     seed: int,
-    margin: float = ScanConfig.margin,
+    margin: float = 0.0,
 ) -> np.ndarray:
     """``(n, 2)`` float64 ``(x, y)`` drawn uniformly over the valid region, seeded."""
     n = check_positive_int(n, "number of positions")
@@ -57,8 +55,8 @@ def raster_positions(
     N: int,
     *,
     seed: int,
-    margin: float = ScanConfig.margin,
-    jitter: float = ScanConfig.jitter,
+    jitter: float,
+    margin: float = 0.0,
 ) -> np.ndarray:
     """``(n, 2)`` float64: ``n`` points of a raster spanning the valid region (``⌈√n⌉`` columns,
     rows filled in order, so only the last row may be partial), each moved by a seeded uniform

@@ -8,11 +8,45 @@ import numpy as np
 import pytest
 
 from ptycho import physics
+from ptycho.arms import ptychi
 from ptycho.arms import ptychi as conventions
-from ptycho.arms.ptychi import forward_counts
+from ptycho.config import Device
+from ptycho.config.arms.base import PtychiSettings
 
 N = 16
 SHAPE = (40, 44)  # not square: rows and columns cannot be confused silently
+
+
+def forward_counts(obj: np.ndarray, positions: np.ndarray, probe: np.ndarray,
+                   scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """pty-chi's own forward model (ePIE's task) on our inputs, mapped by the conventions of
+    ``ptycho.arms.ptychi``: the expected counts and the object patches it extracts.
+
+    Args:
+        obj: ``(H, W)`` complex object.
+        positions: ``(M, 2)`` float ``(x, y)`` patch centres, object pixels (ours).
+        probe: ``(N, N)`` complex probe (ours).
+        scale: photon scale ``s`` (counts ``λ = s² |F|²``).
+
+    Returns:
+        ``(expected (M, N, N) float32 with DC at (N/2, N/2), patches (M, N, N) complex64)``.
+    """
+    api, task_class = ptychi.load_ptychi()
+    import torch
+
+    probe = np.asarray(probe)
+    M, N = len(positions), probe.shape[0]
+    settings = PtychiSettings(iterations=1, batch_size=max(1, M), device=Device.cpu)
+    with ptychi._quiet(), torch.no_grad(), ptychi._task(
+        api, task_class, api.EPIEOptions(), settings, counts=np.ones((M, N, N), np.float32),
+        positions=positions, probe=ptychi.ptychi_probe(probe, scale),
+        initial_object=np.asarray(obj, np.complex64), device="cpu", seed=0,
+    ) as task:
+        intensities, patches = task.reconstructor.forward_model(
+            torch.arange(M), return_object_patches=True)
+        expected = np.fft.fftshift(intensities.detach().cpu().numpy(), axes=(-2, -1))
+        patches = patches.detach().cpu().numpy()
+    return expected.astype(np.float32), patches.reshape(M, N, N).astype(np.complex64)
 
 
 def _ours_patches(obj: np.ndarray, positions: np.ndarray) -> np.ndarray:

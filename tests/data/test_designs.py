@@ -27,7 +27,7 @@ from tests.test_config import composed
 
 
 def test_the_held_out_region_is_a_compact_square_of_the_scan() -> None:
-    positions = raster_positions(400, (96, 96), 32, seed=0)
+    positions = raster_positions(400, (96, 96), 32, seed=0, jitter=1.0)
     train, validation = holdout_region(positions, 20, seed=3)
     assert len(validation) == 20 and len(train) == 380
     assert not np.intersect1d(train, validation).size
@@ -44,7 +44,7 @@ def test_the_held_out_region_is_a_compact_square_of_the_scan() -> None:
 
 @pytest.mark.parametrize("gridsize", [1, 2, 3])
 def test_no_pattern_is_in_a_training_and_a_validation_group(gridsize: int) -> None:
-    positions = raster_positions(256, (96, 96), 32, seed=1)
+    positions = raster_positions(256, (96, 96), 32, seed=1, jitter=1.0)
     split = training_groups(positions, gridsize, 0.1, seed=0)
     indices = split.groups.indices
     is_validation = np.zeros(len(indices), bool)

@@ -104,7 +104,7 @@ def test_objects_are_seeded_and_bounded(kind: str, phase: str) -> None:
 
 
 def test_disc_probe_is_centred_soft_and_peak_normalised() -> None:
-    probe = disc_probe(64, radius_fraction=0.17, phase_curvature=1.0)
+    probe = disc_probe(64, ProbeConfig(radius_fraction=0.17, phase_curvature=1.0))
     amplitude = np.abs(probe)
     assert amplitude.max() == pytest.approx(1.0)
     assert amplitude[32, 32] == pytest.approx(1.0, abs=1e-3)
@@ -176,7 +176,7 @@ def test_objects_and_probes_can_come_from_npz_files(tmp_path) -> None:
     from ptycho.data import make_probe
 
     obj = make_object(ObjectConfig(size=40), seed=9)
-    probe = 2.0 * disc_probe(16, phase_curvature=1.0)
+    probe = 2.0 * disc_probe(16, ProbeConfig(phase_curvature=1.0))
     np.savez(tmp_path / "sample.npz", objectGuess=obj, probeGuess=probe)
     spec = _spec(obj=ObjectConfig(kind="npz", path=str(tmp_path / "sample.npz")),
                  probe=ProbeConfig(kind="npz", path=str(tmp_path / "sample.npz")))
