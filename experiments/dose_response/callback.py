@@ -44,8 +44,12 @@ class ReportCallback(Callback):
 
             print("\nper arm and dose (median [bootstrap 95% interval] over replicates):\n"
                   + summary_text(report.summary), flush=True)
-            for statement in report.comparisons["statement"]:
+            compared = report.comparisons
+            for statement in compared[compared["ratio"].notna()]["statement"]:
                 print(statement, flush=True)
+            if compared["ratio"].isna().any():  # e.g. a single dose, or arms that never cross
+                print(f"({int(compared['ratio'].isna().sum())} comparisons without a ratio: "
+                      "see the report)", flush=True)
             print(f"\nreport: {report.html}", flush=True)
         except Exception:
             print("\nthe dose-response report failed (the jobs' results are unaffected):\n"
