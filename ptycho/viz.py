@@ -63,11 +63,9 @@ def reconstruction_figure(evaluation: Evaluation, title: str = "") -> Figure:
         figure.colorbar(shared, ax=[axes[row, 0], axes[row, 1]], fraction=0.046, pad=0.02)
         error = image - truth
         bound = float(np.abs(error).max()) or 1.0
-        _show(
-            figure, axes[row, 2], error,
-            f"{name} error  MAE {m[f'{key}_mae']:.3g}  SSIM {m[f'{key}_ssim']:.3f}",
-            "RdBu_r", vmin=-bound, vmax=bound,
-        )
+        _show(figure, axes[row, 2], error,
+              f"{name} error  MAE {m[f'{key}_mae']:.3g}  SSIM {m[f'{key}_ssim']:.3f}", "RdBu_r",
+              vmin=-bound, vmax=bound)
     headline = (
         f"amp PSNR {m['amp_psnr']:.1f} dB, SSIM {m['amp_ssim']:.3f}, FRC50 {m['amp_frc50']:.1f}"
         f"  |  phase PSNR {m['phase_psnr']:.1f} dB, SSIM {m['phase_ssim']:.3f}, "
@@ -111,9 +109,8 @@ def limit_figure(evaluation: Evaluation, maps: Mapping[str, np.ndarray], title: 
     return figure
 
 
-def diffraction_figure(
-    measured: np.ndarray, predicted: np.ndarray, count: int = 4, title: str = ""
-) -> Figure:
+def diffraction_figure(measured: np.ndarray, predicted: np.ndarray, count: int = 4,
+                       title: str = "") -> Figure:
     """Measured counts beside the model's expected counts for the first ``count`` patterns,
     on one log colour scale per pair.
 
@@ -202,8 +199,7 @@ def frc_figure(curves: Mapping[str, FRCCurve], title: str = "") -> Figure:
 
 
 def dose_response_figure(
-    summary: pd.DataFrame,
-    failures: pd.DataFrame,
+    summary: pd.DataFrame, failures: pd.DataFrame,
     metrics: Sequence[tuple[str, str]] = (
         ("amp_frc50_nyquist", "amplitude FRC50 (fraction of Nyquist)"),
         ("amp_nrmse", "amplitude NRMSE"),
@@ -216,9 +212,7 @@ def dose_response_figure(
         ("crb_efficiency", "Cramér–Rao efficiency (bound / MSE)"),
         ("nll_excess_per_photon", "NLL excess per photon (nats; > 0: training-limited)"),
     ),
-    title: str = "",
-    degenerate: pd.DataFrame | None = None,
-    x: str = "dose",
+    title: str = "", degenerate: pd.DataFrame | None = None, x: str = "dose",
 ) -> Figure:
     """Metric versus dose (log x), one line per arm through the median over replicates with its
     bootstrap 95% interval as a band (where ``<metric>_ci_low``/``_ci_high`` are; else the
@@ -333,12 +327,9 @@ def _efficiency_panel(axes, summary: pd.DataFrame, arms: Sequence[str],
               transform=axes.transAxes)
 
 
-def reconstruction_grid_figure(
-    images: Mapping[tuple[float, str], np.ndarray],
-    doses: Sequence[float],
-    arms: Sequence[str],
-    title: str = "",
-) -> Figure:
+def reconstruction_grid_figure(images: Mapping[tuple[float, str], np.ndarray],
+                               doses: Sequence[float], arms: Sequence[str], title: str = ""
+                               ) -> Figure:
     """Reconstructed amplitudes, rows = dose, columns = arm; an empty cell where none exists."""
     figure = _figure(2.4 * max(1, len(arms)) + 0.5, 2.3 * max(1, len(doses)) + 0.6)
     axes = np.array(figure.subplots(max(1, len(doses)), max(1, len(arms)), squeeze=False))

@@ -127,9 +127,10 @@ def reconstruct_with_network(network: Network, data: ArmInput, job: JobConfig,
                  jit_compile=runtime.resolve_jit_compile(str(job.train.jit_compile)))
     start = time.perf_counter()
     e = job.eval
+    probe = _probe(models, scored.probe)
     patches = predict_patches(models, scored, test_groups, input_scale, batch_size=e.batch_size)
     stitched = synchronise_and_stitch(
-        patches.patches, patches.positions, scored.object_shape, probe=scored.probe,
+        patches.patches, patches.positions, scored.object_shape, probe=probe,
         keep_fraction=e.keep_fraction, phase_sync=str(e.phase_sync),
         stitch_weighting=str(e.stitch_weighting), counts=scored.counts[patches.indices],
         patterns=patches.indices)
@@ -137,7 +138,7 @@ def reconstruct_with_network(network: Network, data: ArmInput, job: JobConfig,
                                           e.batch_size)
     return Reconstruction(
         obj=stitched.obj, expected=expected, expected_patterns=patterns,
-        history=dict(result.history), alternatives=stitched.alternatives,
+        history=dict(result.history), alternatives=stitched.alternatives, probe=probe,
         tags={"xla": str(result.xla).lower()},
         metrics={
             **stitched.metrics,
@@ -156,6 +157,15 @@ def reconstruct_with_network(network: Network, data: ArmInput, job: JobConfig,
         },
         save=partial(_save, models, input_scale),
     )
+
+
+def _probe(models: Models, given: np.ndarray) -> np.ndarray:
+    """The network's own probe estimate (the PINN's probe weights, refined by training with
+    ``model.trainable_probe``), else the ``given`` one: what synchronisation and stitching use."""
+    try:
+        return models.train.get_layer("probe_illumination").probe().numpy()
+    except ValueError:  # no physics head: the baseline
+        return given
 
 
 def _save(models: Models, input_scale: float, folder: Path) -> None:

@@ -23,22 +23,11 @@ __all__ = ["DiffractionData", "Scan", "extract_object_patches", "simulate"]
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True, eq=False)
-class Scan:
-    """What a reconstruction may see of a measurement: counts, positions, the probe and the grid,
-    never the object (the truth of a simulation stays in :class:`DiffractionData`).
 
-    Attributes:
-        counts: ``(M, N, N)`` float32 photon counts per pixel, DC at ``(N/2, N/2)``.
-        positions: ``(M, 2)`` float64 ``(x, y)`` patch centres, pixels of the object grid.
-        probe: ``(N, N)`` complex64 illumination (the probe guess; known for simulated data).
-        object_shape: ``(H, W)`` of the object grid the positions refer to.
-    """
+class _Patterns:
+    """``N``, the number of patterns and the measured dose of ``counts`` (``(M, N, N)``)."""
 
     counts: np.ndarray
-    positions: np.ndarray
-    probe: np.ndarray
-    object_shape: tuple[int, int]
 
     @property
     def N(self) -> int:
@@ -54,7 +43,25 @@ class Scan:
 
 
 @dataclass(frozen=True, eq=False)
-class DiffractionData:
+class Scan(_Patterns):
+    """What a reconstruction may see of a measurement: counts, positions, the probe and the grid,
+    never the object (the truth of a simulation stays in :class:`DiffractionData`).
+
+    Attributes:
+        counts: ``(M, N, N)`` float32 photon counts per pixel, DC at ``(N/2, N/2)``.
+        positions: ``(M, 2)`` float64 ``(x, y)`` patch centres, pixels of the object grid.
+        probe: ``(N, N)`` complex64 illumination (the probe guess; known for simulated data).
+        object_shape: ``(H, W)`` of the object grid the positions refer to.
+    """
+
+    counts: np.ndarray
+    positions: np.ndarray
+    probe: np.ndarray
+    object_shape: tuple[int, int]
+
+
+@dataclass(frozen=True, eq=False)
+class DiffractionData(_Patterns):
     """A simulated (or loaded) scan with its ground truth.
 
     Attributes:
@@ -92,22 +99,10 @@ class DiffractionData:
             raise ValueError(f"obj must be a 2-D complex64 array, got {obj.shape} {obj.dtype}")
         json.dumps(self.metadata)  # must be serialisable: it is stored in NPZ files and caches
 
-    @property
-    def N(self) -> int:
-        return int(self.counts.shape[1])
-
-    def __len__(self) -> int:
-        return int(self.counts.shape[0])
-
     @cached_property
     def scan(self) -> Scan:
         """The measurement without its truth: what a reconstruction is given."""
         return Scan(self.counts, self.positions, self.probe, self.obj.shape)
-
-    @property
-    def measured_dose(self) -> float:
-        """Mean over patterns of Σ counts (photons per pattern)."""
-        return self.scan.measured_dose
 
     def subset(self, index: np.ndarray) -> DiffractionData:
         """The patterns at ``index`` (same probe, object and dose)."""
@@ -131,15 +126,8 @@ def extract_object_patches(obj: np.ndarray, positions: np.ndarray, N: int) -> np
     return operator.patches(obj).numpy()
 
 
-def simulate(
-    obj: np.ndarray,
-    probe: np.ndarray,
-    positions: np.ndarray,
-    *,
-    dose: float,
-    seed: int,
-    metadata: dict[str, Any] | None = None,
-) -> DiffractionData:
+def simulate(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, *, dose: float,
+             seed: int, metadata: dict[str, Any] | None = None) -> DiffractionData:
     """Simulate noisy diffraction: ``k ~ Poisson(s² |fftshift(FFT(P · o_j))/N|²)``.
 
     Args:

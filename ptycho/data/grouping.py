@@ -50,14 +50,8 @@ class Groups:
         return int(self.indices.shape[0])
 
 
-def group_positions(
-    positions: np.ndarray,
-    gridsize: int,
-    *,
-    seed: int,
-    n_groups: int | None = None,
-    among: np.ndarray | None = None,
-) -> Groups:
+def group_positions(positions: np.ndarray, gridsize: int, *, seed: int,
+                    n_groups: int | None = None, among: np.ndarray | None = None) -> Groups:
     """Form groups of ``gridsize²`` nearest neighbours.
 
     Args:
@@ -80,8 +74,7 @@ def group_positions(
     positions = np.asarray(positions, dtype=np.float64)
     n_positions = positions.shape[0]
     channels = gridsize**2
-    if n_groups is None:
-        n_groups = n_positions
+    n_groups = n_positions if n_groups is None else n_groups
     if isinstance(n_groups, bool) or not isinstance(n_groups, int) or n_groups < 1:
         raise ValueError(f"n_groups must be an integer >= 1, got {n_groups!r}")
     if n_groups > n_positions:

@@ -42,17 +42,12 @@ def save_npz(path: str | Path, data: DiffractionData) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"dose": data.dose, "measured_dose": data.measured_dose, **data.metadata}
     with path.open("wb") as handle:
-        np.savez(
-            handle,
-            diffraction=np.sqrt(data.counts).astype(np.float32),
-            xcoords=data.positions[:, 0].astype(np.float64),
-            ycoords=data.positions[:, 1].astype(np.float64),
-            probeGuess=data.probe.astype(np.complex64),
-            objectGuess=data.obj.astype(np.complex64),
-            Y=data.patches.astype(np.complex64),
-            counts=data.counts.astype(np.float32),
-            _metadata=np.array(json.dumps(metadata)),
-        )
+        np.savez(handle, diffraction=np.sqrt(data.counts).astype(np.float32),
+                 xcoords=data.positions[:, 0].astype(np.float64),
+                 ycoords=data.positions[:, 1].astype(np.float64),
+                 probeGuess=data.probe.astype(np.complex64),
+                 objectGuess=data.obj.astype(np.complex64), Y=data.patches.astype(np.complex64),
+                 counts=data.counts.astype(np.float32), _metadata=np.array(json.dumps(metadata)))
     return path
 
 

@@ -31,9 +31,7 @@ def _normalise(image: np.ndarray) -> np.ndarray:
     return (image - low) / (high - low)
 
 
-def lines_structure(
-    size: int, rng: np.random.Generator, density: float
-) -> np.ndarray:
+def lines_structure(size: int, rng: np.random.Generator, density: float) -> np.ndarray:
     """``(size, size)`` float64 structure in ``[0, 1]`` made of blurred line segments."""
     canvas_size = 2 * size
     canvas = np.zeros((canvas_size, canvas_size))
@@ -53,19 +51,14 @@ def lines_structure(
     return _normalise(blurred[start : start + size, start : start + size])
 
 
-def grf_structure(
-    size: int, rng: np.random.Generator, exponent: float
-) -> np.ndarray:
+def grf_structure(size: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
     """``(size, size)`` float64 Gaussian random field, spectrum ``|k|^-exponent``, in ``[0, 1]``."""
-    ky = np.fft.fftfreq(size)[:, None]
-    kx = np.fft.fftfreq(size)[None, :]
-    radius = np.hypot(ky, kx)
+    radius = np.hypot(np.fft.fftfreq(size)[:, None], np.fft.fftfreq(size)[None, :])
     radius[0, 0] = 1.0
     amplitude = radius ** (-exponent / 2.0)
     amplitude[0, 0] = 0.0
     noise = rng.standard_normal((size, size)) + 1j * rng.standard_normal((size, size))
-    field = np.fft.ifft2(noise * amplitude).real
-    return _normalise(field)
+    return _normalise(np.fft.ifft2(noise * amplitude).real)
 
 
 def make_object(spec: ObjectConfig, seed: int) -> np.ndarray:

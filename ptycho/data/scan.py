@@ -13,9 +13,8 @@ import numpy as np
 from ptycho.checks import check_patch_size, check_positive_int
 from ptycho.config import ScanConfig
 
-__all__ = [
-    "check_positions", "make_positions", "random_positions", "raster_positions", "valid_range"
-]
+__all__ = ["check_positions", "make_positions", "random_positions", "raster_positions",
+           "valid_range"]
 
 def valid_range(object_shape: tuple[int, int], N: int, margin: float = 0.0) -> np.ndarray:
     """``[[x_min, x_max], [y_min, y_max]]`` (float64) of valid patch centres.
@@ -34,30 +33,16 @@ def valid_range(object_shape: tuple[int, int], N: int, margin: float = 0.0) -> n
     return np.array([[low, x_max], [low, y_max]], dtype=np.float64)
 
 
-def random_positions(
-    n: int,
-    object_shape: tuple[int, int],
-    N: int,
-    *,
-    seed: int,
-    margin: float = 0.0,
-) -> np.ndarray:
+def random_positions(n: int, object_shape: tuple[int, int], N: int, *, seed: int,
+                     margin: float = 0.0) -> np.ndarray:
     """``(n, 2)`` float64 ``(x, y)`` drawn uniformly over the valid region, seeded."""
     n = check_positive_int(n, "number of positions")
     bounds = valid_range(object_shape, N, margin)
-    rng = np.random.default_rng(seed)
-    return rng.uniform(bounds[:, 0], bounds[:, 1], size=(n, 2))
+    return np.random.default_rng(seed).uniform(bounds[:, 0], bounds[:, 1], size=(n, 2))
 
 
-def raster_positions(
-    n: int,
-    object_shape: tuple[int, int],
-    N: int,
-    *,
-    seed: int,
-    jitter: float,
-    margin: float = 0.0,
-) -> np.ndarray:
+def raster_positions(n: int, object_shape: tuple[int, int], N: int, *, seed: int,
+                     jitter: float, margin: float = 0.0) -> np.ndarray:
     """``(n, 2)`` float64: ``n`` points of a raster spanning the valid region (``⌈√n⌉`` columns,
     rows filled in order, so only the last row may be partial), each moved by a seeded uniform
     jitter of ± ``jitter`` pixels and clipped to the region."""
@@ -68,19 +53,16 @@ def raster_positions(
     xs = np.linspace(bounds[0, 0], bounds[0, 1], columns)
     ys = np.linspace(bounds[1, 0], bounds[1, 1], rows)
     grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)[:n]
-    rng = np.random.default_rng(seed)
-    grid = grid + rng.uniform(-jitter, jitter, size=grid.shape)
+    grid = grid + np.random.default_rng(seed).uniform(-jitter, jitter, size=grid.shape)
     return np.clip(grid, bounds[:, 0], bounds[:, 1])
 
 
-def make_positions(
-    spec: ScanConfig, n: int, object_shape: tuple[int, int], N: int, *, seed: int
-) -> np.ndarray:
+def make_positions(spec: ScanConfig, n: int, object_shape: tuple[int, int], N: int, *,
+                   seed: int) -> np.ndarray:
     """Positions of ``spec``: ``(n, 2)`` float64 ``(x, y)`` pixels."""
     if spec.kind == "raster":
-        positions = raster_positions(
-            n, object_shape, N, seed=seed, margin=spec.margin, jitter=spec.jitter
-        )
+        positions = raster_positions(n, object_shape, N, seed=seed, margin=spec.margin,
+                                     jitter=spec.jitter)
     else:
         positions = random_positions(n, object_shape, N, seed=seed, margin=spec.margin)
     if not spec.subpixel:

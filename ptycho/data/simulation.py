@@ -28,17 +28,15 @@ from typing import Any
 import numpy as np
 
 from ptycho.checks import check_patch_size
-from ptycho.config import DataConfig, ObjectConfig, ProbeConfig, ScanConfig
+from ptycho.config import DataConfig, ObjectConfig, ScanConfig
 from ptycho.data.dataset import DiffractionData, simulate
 from ptycho.data.npz import load_npz, save_npz
 from ptycho.data.objects import make_object
 from ptycho.data.probe import make_probe
 from ptycho.data.scan import make_positions
 
-__all__ = [
-    "CACHE_FORMAT", "DatasetPair", "SimulationSpec", "cache_key", "load_or_simulate",
-    "make_datasets"
-]
+__all__ = ["CACHE_FORMAT", "DatasetPair", "SimulationSpec", "cache_key", "load_or_simulate",
+           "make_datasets"]
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +67,10 @@ class SimulationSpec:
                 f"(needs >= {self.N + 1})"
             )
 
-    # The data section's fields, by the names the simulator uses.
+    # Short names for the data section's fields (the tests use them too).
     @property
     def obj(self) -> ObjectConfig:
         return self.data.object
-
-    @property
-    def probe(self) -> ProbeConfig:
-        return self.data.probe
 
     @property
     def scan(self) -> ScanConfig:
@@ -87,31 +81,16 @@ class SimulationSpec:
         return self.data.n_train
 
     @property
-    def design(self) -> str:
-        return str(self.data.design)
-
-    @property
-    def noise_seed(self) -> int | None:
-        return self.data.noise_seed
-
-    @property
     def effective_noise_seed(self) -> int:
-        return self.seed if self.noise_seed is None else int(self.noise_seed)
+        return self.seed if self.data.noise_seed is None else int(self.data.noise_seed)
 
     def fingerprint(self) -> dict[str, Any]:
         """JSON-able description of the data: the spec with file inputs named by content hash."""
-        return {
-            "format": CACHE_FORMAT,
-            "N": self.N,
-            "dose": self.dose,
-            "n_train": self.n_train,
-            "design": self.design,
-            "seed": self.seed,
-            "noise_seed": self.effective_noise_seed,
-            "obj": self.obj.fingerprint(),
-            "probe": self.probe.fingerprint(),
-            "scan": {k: getattr(self.scan, k) for k in self.scan.__dataclass_fields__},
-        }
+        return {"format": CACHE_FORMAT, "N": self.N, "dose": self.dose, "n_train": self.n_train,
+                "design": str(self.data.design), "seed": self.seed,
+                "noise_seed": self.effective_noise_seed, "obj": self.obj.fingerprint(),
+                "probe": self.data.probe.fingerprint(),
+                "scan": {k: getattr(self.scan, k) for k in self.scan.__dataclass_fields__}}
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,26 +121,18 @@ def make_datasets(spec: SimulationSpec) -> DatasetPair:
     """Simulate the train and test sets of ``spec`` (no cache)."""
     obj_seed, train_scan_seed, test_scan_seed, test_obj_seed = _seeds(spec.seed, 0x0B1EC7, 4)
     train_noise_seed, test_noise_seed = _seeds(spec.effective_noise_seed, 0x9015E, 2)
-    probe = make_probe(spec.probe, spec.N)
+    probe = make_probe(spec.data.probe, spec.N)
     fingerprint = spec.fingerprint()
     scans = [("train", make_object(spec.obj, obj_seed), train_scan_seed, train_noise_seed)]
-    if spec.design == "generalize":
+    if spec.data.design == "generalize":
         scans.append(("test", make_object(spec.obj, test_obj_seed), test_scan_seed,
                       test_noise_seed))
     sets = []
     for split, split_obj, scan_seed, noise_seed in scans:
         positions = make_positions(spec.scan, spec.n_train, split_obj.shape, spec.N,
                                    seed=scan_seed)
-        sets.append(
-            simulate(
-                split_obj,
-                probe,
-                positions,
-                dose=spec.dose,
-                seed=noise_seed,
-                metadata={"split": split, "spec": fingerprint},
-            )
-        )
+        sets.append(simulate(split_obj, probe, positions, dose=spec.dose, seed=noise_seed,
+                             metadata={"split": split, "spec": fingerprint}))
     return DatasetPair(train=sets[0], test=sets[-1])
 
 
@@ -211,9 +182,8 @@ def _write_entry(entry: Path, pair: DatasetPair, spec: SimulationSpec) -> None:
         raise
 
 
-def load_or_simulate(
-    spec: SimulationSpec, cache_dir: str | Path | None
-) -> tuple[DatasetPair, bool]:
+def load_or_simulate(spec: SimulationSpec,
+                     cache_dir: str | Path | None) -> tuple[DatasetPair, bool]:
     """The datasets of ``spec``, from ``cache_dir`` when a valid entry exists, else simulated and
     stored there. A truncated or corrupt entry is detected (checksums), logged and rebuilt.
 

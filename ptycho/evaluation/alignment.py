@@ -38,12 +38,8 @@ def scanned_region(weight: np.ndarray, border: int, threshold: float = 1e-3) -> 
     left, right = int(cols_any[0]), int(cols_any[-1]) + 1
     while bottom - top > 8 and right - left > 8:
         box = covered[top:bottom, left:right]
-        gaps = {
-            "top": 1 - box[0].mean(),
-            "bottom": 1 - box[-1].mean(),
-            "left": 1 - box[:, 0].mean(),
-            "right": 1 - box[:, -1].mean(),
-        }
+        gaps = {"top": 1 - box[0].mean(), "bottom": 1 - box[-1].mean(),
+                "left": 1 - box[:, 0].mean(), "right": 1 - box[:, -1].mean()}
         edge, gap = max(gaps.items(), key=lambda item: item[1])
         if gap == 0:
             break
@@ -59,8 +55,7 @@ def scanned_region(weight: np.ndarray, border: int, threshold: float = 1e-3) -> 
     if bottom - top < 8 or right - left < 8:
         raise ValueError(
             f"border={border} leaves a scanned region of {max(0, bottom - top)}x"
-            f"{max(0, right - left)} pixels; metrics need at least 8x8"
-        )
+            f"{max(0, right - left)} pixels; metrics need at least 8x8")
     return slice(top, bottom), slice(left, right)
 
 
@@ -73,9 +68,7 @@ def align_amplitude(reconstruction: np.ndarray, truth: np.ndarray) -> np.ndarray
     return reconstruction * (np.mean(truth) / mean)
 
 
-def align_phase(
-    reconstruction: np.ndarray, truth: np.ndarray, mode: str
-) -> np.ndarray:
+def align_phase(reconstruction: np.ndarray, truth: np.ndarray, mode: str) -> np.ndarray:
     """Reconstructed phase with the least-squares plane (``plane``) or the circular mean (``mean``)
     of its difference to the truth removed, then unwrapped onto the truth (each pixel within ±π of
     it), radians."""
@@ -107,9 +100,8 @@ def register(
 
     Returns ``(shifted reconstruction, (row, col) shift applied in pixels)``.
     """
-    shift, _, _ = phase_cross_correlation(
-        np.abs(truth), np.abs(reconstruction), upsample_factor=upsample
-    )
+    shift, _, _ = phase_cross_correlation(np.abs(truth), np.abs(reconstruction),
+                                          upsample_factor=upsample)
     real = ndimage.shift(np.real(reconstruction), shift, order=1, mode="nearest")
     imag = ndimage.shift(np.imag(reconstruction), shift, order=1, mode="nearest")
     return (real + 1j * imag).astype(np.complex64), (float(shift[0]), float(shift[1]))

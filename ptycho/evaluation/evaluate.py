@@ -50,15 +50,8 @@ class Evaluation:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def evaluate(
-    image: np.ndarray,
-    obj: np.ndarray,
-    coverage: np.ndarray,
-    *,
-    border: int,
-    phase_alignment: str,
-    subpixel_registration: bool,
-) -> Evaluation:
+def evaluate(image: np.ndarray, obj: np.ndarray, coverage: np.ndarray, *, border: int,
+             phase_alignment: str, subpixel_registration: bool) -> Evaluation:
     """Score a finished reconstruction against the ground-truth object, on the scanned region.
 
     Args:
@@ -78,25 +71,10 @@ def evaluate(
         raise ValueError(f"image must have the object's shape {obj.shape}, got {image.shape}")
     if border < 0:
         raise ValueError(f"border must be >= 0 pixels, got {border!r}")
-    region = scanned_region(coverage, border)
-    return _score(image.astype(np.complex64), obj, region, coverage,
-                  phase_alignment=phase_alignment, subpixel_registration=subpixel_registration)
-
-
-def _score(
-    image: np.ndarray,
-    obj: np.ndarray,
-    region: tuple[slice, slice],
-    weight: np.ndarray,
-    *,
-    phase_alignment: str,
-    subpixel_registration: bool,
-) -> Evaluation:
-    """Crop ``image`` and ``obj`` to ``region``, align, and compute :data:`METRIC_KEYS`."""
-    rows, cols = region
-    reconstruction = image[rows, cols]
-    truth = obj[rows, cols]
-    extra = {"coverage": float(np.mean(weight[rows, cols] > 1e-3))}
+    rows, cols = scanned_region(coverage, border)
+    image = image.astype(np.complex64)
+    reconstruction, truth = image[rows, cols], obj[rows, cols]
+    extra = {"coverage": float(np.mean(coverage[rows, cols] > 1e-3))}
     if subpixel_registration:
         reconstruction, shift = register(reconstruction, truth)
         extra["registration_shift_rows"], extra["registration_shift_cols"] = shift
@@ -108,18 +86,15 @@ def _score(
 
     metrics: dict[str, float] = {}
     curves: dict[str, FRCCurve] = {}
-    for part, truth_image, aligned in (
-        ("amp", amplitude_truth, amplitude),
-        ("phase", phase_truth, phase),
-    ):
+    for part, truth_image, aligned in (("amp", amplitude_truth, amplitude),
+                                       ("phase", phase_truth, phase)):
         data_range = float(truth_image.max() - truth_image.min())
         if data_range < 1e-6:
             data_range = 2 * np.pi if part == "phase" else 1.0
             log.warning("ground-truth %s is constant: PSNR/SSIM use data_range=%.3g",
                         part, data_range)
         values, curve = image_metrics(truth_image, aligned, data_range)
-        for name, value in values.items():
-            metrics[f"{part}_{name}"] = value
+        metrics.update({f"{part}_{name}": value for name, value in values.items()})
         curves[part] = curve
         # resolution in units that compare across N and region sizes: fractions of Nyquist
         # (0.5 cycles per object pixel) and the half-period in object pixels (1 at Nyquist)
@@ -132,13 +107,6 @@ def _score(
                                           if values["frc50"] > 0 else float("inf"))
     extra.update(collapse_metrics(amplitude, amplitude_truth, phase, phase_truth))
     return Evaluation(
-        metrics={key: metrics[key] for key in METRIC_KEYS},
-        amplitude_truth=amplitude_truth,
-        amplitude=amplitude,
-        phase_truth=phase_truth,
-        phase=phase,
-        frc=curves,
-        reconstruction=image,
-        region=(rows, cols),
-        extra=extra,
-    )
+        metrics={key: metrics[key] for key in METRIC_KEYS}, amplitude_truth=amplitude_truth,
+        amplitude=amplitude, phase_truth=phase_truth, phase=phase, frc=curves,
+        reconstruction=image, region=(rows, cols), extra=extra)

@@ -133,9 +133,8 @@ def fisher_matrix(operator: Ptychography, obj: np.ndarray, free: np.ndarray, *,
     return 0.5 * (matrix + matrix.T)  # symmetric up to float32 round-off
 
 
-def alignment_maps(amplitude: np.ndarray, phase_alignment: str
-                   ) -> tuple[Callable[[np.ndarray], np.ndarray],
-                              Callable[[np.ndarray], np.ndarray]]:
+def alignment_maps(amplitude: np.ndarray, phase_alignment: str) -> tuple[
+        Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
     """The pipeline's alignments, linearised, as adjoint maps ``Lᵀ`` on region errors.
 
     Returns ``(amplitude Lᵀ, phase Lᵀ)`` acting on ``(n,)`` vectors over the region pixels
@@ -204,21 +203,11 @@ def _cg(apply: Callable[[np.ndarray], np.ndarray], rhs: np.ndarray, precondition
     return x, max_iterations
 
 
-def estimate_limit(
-    obj: np.ndarray,
-    probe: np.ndarray,
-    positions: np.ndarray,
-    region: tuple[slice, slice],
-    *,
-    phase_alignment: str = "plane",
-    samples: int = 16,
-    target_stderr: float = 0.01,
-    seed: int = 0,
-    free_threshold: float = 1e-3,
-    method: str = "auto",
-    tolerance: float = 1e-4,
-    max_iterations: int = 2000,
-) -> LimitEstimate:
+def estimate_limit(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
+                   region: tuple[slice, slice], *, phase_alignment: str = "plane",
+                   samples: int = 16, target_stderr: float = 0.01, seed: int = 0,
+                   free_threshold: float = 1e-3, method: str = "auto", tolerance: float = 1e-4,
+                   max_iterations: int = 2000) -> LimitEstimate:
     """The Cramér–Rao bound on the pipeline's ``amp_mse`` and ``phase_mse`` at ``s² = 1``.
 
     Args:

@@ -99,23 +99,21 @@ def initial_log_scale(measured_dose: float, probe: np.ndarray, amplitude: float 
     if not measured_dose > 0 or not probe_energy > 0:
         raise ValueError(
             f"initial_log_scale needs a positive dose and probe energy, got dose={measured_dose!r}"
-            f" and probe energy {probe_energy!r}"
-        )
+            f" and probe energy {probe_energy!r}")
     return 0.5 * math.log(measured_dose / (amplitude**2 * probe_energy))
 
 
-def build_pinn(
-    *,
-    N: int,
-    gridsize: int,
-    probe: np.ndarray | None,
-    bottleneck_filters: int,
-    activation: str,
-    merge_iterations: int,
-    canvas_size: int = 0,
-    log_scale: float = 0.0,
-    trainable_probe: bool = False,
-) -> Models:
+def _generator(spec: ModelSpec) -> tuple[keras.KerasTensor, keras.KerasTensor, keras.KerasTensor]:
+    """A fresh generator of ``spec`` on a new input: ``(diffraction, amplitude, phase)``."""
+    generator = build_generator(N=spec.N, gridsize=spec.gridsize, activation=spec.activation,
+                                bottleneck_filters=spec.bottleneck_filters)
+    diffraction = keras.Input((spec.N, spec.N, spec.gridsize**2), name="diffraction")
+    return diffraction, *generator(diffraction)
+
+
+def build_pinn(*, N: int, gridsize: int, probe: np.ndarray | None, bottleneck_filters: int,
+               activation: str, merge_iterations: int, canvas_size: int = 0,
+               log_scale: float = 0.0, trainable_probe: bool = False) -> Models:
     """Fresh physics-informed network (docs/physics.md §6).
 
     Args:
@@ -132,66 +130,37 @@ def build_pinn(
         activation: the generator's hidden activation (:class:`ptycho.config.Activation`).
     """
     spec = ModelSpec(
-        kind="pinn",
-        N=N,
-        gridsize=gridsize,
-        bottleneck_filters=bottleneck_filters,
-        canvas_size=int(canvas_size) if gridsize > 1 else 0,
-        trainable_probe=trainable_probe,
-        log_scale=float(log_scale),
-        merge_iterations=int(merge_iterations),
-        activation=str(activation),
-    )
+        kind="pinn", N=N, gridsize=gridsize, bottleneck_filters=bottleneck_filters,
+        canvas_size=int(canvas_size) if gridsize > 1 else 0, trainable_probe=trainable_probe,
+        log_scale=float(log_scale), merge_iterations=int(merge_iterations),
+        activation=str(activation))
     channels = spec.gridsize**2
-    generator = build_generator(
-        N=spec.N, gridsize=spec.gridsize, bottleneck_filters=spec.bottleneck_filters,
-        activation=spec.activation,
-    )
-    diffraction = keras.Input((spec.N, spec.N, channels), name="diffraction")
-    amplitude, phase = generator(diffraction)
+    diffraction, amplitude, phase = _generator(spec)
     patches = ComplexPatches(name="object_patches")(amplitude, phase)
     inputs = [diffraction]
     if spec.gridsize > 1:
         offsets = keras.Input((channels, 2), name="offsets")
         inputs.append(offsets)
-        patches = OverlapConstraint(
-            spec.N, spec.gridsize, spec.canvas_size, spec.merge_iterations,
-            name="overlap_constraint",
-        )(patches, offsets)
-    exit_wave = ProbeIllumination(
-        spec.N, trainable_probe=spec.trainable_probe, probe=probe, name="probe_illumination"
-    )(patches)
+        patches = OverlapConstraint(spec.N, spec.gridsize, spec.canvas_size, spec.merge_iterations,
+                                    name="overlap_constraint")(patches, offsets)
+    exit_wave = ProbeIllumination(spec.N, trainable_probe=spec.trainable_probe, probe=probe,
+                                  name="probe_illumination")(patches)
     far_intensity = FarFieldIntensity(name="far_field")(exit_wave)
     counts = IntensityScale(spec.log_scale, name="intensity_scale")(far_intensity)
-    train = keras.Model(
-        inputs if len(inputs) > 1 else diffraction, counts, name=f"pinn_N{spec.N}_g{spec.gridsize}"
-    )
+    train = keras.Model(inputs if len(inputs) > 1 else diffraction, counts,
+                        name=f"pinn_N{spec.N}_g{spec.gridsize}")
     inference = keras.Model(diffraction, [amplitude, phase], name="pinn_inference")
     return Models(spec=spec, train=train, inference=inference)
 
 
-def build_baseline(
-    *,
-    N: int,
-    gridsize: int,
-    bottleneck_filters: int,
-    activation: str,
-) -> Models:
+def build_baseline(*, N: int, gridsize: int, bottleneck_filters: int, activation: str) -> Models:
     """Fresh supervised baseline (PtychoNN recipe): the same generator trained with MAE on the
     ground-truth amplitude and phase patches; no physics head."""
-    spec = ModelSpec(
-        kind="baseline", N=N, gridsize=gridsize, bottleneck_filters=bottleneck_filters,
-        activation=str(activation),
-    )
-    generator = build_generator(
-        N=spec.N, gridsize=spec.gridsize, bottleneck_filters=spec.bottleneck_filters,
-        activation=spec.activation,
-    )
-    diffraction = keras.Input((spec.N, spec.N, spec.gridsize**2), name="diffraction")
-    amplitude, phase = generator(diffraction)
+    spec = ModelSpec(kind="baseline", N=N, gridsize=gridsize,
+                     bottleneck_filters=bottleneck_filters, activation=str(activation))
+    diffraction, amplitude, phase = _generator(spec)
     stacked = keras.layers.Concatenate(axis=-1, name="amplitude_phase", dtype="float32")(
-        [amplitude, phase]
-    )
+        [amplitude, phase])
     train = keras.Model(diffraction, stacked, name=f"baseline_N{spec.N}_g{spec.gridsize}")
     inference = keras.Model(diffraction, [amplitude, phase], name="baseline_inference")
     return Models(spec=spec, train=train, inference=inference)
@@ -201,17 +170,9 @@ def build_models(spec: ModelSpec, probe: np.ndarray | None = None) -> Models:
     """Fresh models from a :class:`ModelSpec` (used when loading a saved model)."""
     if spec.kind == "pinn":
         return build_pinn(
-            N=spec.N,
-            gridsize=spec.gridsize,
-            probe=probe,
-            canvas_size=spec.canvas_size,
-            log_scale=spec.log_scale,
-            trainable_probe=spec.trainable_probe,
-            bottleneck_filters=spec.bottleneck_filters,
-            merge_iterations=spec.merge_iterations,
-            activation=spec.activation,
-        )
-    return build_baseline(
-        N=spec.N, gridsize=spec.gridsize, bottleneck_filters=spec.bottleneck_filters,
-        activation=spec.activation,
-    )
+            N=spec.N, gridsize=spec.gridsize, probe=probe, canvas_size=spec.canvas_size,
+            log_scale=spec.log_scale, trainable_probe=spec.trainable_probe,
+            bottleneck_filters=spec.bottleneck_filters, merge_iterations=spec.merge_iterations,
+            activation=spec.activation)
+    return build_baseline(N=spec.N, gridsize=spec.gridsize,
+                          bottleneck_filters=spec.bottleneck_filters, activation=spec.activation)

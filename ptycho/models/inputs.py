@@ -48,6 +48,5 @@ def baseline_targets(truth_patches: np.ndarray, groups: Groups) -> np.ndarray:
     """Ground-truth ``[amplitude, phase]`` of ``truth_patches (M, N, N)`` complex, stacked on
     channels per group, ``(G, N, N, 2C)`` float32 (the supervised baseline's targets)."""
     patches = grouped(truth_patches, groups)
-    return np.ascontiguousarray(
-        np.concatenate([np.abs(patches), np.angle(patches)], axis=-1), np.float32
-    )
+    return np.ascontiguousarray(np.concatenate([np.abs(patches), np.angle(patches)], axis=-1),
+                                np.float32)

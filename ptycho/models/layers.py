@@ -37,13 +37,17 @@ def _channels_last(tensor: tf.Tensor) -> tf.Tensor:
     return tf.transpose(tensor, (0, 2, 3, 1))
 
 
-@keras.saving.register_keras_serializable(package="ptycho")
-class ComplexPatches(keras.layers.Layer):
-    """``(amplitude, phase)`` float32 ``(B, N, N, C)`` → complex64 patches ``a · exp(iφ)``."""
+class _PhysicsLayer(keras.layers.Layer):
+    """A layer whose dtype defaults to float32, whatever the global dtype policy is."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("dtype", _PHYSICS_DTYPE)
         super().__init__(**kwargs)
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class ComplexPatches(_PhysicsLayer):
+    """``(amplitude, phase)`` float32 ``(B, N, N, C)`` → complex64 patches ``a · exp(iφ)``."""
 
     def call(self, amplitude: tf.Tensor, phase: tf.Tensor) -> tf.Tensor:
         amplitude = tf.cast(amplitude, tf.float32)
@@ -52,7 +56,7 @@ class ComplexPatches(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ptycho")
-class OverlapConstraint(keras.layers.Layer):
+class OverlapConstraint(_PhysicsLayer):
     """Merge a group's ``C`` patches on one canvas and re-cut them (docs/physics.md §5, §6.3).
 
     The canvas is per sample (samples are never mixed): the least-squares canvas of the patches
@@ -73,7 +77,6 @@ class OverlapConstraint(keras.layers.Layer):
 
     def __init__(self, N: int, gridsize: int, canvas_size: int, merge_iterations: int = 0,
                  **kwargs: Any) -> None:
-        kwargs.setdefault("dtype", _PHYSICS_DTYPE)
         super().__init__(**kwargs)
         self.N = check_patch_size(N)
         self.gridsize = check_gridsize(gridsize)
@@ -99,17 +102,12 @@ class OverlapConstraint(keras.layers.Layer):
         return _channels_last(physics.extract_patches(canvas, positions, self.N))
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "N": self.N,
-            "gridsize": self.gridsize,
-            "canvas_size": self.canvas_size,
-            "merge_iterations": self.merge_iterations,
-        }
+        return {**super().get_config(), "N": self.N, "gridsize": self.gridsize,
+                "canvas_size": self.canvas_size, "merge_iterations": self.merge_iterations}
 
 
 @keras.saving.register_keras_serializable(package="ptycho")
-class ProbeIllumination(keras.layers.Layer):
+class ProbeIllumination(_PhysicsLayer):
     """Exit wave ``ψ = P · o``; the probe ``P`` is a tracked weight (real and imaginary parts).
 
     Args:
@@ -122,14 +120,8 @@ class ProbeIllumination(keras.layers.Layer):
         object patches ``(B, N, N, C)`` complex64 → exit waves ``(B, N, N, C)`` complex64.
     """
 
-    def __init__(
-        self,
-        N: int,
-        trainable_probe: bool = False,
-        probe: np.ndarray | None = None,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("dtype", _PHYSICS_DTYPE)
+    def __init__(self, N: int, trainable_probe: bool = False, probe: np.ndarray | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.N = check_patch_size(N)
         if not isinstance(trainable_probe, bool):
@@ -143,25 +135,16 @@ class ProbeIllumination(keras.layers.Layer):
                 )
         initial = np.zeros((self.N, self.N), np.complex64) if probe is None else probe
         self.probe_real = self.add_weight(
-            name="probe_real",
-            shape=(self.N, self.N),
-            initializer=keras.initializers.Constant(np.real(initial).astype(np.float32)),
-            trainable=trainable_probe,
-            dtype="float32",
-        )
+            name="probe_real", shape=(self.N, self.N), trainable=trainable_probe, dtype="float32",
+            initializer=keras.initializers.Constant(np.real(initial).astype(np.float32)))
         self.probe_imag = self.add_weight(
-            name="probe_imag",
-            shape=(self.N, self.N),
-            initializer=keras.initializers.Constant(np.imag(initial).astype(np.float32)),
-            trainable=trainable_probe,
-            dtype="float32",
-        )
+            name="probe_imag", shape=(self.N, self.N), trainable=trainable_probe, dtype="float32",
+            initializer=keras.initializers.Constant(np.imag(initial).astype(np.float32)))
 
     def probe(self) -> tf.Tensor:
         """The current probe, ``(N, N)`` complex64."""
-        return tf.complex(
-            tf.convert_to_tensor(self.probe_real), tf.convert_to_tensor(self.probe_imag)
-        )
+        return tf.complex(tf.convert_to_tensor(self.probe_real),
+                          tf.convert_to_tensor(self.probe_imag))
 
     def call(self, obj_patches: tf.Tensor) -> tf.Tensor:
         return _channels_last(physics.illuminate(self.probe(), _channels_first(obj_patches)))
@@ -171,12 +154,8 @@ class ProbeIllumination(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ptycho")
-class FarFieldIntensity(keras.layers.Layer):
+class FarFieldIntensity(_PhysicsLayer):
     """``|fftshift(FFT2(ψ)) / N|²`` per channel: ``(B, N, N, C)`` complex64 → float32."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("dtype", _PHYSICS_DTYPE)
-        super().__init__(**kwargs)
 
     def call(self, exit_wave: tf.Tensor) -> tf.Tensor:
         far = physics.far_field(_channels_first(exit_wave))
@@ -184,7 +163,7 @@ class FarFieldIntensity(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ptycho")
-class IntensityScale(keras.layers.Layer):
+class IntensityScale(_PhysicsLayer):
     """Expected counts ``λ = s² · I`` with a learned scale, stored as ``log s`` (so ``s > 0``).
 
     Args:
@@ -196,20 +175,14 @@ class IntensityScale(keras.layers.Layer):
     """
 
     def __init__(self, log_scale: float = 0.0, trainable: bool = True, **kwargs: Any) -> None:
-        kwargs.setdefault("dtype", _PHYSICS_DTYPE)
         super().__init__(trainable=trainable, **kwargs)
-        if isinstance(log_scale, bool) or not isinstance(log_scale, int | float | np.floating):
-            raise ValueError(f"log_scale must be a finite float, got {log_scale!r}")
-        if not math.isfinite(float(log_scale)):
+        if (isinstance(log_scale, bool) or not isinstance(log_scale, int | float | np.floating)
+                or not math.isfinite(float(log_scale))):
             raise ValueError(f"log_scale must be a finite float, got {log_scale!r}")
         self.initial_log_scale = float(log_scale)
         self.log_scale = self.add_weight(
-            name="log_scale",
-            shape=(),
-            initializer=keras.initializers.Constant(self.initial_log_scale),
-            trainable=True,
-            dtype="float32",
-        )
+            name="log_scale", shape=(), trainable=True, dtype="float32",
+            initializer=keras.initializers.Constant(self.initial_log_scale))
 
     def call(self, far_intensity: tf.Tensor) -> tf.Tensor:
         return tf.cast(far_intensity, tf.float32) * tf.exp(2.0 * self.log_scale)

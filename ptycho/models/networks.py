@@ -35,18 +35,11 @@ def level_filters(N: int, bottleneck_filters: int) -> list[int]:
 
 
 def _conv(x: keras.KerasTensor, filters: int, name: str, activation: str):
-    return keras.layers.Conv2D(
-        filters, 3, padding="same", activation=activation, name=name
-    )(x)
+    return keras.layers.Conv2D(filters, 3, padding="same", activation=activation, name=name)(x)
 
 
-def _decoder(
-    bottleneck: keras.KerasTensor,
-    filters: list[int],
-    channels: int,
-    head: str,
-    activation: str,
-) -> keras.KerasTensor:
+def _decoder(bottleneck: keras.KerasTensor, filters: list[int], channels: int, head: str,
+             activation: str) -> keras.KerasTensor:
     x = bottleneck
     for level in reversed(range(len(filters))):
         x = _conv(x, filters[level], f"{head}_level{level}_conv", activation)
@@ -55,14 +48,8 @@ def _decoder(
     return _conv(x, channels, f"{head}_out", "linear")
 
 
-def build_generator(
-    *,
-    N: int,
-    gridsize: int,
-    bottleneck_filters: int,
-    activation: str,
-    name: str = "generator",
-) -> keras.Model:
+def build_generator(*, N: int, gridsize: int, bottleneck_filters: int, activation: str,
+                    name: str = "generator") -> keras.Model:
     """A fresh generator: diffraction ``(B, N, N, C)`` float32 → ``[amplitude, phase]``.
 
     Args:

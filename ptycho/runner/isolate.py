@@ -59,12 +59,8 @@ def _child(cfg: dict[str, Any], context: JobContext, connection: Connection,
     connection.close()
 
 
-def run_job_isolated(
-    cfg: dict[str, Any],
-    context: JobContext,
-    *,
-    on_killed: Callable[[JobOutcome], None] | None = None,
-) -> JobOutcome:
+def run_job_isolated(cfg: dict[str, Any], context: JobContext, *,
+                     on_killed: Callable[[JobOutcome], None] | None = None) -> JobOutcome:
     """:func:`ptycho.runner.job.run_job` in a fresh (spawned) child process; same contract.
 
     Args:

@@ -67,12 +67,8 @@ def open_tracker(uri: str | None, artifact_location: str | None,
     return Tracker(chosen, artifacts), f"{chosen} (from {where})"
 
 
-def run_job(
-    cfg: DictConfig | Mapping[str, Any],
-    context: JobContext,
-    *,
-    on_killed: Callable[[JobOutcome], None] | None = None,
-) -> JobOutcome:
+def run_job(cfg: DictConfig | Mapping[str, Any], context: JobContext, *,
+            on_killed: Callable[[JobOutcome], None] | None = None) -> JobOutcome:
     """Run one sweep point and track it. Never raises for a failed job (the outcome says so),
     except ``KeyboardInterrupt`` (Ctrl-C, :class:`ptycho.runner.signals.Terminated`) and
     ``SystemExit``: then the run is marked KILLED, ``on_killed`` gets the KILLED outcome, and the
@@ -293,21 +289,12 @@ def _plan(config: JobConfig, name: str) -> str:
 
 
 def _tags(config: JobConfig, context: JobContext) -> dict[str, str]:
-    return {
-        **({"unused": ", ".join(config.unused)} if config.unused else {}),
-        "config_hash": config.config_hash,
-        "overrides": json.dumps(list(context.overrides)),
-        "swept": json.dumps(context.name_extras()),
-        "model": str(config.model.kind),
-        "arm": config.arm,
-        "loss": str(config.loss),
-        "training_loss": config.training_loss,
-        "job_index": str(context.job_index),
-        **git_state(context.project_root),
-        **package_versions(),
-        **runtime.describe_devices(),
-        **host_tags(),
-    }
+    return {**({"unused": ", ".join(config.unused)} if config.unused else {}),
+            "config_hash": config.config_hash, "overrides": json.dumps(list(context.overrides)),
+            "swept": json.dumps(context.name_extras()), "model": str(config.model.kind),
+            "arm": config.arm, "loss": str(config.loss), "training_loss": config.training_loss,
+            "job_index": str(context.job_index), **git_state(context.project_root),
+            **package_versions(), **runtime.describe_devices(), **host_tags()}
 
 
 def _headline(metrics: Mapping[str, float]) -> str:

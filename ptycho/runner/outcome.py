@@ -48,12 +48,9 @@ class JobContext:
 
     def name_extras(self) -> dict[str, str]:
         """Swept settings of this job that the run name's axes do not show, by key."""
-        extras = {}
-        for override in self.overrides:
-            key, _, value = override.lstrip("+~").partition("=")
-            if key in self.swept and key not in NAMING_AXES:
-                extras[key] = value
-        return extras
+        pairs = (override.lstrip("+~").partition("=") for override in self.overrides)
+        return {key: value for key, _, value in pairs
+                if key in self.swept and key not in NAMING_AXES}
 
 
 @dataclass

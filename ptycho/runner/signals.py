@@ -19,11 +19,9 @@ from types import FrameType
 
 from ptycho.runner.process import PROCESS
 
-__all__ = [
-    "Terminated", "child_processes", "exit_code", "follow_parent_process",
-    "install_forwarding_termination_handlers", "install_termination_handlers",
-    "termination_handlers", "termination_signal", "uninterrupted"
-]
+__all__ = ["Terminated", "child_processes", "exit_code", "follow_parent_process",
+           "install_forwarding_termination_handlers", "install_termination_handlers",
+           "termination_handlers", "termination_signal", "uninterrupted"]
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +46,7 @@ class Terminated(KeyboardInterrupt):
 
 def exit_code(interrupt: BaseException) -> int:
     """The shell's exit status for a process ended by ``interrupt``: 128 + signal number."""
-    signum = getattr(interrupt, "signum", int(signal.SIGINT))
-    return 128 + signum
+    return 128 + getattr(interrupt, "signum", int(signal.SIGINT))
 
 
 def termination_signal() -> int | None:
@@ -112,10 +109,8 @@ def install_termination_handlers() -> dict[int, object]:
     if threading.current_thread() is not threading.main_thread():
         log.debug("not the main thread: termination signals keep their handlers")
         return {}
-    previous = {}
-    for signum in _TERMINATION_SIGNALS:
-        previous[int(signum)] = signal.signal(signum, _raise_terminated)
-    return previous
+    return {int(signum): signal.signal(signum, _raise_terminated)
+            for signum in _TERMINATION_SIGNALS}
 
 
 def child_processes() -> list[int]:
@@ -132,12 +127,9 @@ def child_processes() -> list[int]:
     return children
 
 
-def install_forwarding_termination_handlers(
-    *,
-    on_signal: Callable[[int], None],
-    busy: Callable[[], bool],
-    grace_s: float = 60.0,
-) -> None:
+def install_forwarding_termination_handlers(*, on_signal: Callable[[int], None],
+                                            busy: Callable[[], bool],
+                                            grace_s: float = 60.0) -> None:
     """Termination handlers for a process that launches job processes (a parallel launcher).
 
     On the first SIGTERM/SIGINT: ``on_signal(signum)`` (the sweep marks itself stopping, so no

@@ -46,13 +46,10 @@ from ptycho.runner.tracking import (
     host_tags,
 )
 
-__all__ = [
-    "SweepCallback", "expand_sweep", "finish", "job_context", "job_died", "register_configs",
-    "summary_table", "sweep_plan", "swept_keys"
-]
+__all__ = ["SweepCallback", "expand_sweep", "finish", "job_context", "job_died",
+           "register_configs", "summary_table", "sweep_plan", "swept_keys"]
 
 log = logging.getLogger(__name__)
-
 
 
 def register_configs() -> None:
@@ -129,18 +126,13 @@ def job_context(hydra: Any, project_root: Path) -> JobContext:
         return JobContext(project_root=project_root, output_dir=output_dir, overrides=overrides)
     state = SweepState(hydra.sweep.dir)
     info = state.read()
-    return JobContext(
-        project_root=project_root,
-        output_dir=output_dir,
-        job_index=int(hydra.job.num),
-        job_total=int(info.get("job_total", 0)) or int(hydra.job.num) + 1,
-        parent_run_id=info.get("parent_run_id"),
-        experiment_id=info.get("experiment_id"),
-        overrides=overrides,
-        swept=tuple(info.get("swept", ())),
-        sweep=True,
-        in_launcher=state.is_launcher(info),
-    )
+    return JobContext(project_root=project_root, output_dir=output_dir, overrides=overrides,
+                      job_index=int(hydra.job.num),
+                      job_total=int(info.get("job_total", 0)) or int(hydra.job.num) + 1,
+                      parent_run_id=info.get("parent_run_id"),
+                      experiment_id=info.get("experiment_id"),
+                      swept=tuple(info.get("swept", ())), sweep=True,
+                      in_launcher=state.is_launcher(info))
 
 
 def job_died(sweep_dir: str | Path, job_index: int, reason: str) -> None:
@@ -229,18 +221,11 @@ class SweepCallback(Callback):
                          float(config.tracking.stale_after_s), "the sweep was killed outright")
         params = {str(k): str(v) for k, v in (config.hydra.sweeper.params or {}).items()}
         parent_run_id = tracker.create_run(
-            experiment_id,
-            f"sweep_{sweep_dir.parent.name}_{sweep_dir.name}",
-            tags={
-                ROLE_TAG: "sweep",
-                "sweep.overrides": json.dumps(list(config.hydra.overrides.task)),
-                "sweep.params": json.dumps(params),
-                "sweep.dir": str(sweep_dir),
-                "sweep.jobs": str(job_total),
-                **git_state(root),
-                **host_tags(),
-            },
-        )
+            experiment_id, f"sweep_{sweep_dir.parent.name}_{sweep_dir.name}",
+            tags={ROLE_TAG: "sweep",
+                  "sweep.overrides": json.dumps(list(config.hydra.overrides.task)),
+                  "sweep.params": json.dumps(params), "sweep.dir": str(sweep_dir),
+                  "sweep.jobs": str(job_total), **git_state(root), **host_tags()})
         # From here on the parent is closed whatever happens (finish() closes what is left).
         self._tracker, self._parent_run_id = tracker, parent_run_id
         tracker.log_params(parent_run_id, {"sweep_jobs": job_total, **{

@@ -104,23 +104,20 @@ class _Guard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = float((logs or {}).get("loss", 0.0))
-        if not math.isfinite(loss) and self.report is None:
-            self.report = (
-                f"training diverged: loss became {loss} at epoch {self.epoch + 1}, step "
-                f"{batch + 1} (learning rate {_learning_rate(self.model):g})"
-            )
+    def _check(self, key: str, value: float, where: str) -> None:
+        if not math.isfinite(value) and self.report is None:
+            self.report = (f"training diverged: {key} became {value} at epoch {where} "
+                           f"(learning rate {_learning_rate(self.model):g})")
             self.model.stop_training = True
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._check("loss", float((logs or {}).get("loss", 0.0)),
+                    f"{self.epoch + 1}, step {batch + 1}")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for key, value in (logs or {}).items():
-            if key.endswith("loss") and not math.isfinite(float(value)) and self.report is None:
-                self.report = (
-                    f"training diverged: {key} became {float(value)} at epoch {epoch + 1} "
-                    f"(learning rate {_learning_rate(self.model):g})"
-                )
-                self.model.stop_training = True
+            if key.endswith("loss"):
+                self._check(key, float(value), str(epoch + 1))
 
 
 class _Progress(keras.callbacks.Callback):
@@ -150,14 +147,9 @@ class _Progress(keras.callbacks.Callback):
         now = time.perf_counter()
         done = epoch + 1
         eta = (now - self._fit_start) / done * (self.epochs - done)
-        log.info(
-            "epoch %d/%d  %s  %.1fs  ETA %s",
-            done,
-            self.epochs,
-            "  ".join(f"{k}={v:.5g}" for k, v in values.items()),
-            now - self._epoch_start,
-            _duration(eta),
-        )
+        log.info("epoch %d/%d  %s  %.1fs  ETA %s", done, self.epochs,
+                 "  ".join(f"{k}={v:.5g}" for k, v in values.items()), now - self._epoch_start,
+                 _duration(eta))
         if self.hook is not None:
             self.hook(done, values)
 
@@ -167,14 +159,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def _batches(
-    inputs: dict[str, np.ndarray],
-    targets: np.ndarray,
-    batch_size: int,
-    *,
-    seed: int | None,
-    drop_remainder: bool,
-) -> tf.data.Dataset:
+def _batches(inputs: dict[str, np.ndarray], targets: np.ndarray, batch_size: int, *,
+             seed: int | None, drop_remainder: bool) -> tf.data.Dataset:
     """Batches of ``(features, targets)``, shuffled (seeded) when ``seed`` is given.
 
     ``drop_remainder=True`` gives static batch shapes (XLA compiles the train step once);
@@ -203,9 +189,8 @@ def _scaled(loss_fn: Loss, scale: float) -> Loss:
     return scaled
 
 
-def validation_split(
-    n_groups: int, validation_fraction: float, *, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(n_groups: int, validation_fraction: float, *,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The seeded split ``fit`` uses: ``(train indices, validation indices)``, each sorted int64.
 
     Args:
@@ -225,19 +210,9 @@ def validation_split(
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def fit(
-    model: keras.Model,
-    inputs: dict[str, np.ndarray],
-    targets: np.ndarray,
-    *,
-    loss: str,
-    settings: TrainConfig,
-    jit_compile: bool,
-    seed: int,
-    loss_scale: float = 1.0,
-    validation: np.ndarray | None = None,
-    on_epoch: EpochHook | None = None,
-) -> FitResult:
+def fit(model: keras.Model, inputs: dict[str, np.ndarray], targets: np.ndarray, *, loss: str,
+        settings: TrainConfig, jit_compile: bool, seed: int, loss_scale: float = 1.0,
+        validation: np.ndarray | None = None, on_epoch: EpochHook | None = None) -> FitResult:
     """Train ``model`` (compiled here with a fresh Adam) and return what ran.
 
     Args:

@@ -35,11 +35,8 @@ def supervised_mae(truth: tf.Tensor, prediction: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.abs(tf.cast(prediction, tf.float32) - tf.cast(truth, tf.float32)))
 
 
-LOSSES: Mapping[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = MappingProxyType({
-    "poisson_nll": poisson_nll,
-    "mae": amplitude_mae,
-    "supervised_mae": supervised_mae,
-})
+LOSSES: Mapping[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = MappingProxyType(
+    {"poisson_nll": poisson_nll, "mae": amplitude_mae, "supervised_mae": supervised_mae})
 
 
 def dose_scale(name: str, counts: np.ndarray) -> float:

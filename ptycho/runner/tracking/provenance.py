@@ -26,10 +26,8 @@ def git_state(root: str | Path) -> dict[str, str]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "git_commit": commit or "unknown",
-        "git_dirty": "unknown" if status is None else str(bool(status)).lower(),
-    }
+    return {"git_commit": commit or "unknown",
+            "git_dirty": "unknown" if status is None else str(bool(status)).lower()}
 
 
 def package_versions() -> dict[str, str]:

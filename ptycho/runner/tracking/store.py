@@ -167,11 +167,8 @@ class Tracker:
     def __init__(self, uri: str, artifact_location: str | None = None) -> None:
         self.uri = uri
         self.artifact_location = artifact_location
-        self.client: _UninterruptedClient
-        if uri.startswith("sqlite:///"):
-            self.client = _open_sqlite(uri)
-        else:
-            self.client = _UninterruptedClient(MlflowClient(tracking_uri=uri))
+        self.client = (_open_sqlite(uri) if uri.startswith("sqlite:///")
+                       else _UninterruptedClient(MlflowClient(tracking_uri=uri)))
 
     # experiments -------------------------------------------------------------------------------
 
@@ -185,10 +182,8 @@ class Tracker:
                     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "experiment"
                     location = f"{self.artifact_location.rstrip('/')}/{slug}"
                 return self.client.create_experiment(
-                    name,
-                    artifact_location=location,
-                    tags={EXPERIMENT_KIND_TAG[0]: EXPERIMENT_KIND_TAG[1]},
-                )
+                    name, artifact_location=location,
+                    tags={EXPERIMENT_KIND_TAG[0]: EXPERIMENT_KIND_TAG[1]})
             except MlflowException as error:  # created meanwhile by another process
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is None:
@@ -201,14 +196,8 @@ class Tracker:
 
     # runs --------------------------------------------------------------------------------------
 
-    def create_run(
-        self,
-        experiment_id: str,
-        name: str,
-        *,
-        parent_run_id: str | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> str:
+    def create_run(self, experiment_id: str, name: str, *, parent_run_id: str | None = None,
+                   tags: Mapping[str, str] | None = None) -> str:
         """A new RUNNING run; a child of ``parent_run_id`` when given. Returns its id."""
         all_tags = dict(tags or {})
         if parent_run_id:
@@ -231,9 +220,7 @@ class Tracker:
         for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=items[start : start + _MAX_PARAMS_PER_BATCH])
 
-    def log_metrics(
-        self, run_id: str, metrics: Mapping[str, float], step: int = 0
-    ) -> None:
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log finite metrics; a non-finite value is refused (never written as NaN)."""
         now = int(time.time() * 1000)
         items = []
@@ -282,13 +269,9 @@ class Tracker:
             ids = [] if experiment is None else [experiment.experiment_id]
         if not ids:
             return None
-        runs = self.client.search_runs(
-            ids,
-            filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
-            run_view_type=ViewType.ACTIVE_ONLY,
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
+        runs = self.client.search_runs(ids, filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+                                       run_view_type=ViewType.ACTIVE_ONLY,
+                                       order_by=["attributes.start_time DESC"], max_results=1)
         return (runs[0].info.experiment_id, runs[0].info.run_id) if runs else None
 
     # queries -----------------------------------------------------------------------------------
@@ -300,12 +283,8 @@ class Tracker:
         where = f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'"
         if parent_run_id is not None:
             where += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
-        runs = self.client.search_runs(
-            [experiment_id],
-            filter_string=where,
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1,
-        )
+        runs = self.client.search_runs([experiment_id], filter_string=where,
+                                       run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
         return _record(runs[0]) if runs else None
 
     def find_runs(self, experiment_id: str, filter_string: str) -> list[RunRecord]:
@@ -338,13 +317,7 @@ class Tracker:
 
 
 def _record(run: Any) -> RunRecord:
-    return RunRecord(
-        run_id=run.info.run_id,
-        name=run.info.run_name,
-        status=run.info.status,
-        metrics=dict(run.data.metrics),
-        params=dict(run.data.params),
-        tags=dict(run.data.tags),
-        start_time=(run.info.start_time or 0) / 1000.0,
-        experiment_id=run.info.experiment_id,
-    )
+    return RunRecord(run_id=run.info.run_id, name=run.info.run_name, status=run.info.status,
+                     metrics=dict(run.data.metrics), params=dict(run.data.params),
+                     tags=dict(run.data.tags), start_time=(run.info.start_time or 0) / 1000.0,
+                     experiment_id=run.info.experiment_id)
