@@ -22,8 +22,9 @@ __all__ = ["write_artifacts"]
 
 def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResult, *,
                     title: str, metrics: Mapping[str, float] | None = None) -> Path:
-    """Write ``config.yaml``, ``metrics.json``, ``reconstruction.npz`` (with the per-pixel
-    Cramér–Rao maps as ``crb_*`` under ``eval.crb``), ``figures/*.png`` (reconstruction,
+    """Write ``config.yaml``, ``metrics.json``, ``reconstruction.npz`` (with the arm's probe
+    estimate as ``probe`` where it has one, the per-pixel Cramér–Rao maps as ``crb_*`` under
+    ``eval.crb``), ``figures/*.png`` (reconstruction,
     training curves, FRC, diffraction, and the error beside the bound: ``limit``) and, with
     ``tracking.log_model``, what the arm keeps of itself (a trained model) as ``model/``, into
     ``folder``; returns it.
@@ -38,6 +39,7 @@ def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResul
     shown_metrics = dict(result.metrics if metrics is None else metrics)
     (root / "metrics.json").write_text(json.dumps(shown_metrics, indent=2, sort_keys=True))
     rows, cols = evaluation.region
+    probe = result.reconstruction.probe
     np.savez_compressed(
         root / "reconstruction.npz",
         stitched=evaluation.reconstruction,
@@ -47,6 +49,7 @@ def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResul
         phase_truth=evaluation.phase_truth.astype(np.float32),
         region=np.array([rows.start, rows.stop, cols.start, cols.stop]),
         **{f"crb_{name}": values for name, values in result.limit_maps.items()},
+        **({} if probe is None else {"probe": np.asarray(probe, np.complex64)}),
     )
     figures = root / "figures"
     figures.mkdir(exist_ok=True)

@@ -140,8 +140,10 @@ def run_pipeline(
     reconstruction = arm(config.model.kind).reconstruct(
         ArmInput(pair.train.scan, scored.scan, supervision), config, on_progress)
     operator = physics.Ptychography(scored.probe, scored.positions, scored.obj.shape)
-    scale = operator.dose_scale(scored.obj, config.dose)  # the simulation's s², once
-    result = _score(config, scored, reconstruction, coverage, operator, scale)
+    intensities = operator.intensities(scored.obj)  # the true object's |A o|², once
+    scale = float(physics.dose_scale(intensities, config.dose))  # the simulation's s²
+    truth_expected = physics.expected_counts(intensities, scale).numpy()  # its λ
+    result = _score(config, scored, reconstruction, coverage, (operator, scale, truth_expected))
     result.metrics.update(measured_dose=pair.train.measured_dose, time_simulate_s=time_simulate)
     result = replace(result, cache_hit=cache_hit,
                      datasets=_datasets(config, pair, cache_dir))
@@ -149,11 +151,15 @@ def run_pipeline(
 
 
 def _score(config: JobConfig, scored: DiffractionData, reconstruction: Reconstruction,
-           coverage: np.ndarray, operator: physics.Ptychography,
-           scale: float) -> PipelineResult:
+           coverage: np.ndarray,
+           truth: tuple[physics.Ptychography, float, np.ndarray]) -> PipelineResult:
     """The finished object against the truth: metrics (those of the arm's alternative objects
-    beside, by prefix), the fit to the counts, the collapse flag and the fluence."""
+    beside, by prefix), the fit to the counts, the collapse flag and the fluence.
+
+    ``truth``: the scored scan's operator, the simulation's scale ``s²`` and the true
+    object's expected counts ``(M, N, N)`` float32 photons per pixel."""
     start = time.perf_counter()
+    operator, scale, truth_expected = truth
     e = config.eval
 
     def scoring(image: np.ndarray) -> Evaluation:
@@ -172,7 +178,7 @@ def _score(config: JobConfig, scored: DiffractionData, reconstruction: Reconstru
     if reconstruction.expected is not None:
         patterns = reconstruction.expected_patterns
         metrics.update(nll_excess(scored.counts[patterns], reconstruction.expected,
-                                  _truth_expected(scored)[patterns]))
+                                  truth_expected[patterns]))
         for p in range(len(measured)):  # each pattern's first prediction
             rows = np.flatnonzero(patterns == p)
             if rows.size:
@@ -189,12 +195,6 @@ def _score(config: JobConfig, scored: DiffractionData, reconstruction: Reconstru
     metrics["time_eval_s"] = time.perf_counter() - start
     return PipelineResult(metrics=metrics, evaluation=evaluation, reconstruction=reconstruction,
                           diffraction=(measured, shown), cache_hit=False, tags=tags)
-
-
-def _truth_expected(data: DiffractionData) -> np.ndarray:
-    """``(M, N, N)`` float32 expected counts of the true object patches at the requested dose
-    (the ``λ`` the counts were drawn from when the data were simulated)."""
-    return physics.expected_counts_at_dose(data.patches, data.probe, data.dose).numpy()
 
 
 def _with_limit(config: JobConfig, scored: DiffractionData, result: PipelineResult,

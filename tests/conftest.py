@@ -2,7 +2,7 @@
 and the shared fixtures: a migrated empty MLflow store to copy, and one smoke sweep.
 
 Setting the environment here is test infrastructure; the library itself reads no environment
-variable outside ``ptycho.runtime`` and ``ptycho.tracking``.
+variable outside ``ptycho.runtime`` and ``ptycho.runner.tracking``.
 """
 
 from __future__ import annotations

@@ -105,6 +105,10 @@ def test_a_job_finishes_with_its_metrics_artifacts_and_then_is_skipped(finished)
     assert ARTIFACTS <= {a.path for a in mlflow.list_artifacts(run.info.run_id)}
     figures = mlflow.list_artifacts(run.info.run_id, "figures")
     assert {a.path for a in figures} == FIGURES and all(a.file_size > 5000 for a in figures)
+    (store / "download").mkdir()
+    with np.load(mlflow.download_artifacts(run.info.run_id, "reconstruction.npz",
+                                           str(store / "download"))) as stored:
+        assert stored["probe"].shape == (16, 16) and stored["probe"].dtype == np.complex64
 
     job = context(store, overrides=("train.epochs=2",), swept=("train.epochs",))
     again = run_job(smoke(store, "train.epochs=2"), job)

@@ -1,9 +1,9 @@
 """Hydra callback: the dose-response report of every multirun, produced when the sweep ends.
 
-Registered in ``conf/config.yaml`` beside ``ptycho.sweep.SweepCallback``; the two do not depend on
-their order (the summary callback neither raises nor deletes anything the report reads, and
-logging to a closed parent run is allowed). A failure here is reported on stderr and never hides
-the jobs' results (they are in MLflow and in the sweep's summary).
+Registered in ``conf/config.yaml`` beside ``ptycho.runner.sweep.SweepCallback``; the two do not
+depend on their order (the summary callback neither raises nor deletes anything the report
+reads, and logging to a closed parent run is allowed). A failure here is reported on stderr and
+never hides the jobs' results (they are in MLflow and in the sweep's summary).
 """
 
 from __future__ import annotations

@@ -90,6 +90,8 @@ def _axis_values(record: RunRecord, unused: set[str]) -> dict[str, object]:
             return np.nan
 
     design = params.get("data.design", "reconstruct")
+    if "data.design" not in params and params.get("model.data", "test") != "test":
+        design = params["model.data"]  # a wave-1 iterative arm that used more patterns
     return {
         "N": number("N", int),
         "gridsize": np.nan if "gridsize" in unused else number("gridsize", int),

@@ -16,6 +16,7 @@ import numpy as np
 
 from ptycho.config import JobConfig
 from ptycho.data import Scan
+from ptycho.reconstruction.predict import Patches
 
 __all__ = ["Arm", "ArmInput", "ProgressHook", "Reconstruction"]
 
@@ -56,6 +57,8 @@ class Reconstruction:
         alternatives: other objects it formed on the way (``(H, W)`` complex64 by name),
             scored beside ``obj`` with that name as prefix.
         probe: ``(N, N)`` complex64 its probe estimate (``None``: the given probe).
+        patches: the object patches it formed before stitching, with their positions and
+            patterns (a network's predictions), or ``None`` (an engine forms the object whole).
         save: writes its own files into a folder (a trained model), or ``None``.
     """
 
@@ -67,6 +70,7 @@ class Reconstruction:
     tags: dict[str, str] = field(default_factory=dict)
     alternatives: dict[str, np.ndarray] = field(default_factory=dict)
     probe: np.ndarray | None = None
+    patches: Patches | None = None
     save: Callable[[Path], None] | None = None
 
 

@@ -139,6 +139,7 @@ def reconstruct_with_network(network: Network, data: ArmInput, job: JobConfig,
     return Reconstruction(
         obj=stitched.obj, expected=expected, expected_patterns=patterns,
         history=dict(result.history), alternatives=stitched.alternatives, probe=probe,
+        patches=patches,
         tags={"xla": str(result.xla).lower()},
         metrics={
             **stitched.metrics,

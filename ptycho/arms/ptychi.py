@@ -141,7 +141,7 @@ def _quiet() -> Iterator[None]:
     root = logging.getLogger()
     root.addFilter(notice)
     # pty-chi's own INFO lines and its tqdm bar (shown at INFO) would interleave with the job's
-    # log; reconstruct_iteratively logs the progress itself.
+    # log; reconstruct_with_ptychi logs the progress itself.
     ptychi_logger = logging.getLogger("ptychi")
     level = ptychi_logger.level
     ptychi_logger.setLevel(logging.WARNING)

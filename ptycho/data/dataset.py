@@ -89,6 +89,8 @@ class DiffractionData(_Patterns):
             raise ValueError(f"counts must have shape (M, N, N), got {counts.shape}")
         if counts.dtype != np.float32:
             raise ValueError(f"counts must be float32, got {counts.dtype}")
+        if not np.all(np.isfinite(counts)) or counts.min(initial=0.0) < 0:
+            raise ValueError("counts must be finite and >= 0")
         n_patterns, N = counts.shape[0], counts.shape[1]
         check_patch_size(N, "N (counts.shape[1])")
         _expect(self.positions, "positions", (n_patterns, 2), np.float64)

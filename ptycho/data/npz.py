@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptycho.checks import check_dose
 from ptycho.data.arrays import open_npz
 from ptycho.data.dataset import DiffractionData, extract_object_patches
 
@@ -130,7 +131,7 @@ def load_npz(path: str | Path) -> DiffractionData:
         except json.JSONDecodeError as error:
             raise ValueError(f"NPZ key '_metadata' is not valid JSON: {error}") from None
     measured = float(counts.sum(axis=(1, 2), dtype=np.float64).mean())
-    dose = float(metadata.pop("dose", measured))
+    dose = check_dose(metadata.pop("dose", measured), "NPZ _metadata dose")
     metadata.pop("measured_dose", None)
     return DiffractionData(counts=counts, positions=positions, probe=probe.astype(np.complex64),
                            obj=obj, patches=patches, dose=dose, metadata=metadata)

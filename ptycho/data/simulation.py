@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho.checks import check_patch_size
+from ptycho.checks import check_dose, check_patch_size
 from ptycho.config import DataConfig, ObjectConfig, ScanConfig
 from ptycho.data.dataset import DiffractionData, simulate
 from ptycho.data.npz import load_npz, save_npz
@@ -58,6 +58,8 @@ class SimulationSpec:
 
     def __post_init__(self) -> None:
         check_patch_size(self.N)
+        # A float dose: 10000 and 1e4 are the same simulation and the same cache key.
+        object.__setattr__(self, "dose", check_dose(self.dose))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         object.__setattr__(self, "data", self.data.for_patch(self.N))

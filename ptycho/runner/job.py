@@ -22,7 +22,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ptycho import runtime
-from ptycho.config import ConfigError, JobConfig, check_tracking_uri, format_dose, validate
+from ptycho.config import (
+    ConfigError,
+    JobConfig,
+    check_tracking_uri,
+    format_dose,
+    run_name,
+    settings_class,
+    settings_classes,
+    validate,
+)
 from ptycho.runner.outcome import JobContext, JobOutcome
 from ptycho.runner.tracking import (
     DatasetRecord,
@@ -264,14 +273,20 @@ def _raw(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _raw_name(raw: Mapping[str, Any]) -> str:
-    model = raw.get("model", {}).get("kind", "?") if isinstance(raw.get("model"), Mapping) else "?"
-    dose = raw.get("dose")
+    """The invalid job's run name: as a valid one's would be (without its arm's unused axes)
+    where the kind and the dose can be read, else every axis as it was given."""
+    model = raw.get("model") if isinstance(raw.get("model"), Mapping) else {}
+    kind, dose = str(model.get("kind", "?")), raw.get("dose")
     try:
-        dose_text = format_dose(float(dose))  # type: ignore[arg-type]
+        dose_text, readable = format_dose(float(dose)), True  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
-        dose_text = str(dose)
-    return (f"N{raw.get('N')}_g{raw.get('gridsize')}_dose{dose_text}_{raw.get('loss')}_{model}"
-            f"_s{raw.get('seed')}")
+        dose_text, readable = str(dose), False
+    if readable and kind in settings_classes():
+        axes = {key: raw.get(key) for key in ("N", "gridsize", "loss", "seed")}
+        return run_name({**axes, "dose": float(dose), "model": {"kind": kind}},  # type: ignore[arg-type]
+                        settings_class(kind).unused())
+    return (f"N{raw.get('N')}_g{raw.get('gridsize')}_dose{dose_text}_{raw.get('loss')}"
+            f"_{kind}_s{raw.get('seed')}")
 
 
 def _plan(config: JobConfig, name: str) -> str:

@@ -111,8 +111,9 @@ class _Guard(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._check("loss", float((logs or {}).get("loss", 0.0)),
-                    f"{self.epoch + 1}, step {batch + 1}")
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):  # (the message only then: this runs every step)
+            self._check("loss", loss, f"{self.epoch + 1}, step {batch + 1}")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for key, value in (logs or {}).items():

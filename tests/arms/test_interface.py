@@ -66,6 +66,23 @@ def test_no_reconstruction_function_has_a_parameter_for_the_truth() -> None:
     assert [kind for kind, cls in settings_classes().items() if cls.supervised] == ["baseline"]
 
 
+def test_no_arm_reads_the_data_section_of_its_job() -> None:
+    """An arm gets its job for its own settings, the seed and the shared axes; the data
+    section (how the truth was made) reaches it only as the Scans of its ArmInput. Read from
+    the source: an attribute ``.data`` of the job, or a ``getattr`` of it, in any arm or
+    reconstruction module."""
+    import ast
+
+    for package in (ptycho.arms, ptycho.reconstruction):
+        for path in Path(package.__path__[0]).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr == "data":
+                    assert not (isinstance(node.value, ast.Name)
+                                and node.value.id in {"job", "config"}), (path.name, node.lineno)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "getattr":
+                    assert "data" not in ast.unparse(node), (path.name, node.lineno)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pinn", "lsqml"])
 def test_changing_the_truth_after_simulation_changes_no_reconstruction(kind: str,
@@ -93,4 +110,13 @@ def test_changing_the_truth_after_simulation_changes_no_reconstruction(kind: str
         results.append(run_pipeline(config))
     true, changed = results
     np.testing.assert_array_equal(changed.reconstruction.obj, true.reconstruction.obj)
+    # what else the arm returns: a network its patches (every scored pattern's) and its probe
+    patches = true.reconstruction.patches
+    if kind == "pinn":
+        assert patches.patches.shape == (32, 16, 16) and patches.patches.dtype == np.complex64
+        assert sorted(patches.indices) == list(range(32)) and patches.positions.shape == (32, 2)
+    else:
+        assert patches is None
+    probe = true.reconstruction.probe
+    assert (probe.shape == (16, 16)) if kind == "pinn" else probe is None
     assert changed.metrics["amp_ssim"] != true.metrics["amp_ssim"]

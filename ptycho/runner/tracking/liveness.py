@@ -3,9 +3,9 @@
 A job killed outright (SIGKILL, out-of-memory killer, a lost node) never closes its run: it stays
 RUNNING. A resumed sweep must not count it as in progress forever, nor rerun a job that really
 is running elsewhere. Each job therefore tags its run with host, process id and process start
-(:func:`~ptycho.tracking.provenance.host_tags`) and a ``heartbeat`` (unix seconds) renewed every
-minute by :class:`Heartbeat`. A RUNNING run is stale when its process is gone (same host) or its
-heartbeat is older than ``stale_after_s`` (another host).
+(:func:`~ptycho.runner.tracking.provenance.host_tags`) and a ``heartbeat`` (unix seconds)
+renewed every minute by :class:`Heartbeat`. A RUNNING run is stale when its process is gone
+(same host) or its heartbeat is older than ``stale_after_s`` (another host).
 """
 
 from __future__ import annotations
