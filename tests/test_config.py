@@ -29,6 +29,8 @@ from ptycho.runner.sweep import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
+GENERALIZE = {"data": {"design": "generalize"}}
+BASELINE = {"model": {"kind": "baseline"}, **GENERALIZE}  # scored on another object
 
 
 def composed(*overrides: str):
@@ -90,6 +92,9 @@ def test_jit_compile_takes_yaml_booleans_and_auto(value: str) -> None:
                                          "URI scheme 'ftp'"),
         ("tracking.stale_after_s=10", "tracking.stale_after_s=10.0: must be >= 180"),
         ("model.kind=unet", "model.kind='unet': must be one of ['baseline', 'epie', 'lsqml'"),
+        ("model=baseline", "data.design='reconstruct': model=baseline trains on the true patches "
+                           "of its training scan, which with design reconstruct is the scan it "
+                           "is scored on"),
     ],
 )
 def test_bad_values_name_key_and_value(override: str, message: str) -> None:
@@ -154,7 +159,8 @@ def test_run_names_are_built_from_the_axes_each_arm_uses_and_the_other_swept_set
     assert (validate({"N": 16, "dose": 1e5, "loss": "mae", "seed": 1}).name({"train.epochs": "40"})
             == "N16_g1_dose1e5_mae_pinn_s1_train.epochs=40")
     assert validate({**job, "model": {"kind": "lsqml"}}).name() == "N64_dose1e4_lsqml_s0"
-    assert validate({**job, "model": {"kind": "baseline"}}).name() == "N64_g2_dose1e4_baseline_s0"
+    assert validate({**job, "model": {"kind": "baseline"}, **GENERALIZE}).name() == (
+        "N64_g2_dose1e4_baseline_s0")
     assert validate({**job, "model": {"kind": "lsqml"}}).arm == "N64 lsqml"
     assert validate({**job, "data": {"design": "generalize"}}).arm == (
         "N64 g2 poisson_nll pinn generalize")
@@ -255,9 +261,9 @@ def test_an_arms_hash_ignores_the_settings_it_does_not_use() -> None:
     pinn = validate({}).config_hash
     assert validate({"model": {"iterations": 5, "tolerance": 0.1}}).config_hash == pinn
     # the baseline does not use the PINN's loss: a loss sweep runs it once
-    baseline = validate({"model": {"kind": "baseline"}}).config_hash
-    assert validate({"model": {"kind": "baseline"}, "loss": "mae"}).config_hash == baseline
-    assert validate({"model": {"kind": "baseline"}, "gridsize": 2}).config_hash != baseline
+    baseline = validate(BASELINE).config_hash
+    assert validate({**BASELINE, "loss": "mae"}).config_hash == baseline
+    assert validate({**BASELINE, "gridsize": 2}).config_hash != baseline
 
 
 def test_every_arms_default_hash_is_pinned() -> None:
@@ -265,10 +271,12 @@ def test_every_arms_default_hash_is_pinned() -> None:
     changed is run once more by a resumed sweep, so a change here is announced. LSQML's and
     the baseline's changed with wave 3's house: each arm's model section holds its own
     settings only (LSQML's used to carry ePIE's alpha, the baseline's the iterative settings
-    and the merge), and the baseline does not hash the loss it does not use."""
-    assert {kind: validate({"model": {"kind": kind}}).config_hash
+    and the merge), and the baseline does not hash the loss it does not use (and needs design
+    generalize)."""
+    assert {kind: validate({"model": {"kind": kind},
+                            **(GENERALIZE if kind == "baseline" else {})}).config_hash
             for kind in settings_classes()} == {
-        "baseline": "301e77daed9152fb", "epie": "a74a2407284f3595",
+        "baseline": "0509c39f3404c5b2", "epie": "a74a2407284f3595",
         "lsqml": "8a51b89be0af8308", "pinn": "86594f81464ccc65", "rpie": "56319bfe6e9ee6a4"}
 
 
@@ -280,7 +288,7 @@ def test_each_arm_declares_what_it_uses_and_its_settings_are_its_own() -> None:
     for kind, cls in settings_classes().items():
         assert cls().kind == kind and set(cls.uses) <= set(ARM_DEPENDENT), kind
     assert validate({}).unused == ()
-    assert validate({"model": {"kind": "baseline"}}).unused == ("loss",)
+    assert validate(BASELINE).unused == ("loss",)
     assert validate({"model": {"kind": "lsqml"}}).unused == ARM_DEPENDENT
     config = validate({"model": {"kind": "lsqml", "bottleneck_filters": 64, "iterations": 7}})
     assert config.model.iterations == 7 and "bottleneck_filters" not in config.resolved()["model"]

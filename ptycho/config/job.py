@@ -27,6 +27,7 @@ from ptycho.config.sections import (
     MAX_DOSE,
     ConfigError,
     DataConfig,
+    Design,
     EvalConfig,
     Loss,
     ObjectKind,
@@ -84,6 +85,12 @@ class JobConfig(Section):
         if data.object.kind != ObjectKind.npz and data.object.size < self.N + 1:
             raise fail("data.object.size", data.object.size,
                        f"smaller than a patch of N={self.N} (needs >= {self.N + 1})")
+        if self.model.supervised and data.design == Design.reconstruct:
+            raise fail("data.design", str(data.design),
+                       f"model={self.model.kind} trains on the true patches of its training "
+                       "scan, which with design reconstruct is the scan it is scored on (its "
+                       "scores would be of its own training targets): use "
+                       "data.design=generalize (trained on one object, scored on another)")
         if "train" not in self.model.uses:  # gridsize and train.* are not used: nothing to check
             return
         channels = self.gridsize**2

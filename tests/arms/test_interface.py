@@ -84,14 +84,18 @@ def test_no_arm_reads_the_data_section_of_its_job() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["pinn", "lsqml"])
+@pytest.mark.parametrize("kind", sorted(settings_classes()))
 def test_changing_the_truth_after_simulation_changes_no_reconstruction(kind: str,
                                                                         monkeypatch) -> None:
-    """The same job twice, the second with its true object and patches replaced by noise after
-    simulation: the reconstructed object is identical (the truth cannot reach it); only the
-    scores change."""
+    """Every arm, the same job twice, the second with the truth it must not see replaced by
+    noise after simulation (the scored scan's object and patches; for an unsupervised arm the
+    training scan's too): the reconstructed object is identical (the truth cannot reach it);
+    only the scores change. A supervised arm runs in design generalize (it is refused in
+    reconstruct) and keeps its training scan's patches: its labels."""
+    supervised = settings_classes()[kind].supervised
     config = validate({"N": 16, "dose": 1e4, "model": {"kind": kind, "iterations": 3},
-                       "data": {"object": {"size": 40}, "n_train": 32, "cache": False},
+                       "data": {"object": {"size": 40}, "n_train": 32, "cache": False,
+                                "design": "generalize" if supervised else "reconstruct"},
                        "train": {"epochs": 1, "batch_size": 8}, "eval": {"crb": False}})
     pair = make_datasets(simulation_spec(config))
     rng = np.random.default_rng(0)
@@ -100,23 +104,34 @@ def test_changing_the_truth_after_simulation_changes_no_reconstruction(kind: str
         return (rng.standard_normal(array.shape) * np.exp(1j * rng.random(array.shape))).astype(
             np.complex64)
 
-    scan = pair.train
-    false = DiffractionData(counts=scan.counts, positions=scan.positions, probe=scan.probe,
-                            obj=noise(scan.obj), patches=noise(scan.patches), dose=scan.dose)
+    def false(scan: DiffractionData) -> DiffractionData:
+        return DiffractionData(counts=scan.counts, positions=scan.positions, probe=scan.probe,
+                               obj=noise(scan.obj), patches=noise(scan.patches), dose=scan.dose)
+
+    scored = false(pair.test)
+    changed_pair = (DatasetPair(pair.train, scored) if supervised
+                    else DatasetPair(scored, scored) if pair.reconstructs
+                    else DatasetPair(false(pair.train), scored))
     results = []
-    for given in (pair, DatasetPair(false, false)):
+    for given in (pair, changed_pair):
         monkeypatch.setattr("ptycho.pipeline.load_or_simulate", lambda spec, cache, g=given:
                             (g, False))
         results.append(run_pipeline(config))
     true, changed = results
     np.testing.assert_array_equal(changed.reconstruction.obj, true.reconstruction.obj)
+    assert changed.metrics["amp_ssim"] != true.metrics["amp_ssim"]
+    if supervised:  # the check can see a leak: its labels, changed, change its object
+        labels = DatasetPair(false(pair.train), pair.test)
+        monkeypatch.setattr("ptycho.pipeline.load_or_simulate", lambda spec, cache:
+                            (labels, False))
+        assert not np.array_equal(run_pipeline(config).reconstruction.obj,
+                                  true.reconstruction.obj)
     # what else the arm returns: a network its patches (every scored pattern's) and its probe
-    patches = true.reconstruction.patches
-    if kind == "pinn":
+    network = "train" in settings_classes()[kind].uses
+    patches, probe = true.reconstruction.patches, true.reconstruction.probe
+    if network:
         assert patches.patches.shape == (32, 16, 16) and patches.patches.dtype == np.complex64
         assert sorted(patches.indices) == list(range(32)) and patches.positions.shape == (32, 2)
+        assert probe.shape == (16, 16) and probe.dtype == np.complex64
     else:
-        assert patches is None
-    probe = true.reconstruction.probe
-    assert (probe.shape == (16, 16)) if kind == "pinn" else probe is None
-    assert changed.metrics["amp_ssim"] != true.metrics["amp_ssim"]
+        assert patches is None and probe is None

@@ -11,7 +11,8 @@ from ptycho.config.arms.base import ARM_DEPENDENT, NetworkSettings
 @dataclass(frozen=True)
 class BaselineSettings(NetworkSettings):
     """The PINN's generator trained with MAE on the true amplitude and phase patches of its
-    training scan (the PtychoNN recipe); no physics head, no use of the job's ``loss``."""
+    training scan (the PtychoNN recipe); no physics head, no use of the job's ``loss``. Needs
+    ``data.design=generalize``: trained on one object, scored on another."""
 
     kind: str = "baseline"
 
