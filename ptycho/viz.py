@@ -215,13 +215,14 @@ def dose_response_figure(
     title: str = "", degenerate: pd.DataFrame | None = None, x: str = "dose",
 ) -> Figure:
     """Metric versus dose (log x), one line per arm through the median over replicates with its
-    bootstrap 95% interval as a band (where ``<metric>_ci_low``/``_ci_high`` are; else the
-    min–max), a red × on the dose axis where runs of that arm failed, and degenerate (collapsed)
-    runs as open triangles, outside the median and band. MSE panels are on a log scale with
-    the Cramér–Rao bound as a dashed black line per N (where ``<metric>_crb_median`` or
-    ``_crb_mean`` is there); ``crb_efficiency`` draws each arm's amplitude (solid) and phase
-    (dotted) efficiency; ``nll_excess_per_photon`` has a line at 0 (above it a fit explains its
-    counts worse than the true object does: it is limited by training, not by the photons).
+    interval as a band (``<metric>_ci_low``/``_ci_high``, named by the ``interval`` column: a
+    bootstrap or the range; else the min–max), a red × on the dose axis where runs of that arm
+    failed, and degenerate (collapsed) runs as open triangles, outside the median and band. MSE
+    panels are on a log scale with the Cramér–Rao bound as a dashed black line per N (where
+    ``<metric>_crb_median`` or ``_crb_mean`` is there); ``crb_efficiency`` draws each arm's
+    amplitude (solid) and phase (dotted) efficiency; ``nll_excess_per_photon`` has a line at 0
+    (above it a fit explains its counts worse than the true object does: it is limited by
+    training, not by the photons).
 
     Args:
         summary: one row per (arm, dose) with columns ``arm``, ``dose`` and ``<metric>_median``
@@ -270,7 +271,10 @@ def dose_response_figure(
         ax.set_visible(False)
     if axes[0].get_legend_handles_labels()[0]:  # no line at all when every run failed
         axes[0].legend(fontsize=7, loc="best")
-    legend = ("line: median over replicates; band: bootstrap 95% interval of the median; open "
+    bands = (sorted({"range of the replicates" if label == "range" else f"{label} of the median"
+                     for label in summary["interval"].dropna() if label})
+             if "interval" in summary else ["bootstrap 95% interval of the median"])
+    legend = (f"line: median over replicates; band: {'; '.join(bands) or 'none'}; open "
               "triangles: degenerate runs (not in the median); red x: failed runs")
     figure.suptitle(f"{title or 'dose response'}\n{legend}", fontsize=10)
     return figure

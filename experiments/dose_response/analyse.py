@@ -4,8 +4,9 @@ arm reaches a quality, and dose ratios between arms (:mod:`.statistics` does the
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,11 +19,20 @@ from experiments.dose_response.fetch import (
     LIMIT_METRICS,
     RESOLUTION_METRICS,
 )
-from experiments.dose_response.statistics import crossing_dose, dose_ratio, median_ci
+from experiments.dose_response.statistics import (
+    MEDIAN_COVERAGE,
+    PairedDifference,
+    crossing_dose,
+    dose_ratio,
+    interval_label,
+    median_interval,
+    paired_difference,
+)
 from ptycho.evaluation import METRIC_KEYS
 
-__all__ = ["COMPARISON_COLUMNS", "DEFAULT_THRESHOLDS", "EFFICIENCY_COLUMNS", "SUMMARY_METRICS",
-           "Analysis", "analyse", "comparisons", "dose_efficiency", "summarise"]
+__all__ = ["COMPARISON_COLUMNS", "DEFAULT_THRESHOLDS", "EFFICIENCY_COLUMNS", "PAIRED_COLUMNS",
+           "PAIRED_METRICS", "SUMMARY_METRICS", "Analysis", "analyse", "comparisons",
+           "dose_efficiency", "lower_is_better", "paired", "summarise"]
 
 SUMMARY_METRICS = (*METRIC_KEYS, *RESOLUTION_METRICS, "measured_dose", *FLUENCE_METRICS,
                    "time_train_s", *LIMIT_METRICS, *FIT_METRICS)
@@ -30,6 +40,10 @@ DEFAULT_THRESHOLDS = {"amp_frc50_nyquist": 0.4, "amp_ssim": 0.8}
 """The qualities the dose-efficiency table and the comparisons ask each arm to reach: the
 amplitude's FRC 0.5 crossing at 0.4 of Nyquist (a half-period of 2.5 object pixels, whatever N
 and region size) and amplitude SSIM 0.8."""
+PAIRED_METRICS = ("amp_ssim", "phase_ssim", "amp_nrmse", "phase_nrmse", "amp_frc50_nyquist",
+                  "phase_frc50_nyquist", "amp_mse", "phase_mse")
+"""The headline's metrics: structure (SSIM), error (NRMSE, MSE) and resolution (FRC50), in
+amplitude and phase; which arm wins can differ between them."""
 REFERENCE = "lsqml"
 """The arm every other is compared with in the dose-efficiency table (``vs_lsqml``)."""
 
@@ -42,6 +56,8 @@ class Analysis:
     summary: pd.DataFrame
     efficiency: pd.DataFrame
     comparisons: pd.DataFrame
+    paired: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=PAIRED_COLUMNS))
 
 
 def analyse(runs: pd.DataFrame, thresholds: Mapping[str, float] | None = None) -> Analysis:
@@ -59,7 +75,8 @@ def analyse(runs: pd.DataFrame, thresholds: Mapping[str, float] | None = None) -
         efficiency=(pd.concat(efficiency, ignore_index=True) if efficiency
                     else pd.DataFrame(columns=EFFICIENCY_COLUMNS)),
         comparisons=(pd.concat(compared, ignore_index=True) if compared
-                     else pd.DataFrame(columns=COMPARISON_COLUMNS)))
+                     else pd.DataFrame(columns=COMPARISON_COLUMNS)),
+        paired=paired(runs))
 
 
 def summarise(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
@@ -67,8 +84,9 @@ def summarise(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> p
     that did not finish, counted apart), ``n_degenerate`` and ``collapse_rate`` (finished runs
     whose reconstruction collapsed, over the finished ones), and for each metric over the
     finished, non-degenerate runs: ``_n``, ``_median``, ``_mean``, ``_min``, ``_max`` and the
-    bootstrap 95% interval of the median ``_ci_low``, ``_ci_high``
-    (:func:`~experiments.dose_response.statistics.median_ci`)."""
+    interval of the median ``_ci_low``, ``_ci_high``: the bootstrap 95% interval from 5
+    replicates on, the range below; ``interval`` says which, with the bootstrap's measured
+    coverage at that n (:func:`~experiments.dose_response.statistics.median_interval`)."""
     if runs.empty:
         return pd.DataFrame(columns=["arm", *ARM, "dose", "n_finished", "n_failed",
                                      "n_degenerate", "collapse_rate"])
@@ -91,10 +109,11 @@ def summarise(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> p
     rows = []
     for key, part in scored.groupby(keys, dropna=False):
         row = dict(zip(keys, key, strict=True))
+        row["interval"] = interval_label(len(part), MEDIAN_COVERAGE)
         for metric in present:
             values = part[metric].to_numpy(float)
             values = values[np.isfinite(values)]
-            low, high = median_ci(values)
+            low, high, _ = median_interval(values)
             row.update({
                 f"{metric}_n": values.size,
                 f"{metric}_median": float(np.median(values)) if values.size else np.nan,
@@ -169,9 +188,30 @@ def comparisons(runs: pd.DataFrame, metric: str, threshold: float) -> pd.DataFra
     ``reference`` ``arm`` needs to reach ``threshold`` in ``metric``. ``statement`` says it in
     words, e.g. "N64 g1 poisson_nll pinn reaches amp_frc50_nyquist >= 0.4 at 10^(-1.20 [-1.50,
     -0.90])x the dose of N64 g1 mae pinn"."""
-    finished = runs[runs["status"] == "FINISHED"]
-    arms = finished.drop_duplicates("arm").set_index("arm")[list(ARM)]
     rows = []
+    for arm, reference, differs in _arm_pairs(runs):
+        ratio = dose_ratio(_cells(runs, arm, metric), _cells(runs, reference, metric),
+                           threshold)
+        rows.append({
+            "arm": arm, "reference": reference, "differs_in": differs, "metric": metric,
+            "threshold": threshold,
+            "ratio": 10 ** ratio.log10_ratio if math.isfinite(ratio.log10_ratio)
+            else math.nan,
+            "log10_ratio": ratio.log10_ratio, "log10_low": ratio.log10_low,
+            "log10_high": ratio.log10_high, "reached": ratio.reached,
+            "statement": f"{arm} reaches {metric} >= {threshold:g} at {ratio.text()}x the "
+                         f"dose of {reference}",
+        })
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _arm_pairs(runs: pd.DataFrame) -> Iterator[tuple[str, str, str]]:
+    """``(arm, reference, the setting they differ in)`` for every two arms with finished runs,
+    of one N and data design, that differ in exactly one setting both use."""
+    finished = runs[runs["status"] == "FINISHED"]
+    if finished.empty:
+        return
+    arms = finished.drop_duplicates("arm").set_index("arm")[list(ARM)]
     names = sorted(arms.index)
     for i, arm in enumerate(names):
         for reference in names[i + 1:]:
@@ -180,21 +220,75 @@ def comparisons(runs: pd.DataFrame, metric: str, threshold: float) -> pd.DataFra
                 continue
             differs = [axis for axis in ("loss", "gridsize", "model")
                        if _used(a[axis]) and _used(b[axis]) and a[axis] != b[axis]]
-            if len(differs) != 1:
-                continue
-            ratio = dose_ratio(_cells(runs, arm, metric), _cells(runs, reference, metric),
-                               threshold)
-            rows.append({
-                "arm": arm, "reference": reference, "differs_in": differs[0], "metric": metric,
-                "threshold": threshold,
-                "ratio": 10 ** ratio.log10_ratio if math.isfinite(ratio.log10_ratio)
-                else math.nan,
-                "log10_ratio": ratio.log10_ratio, "log10_low": ratio.log10_low,
-                "log10_high": ratio.log10_high, "reached": ratio.reached,
-                "statement": f"{arm} reaches {metric} >= {threshold:g} at {ratio.text()}x the "
-                             f"dose of {reference}",
-            })
-    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+            if len(differs) == 1:
+                yield arm, reference, differs[0]
+
+
+PAIRED_COLUMNS = ["arm", "reference", "differs_in", "dose", "metric", "better", "seeds",
+                  "difference", "low", "high", "interval", "arm_wins", "reference_wins", "ties",
+                  "arm_failed", "reference_failed", "sign_p", "wilcoxon_p", "winner",
+                  "statement"]
+
+
+def lower_is_better(metric: str) -> bool:
+    """Errors and resolution lengths: lower is better; SSIM, FRC crossings, PSNR: higher."""
+    return metric.endswith(("_mse", "_mae", "_nrmse", "_resolution_px", "_per_photon"))
+
+
+def _by_seed(runs: pd.DataFrame, arm: str, dose: float, metric: str) -> dict[int, float]:
+    """An arm's ``metric`` at ``dose`` by seed: the mean over the seed's replicates (its noise
+    seeds), NaN where any of them failed or collapsed (a failure is not left out)."""
+    part = runs[(runs["arm"] == arm) & (runs["dose"] == dose)]
+    scored = (part["status"] == "FINISHED") & ~part["degenerate"].astype(bool)
+    values = part[metric].where(scored) if metric in part else pd.Series(np.nan, part.index)
+    by_seed = values.groupby(part["seed"]).agg(lambda v: v.mean() if v.notna().all()
+                                                else np.nan)
+    return {int(seed): float(value) for seed, value in by_seed.items()}
+
+
+def paired(runs: pd.DataFrame, metrics: Sequence[str] = PAIRED_METRICS) -> pd.DataFrame:
+    """Paired differences ``arm − reference`` per dose and metric over the seeds both ran, for
+    every two arms :func:`comparisons` compares: runs that share a seed share its scan, object
+    and weights, so the seed is the unit (its noise-seed replicates averaged), and the
+    bootstrap resamples whole seeds
+    (:func:`~experiments.dose_response.statistics.paired_difference`). A failed or degenerate
+    run loses its seed. ``winner``: the arm better on more seeds with sign-test p < 0.05, else
+    empty; ``statement`` says it in one line."""
+    if runs.empty:
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    runs = runs.assign(degenerate=runs["degenerate"] if "degenerate" in runs else False)
+    rows = []
+    for arm, reference, differs in _arm_pairs(runs):
+        doses = sorted(set(runs.loc[runs["arm"] == arm, "dose"])
+                       & set(runs.loc[runs["arm"] == reference, "dose"]))
+        for dose in doses:
+            for metric in (m for m in metrics if m in runs):
+                lower = lower_is_better(metric)
+                result = paired_difference(_by_seed(runs, arm, dose, metric),
+                                           _by_seed(runs, reference, dose, metric),
+                                           higher_is_better=not lower)
+                winner = {"a": arm, "b": reference}.get(result.winner, "")
+                rows.append({
+                    "arm": arm, "reference": reference, "differs_in": differs, "dose": dose,
+                    "metric": metric, "better": "lower" if lower else "higher",
+                    "seeds": result.n, "difference": result.mean, "low": result.low,
+                    "high": result.high, "interval": result.label, "arm_wins": result.a_wins,
+                    "reference_wins": result.b_wins, "ties": result.ties,
+                    "arm_failed": result.a_failed, "reference_failed": result.b_failed,
+                    "sign_p": result.sign_p, "wilcoxon_p": result.wilcoxon_p, "winner": winner,
+                    "statement": _paired_statement(arm, reference, dose, metric, result, winner),
+                })
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _paired_statement(arm: str, reference: str, dose: float, metric: str,
+                      result: PairedDifference, winner: str) -> str:
+    decided = result.a_wins + result.b_wins
+    verdict = f"{winner} better" if winner else "no consistent winner"
+    return (f"dose {dose:g}, {metric}: {arm} − {reference} = {result.mean:+.4g} "
+            f"[{result.low:.4g}, {result.high:.4g}] ({result.label}, {result.n} seeds); "
+            f"{arm} better on {result.a_wins} of {decided} (sign p={result.sign_p:.3g}, "
+            f"Wilcoxon p={result.wilcoxon_p:.3g}): {verdict}")
 
 
 def _used(value: object) -> bool:

@@ -40,10 +40,13 @@ class ReportCallback(Callback):
             report = make_report(tracking_uri=parent["tracking_uri"],
                                  parent_run_id=parent["parent_run_id"],
                                  out=sweep_dir / "report", reused_run_ids=reused)
-            from experiments.dose_response.report import summary_text
+            from experiments.dose_response.report import paired_text, summary_text
 
-            print("\nper arm and dose (median [bootstrap 95% interval] over replicates):\n"
+            print("\nper arm and dose (median over replicates [interval: a bootstrap 95% "
+                  "interval from 5 replicates on, else the range]):\n"
                   + summary_text(report.summary), flush=True)
+            if not report.paired.empty:
+                print("\n" + paired_text(report.paired), flush=True)
             compared = report.comparisons
             for statement in compared[compared["ratio"].notna()]["statement"]:
                 print(statement, flush=True)

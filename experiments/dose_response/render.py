@@ -18,6 +18,7 @@ from experiments.dose_response.analyse import Analysis
 from experiments.dose_response.fetch import TRUTH, Sweep
 from experiments.dose_response.statistics import (
     CONFIDENCE,
+    MIN_BOOTSTRAP,
     MIN_REACHED,
     RATIO_RESAMPLES,
     RESAMPLES,
@@ -25,7 +26,7 @@ from experiments.dose_response.statistics import (
 from ptycho import viz
 from ptycho.evaluation.metrics import FLAT_CONTRAST, UNCORRELATED
 
-__all__ = ["METHODS", "render", "summary_text"]
+__all__ = ["METHODS", "paired_table", "paired_text", "render", "summary_text"]
 
 LIMIT_NOTE = (
     "Dashed black lines on the MSE panels: the Cramér–Rao bound of the test scan (the least MSE "
@@ -38,22 +39,31 @@ LIMIT_NOTE = (
 METHODS = (
     "Replicates: the runs of one arm at one dose that differ only in `seed` (network weights, "
     "shuffling, object, positions) or `data.noise_seed` (the Poisson draw alone).",
-    f"Curves and tables give the median over replicates with a {CONFIDENCE:.0%} bootstrap "
-    f"confidence interval of the median (scipy.stats.bootstrap, BCa, {RESAMPLES} resamples; "
-    "the percentile method where BCa is undefined); n is each cell's number of replicates. "
-    "With fewer than 5 replicates the interval is too narrow (coverage of a nominal 95% "
-    "interval measured at 0.78 for n=3, 0.91 for n=5).",
+    f"Curves and tables give the median over replicates with an interval (column `interval`): "
+    f"from {MIN_BOOTSTRAP} replicates on a {CONFIDENCE:.0%} bootstrap confidence interval of "
+    f"the median (scipy.stats.bootstrap, BCa, {RESAMPLES} resamples; the percentile method "
+    "where BCa is undefined), labelled with the coverage it was measured to have at that n "
+    "(bench/interval_coverage.py); below that the range of the replicates, called a range (a "
+    "bootstrap of 2 values is their range and covers the median about half the time).",
+    "Paired comparisons: two arms that ran the same seeds saw the same scan, object and "
+    "weights, so each seed is one pair (its noise-seed replicates averaged) and the difference "
+    "is taken per seed: its mean, a bootstrap interval that resamples whole seeds (from "
+    f"{MIN_BOOTSTRAP} seeds on, labelled with its measured coverage; the range below), the "
+    "two-sided sign test of the seeds each arm is better on and Wilcoxon's exact signed-rank "
+    "test. A failed or degenerate run loses its seed (ranked as the largest loss), it does "
+    "not disappear. `winner`: the arm better on more seeds with sign-test p < 0.05; with n "
+    "seeds the smallest possible p is 2^(1-n) (0.5 at 2, 0.0625 at 5, 0.031 at 6).",
     "Dose ratios: the dose at which each arm's median curve reaches the threshold (linear "
     "interpolation in log10 dose), their ratio, and a percentile bootstrap 95% interval of "
     "its log10 from resampling every (arm, dose) cell's replicates with replacement "
     f"({RATIO_RESAMPLES} resamples); `reached` is the fraction of resamples in which both arms "
     "cross the threshold inside their measured doses. No ratio where an arm already meets it at "
     f"its lowest dose (only a bound); no interval where `reached` < {MIN_REACHED}.",
-    "Known limits of these intervals: replicates are resampled as independent, but runs that "
-    "share a `seed` (the dose_response study's two noise seeds per seed) share object, scan "
-    "and weights, so there the intervals are too narrow (a bootstrap by seed is the fix); and "
-    "the dose ratios use the non-degenerate runs, so an arm that often collapses looks better "
-    "there than it is: read its collapse rate beside it.",
+    "Known limits: the medians' and dose ratios' intervals resample replicates as independent, "
+    "but runs that share a `seed` (the dose_response study's two noise seeds per seed) share "
+    "object, scan and weights, so there they are too narrow (the paired comparisons resample "
+    "by seed); and the dose ratios use the non-degenerate runs, so an arm that often collapses "
+    "looks better there than it is: read its collapse rate beside it, and the paired table.",
     f"Degenerate runs: finished runs whose reconstruction collapsed: amplitude contrast (its "
     f"standard deviation over the truth's, after alignment) below {FLAT_CONTRAST}, or Pearson "
     f"correlation with the truth below {UNCORRELATED} in both amplitude and phase. They are "
@@ -76,12 +86,16 @@ METHODS = (
     "overlap-only scores are logged beside (`overlap_sync_*_ssim`). An iterative arm's object "
     "is scored on the same region as it is.",
 )
-HEADLINE = ["arm", "dose", "n_finished", "n_failed", "n_degenerate", "amp_ssim_n",
+HEADLINE = ["arm", "dose", "n_finished", "n_failed", "n_degenerate", "interval", "amp_ssim_n",
             "amp_ssim_median", "amp_ssim_ci_low", "amp_ssim_ci_high", "phase_ssim_median",
             "phase_ssim_ci_low", "phase_ssim_ci_high", "amp_frc50_nyquist_median",
             "amp_resolution_px_median", "amp_nrmse_median", "phase_frc50_nyquist_median",
             "amp_mse_median", "amp_mse_crb_median", "amp_crb_efficiency_median",
             "phase_mse_median", "phase_mse_crb_median", "phase_crb_efficiency_median"]
+SUMMARY_NOTE = ("median over replicates; interval: a bootstrap 95% interval from "
+                f"{MIN_BOOTSTRAP} replicates on, with its measured coverage, else the range")
+PAIRED_NOTE = ("arm − reference per seed, the seeds' mean with a seed-level interval; wins "
+               "counted per seed, failures as losses; sign and Wilcoxon tests")
 EFFICIENCY_NOTE = (
     "Lowest dose at which each arm's median reaches the threshold (log-dose interpolation); "
     "vs_lsqml: that dose over the dose LSQML (pty-chi, Poisson) needs at the same N, so below 1 "
@@ -96,7 +110,7 @@ def render(folder: Path, sweep: Sweep, analysis: Analysis,
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in (("runs", runs), ("summary", summary),
                         ("dose_efficiency", analysis.efficiency),
-                        ("comparisons", analysis.comparisons)):
+                        ("comparisons", analysis.comparisons), ("paired", analysis.paired)):
         table.to_csv(folder / f"{name}.csv", index=False)
     title = f"{sweep.experiment}: sweep {sweep.parent.name}"
     collapsed = runs[(runs["status"] == "FINISHED") & runs["degenerate"].astype(bool)]
@@ -127,7 +141,7 @@ def _sections(sweep: Sweep, analysis: Analysis, collapsed: pd.DataFrame) -> dict
             f"{parent.tags.get('git_dirty', 'unknown')}), overrides `{' '.join(overrides)}`")
     return {"line": line, "brief": analysis.summary[[c for c in HEADLINE
                                                      if c in analysis.summary]],
-            "efficiency": analysis.efficiency,
+            "efficiency": analysis.efficiency, "paired": paired_table(analysis.paired),
             "statements": analysis.comparisons["statement"].tolist(), "failed": failed,
             "degenerate": collapsed[["name", "arm", "dose", "seed", "degenerate_reason"]],
             "runs": runs.drop(columns=["error"])}
@@ -137,8 +151,9 @@ def _markdown_report(experiment: str, parts: dict) -> str:
     statements = parts["statements"]
     return "\n".join([
         f"# Dose-response report: {experiment}", "", parts["line"], "",
-        "## Summary (median over replicates, bootstrap 95% interval)", "",
+        f"## Summary ({SUMMARY_NOTE})", "",
         _markdown(parts["brief"]), "", LIMIT_NOTE, "",
+        f"## Paired comparisons ({PAIRED_NOTE})", "", _markdown(parts["paired"]), "",
         "## Dose efficiency", "", _markdown(parts["efficiency"]), "",
         "## Comparisons (dose ratios, bootstrap 95% intervals)", "",
         *(f"- {line}" for line in statements), "" if statements else "_(none)_", "",
@@ -166,8 +181,9 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;pad
 <h1>Dose-response report: {escape(experiment)}</h1><p>{escape(parts["line"])}</p>
 <h2>Dose response</h2>{_image_tag(folder / 'dose_response.png')}
 <h2>Reconstructions</h2>{_image_tag(folder / 'reconstructions.png')}
-<h2>Summary (median over replicates, bootstrap 95% interval)</h2>{table(parts["brief"])}
+<h2>Summary ({escape(SUMMARY_NOTE)})</h2>{table(parts["brief"])}
 <p>{escape(LIMIT_NOTE)}</p>
+<h2>Paired comparisons ({escape(PAIRED_NOTE)})</h2>{table(parts["paired"])}
 <h2>Dose efficiency</h2><p>{escape(EFFICIENCY_NOTE)}</p>{table(parts["efficiency"])}
 <h2>Comparisons (dose ratios, bootstrap 95% intervals)</h2><ul>{items or '<li>none</li>'}</ul>
 <h2>Degenerate runs (kept out of the medians and intervals)</h2>{table(parts["degenerate"])}
@@ -200,7 +216,8 @@ def _image_tag(path: Path) -> str:
 
 def summary_text(summary: pd.DataFrame, metrics: Sequence[str] = ("amp_ssim", "phase_ssim")
                  ) -> str:
-    """Per arm and dose: replicates, collapses and each metric's median [95% interval]."""
+    """Per arm and dose: replicates, collapses and each metric's median [interval] (``range``
+    below 5 replicates)."""
     lines = []
     for _, row in summary.sort_values(["arm", "dose"]).iterrows():
         cells = [f"{row['arm']:<32} dose {row['dose']:<8.3g} n {int(row['n_finished'])}"
@@ -208,7 +225,38 @@ def summary_text(summary: pd.DataFrame, metrics: Sequence[str] = ("amp_ssim", "p
         for metric in metrics:
             median = row.get(f"{metric}_median", np.nan)
             low, high = row.get(f"{metric}_ci_low", np.nan), row.get(f"{metric}_ci_high", np.nan)
-            interval = f" [{low:.3f}, {high:.3f}]" if np.isfinite(low) else ""
+            kind = "range " if row.get("interval") == "range" else ""
+            interval = f" [{kind}{low:.3f}, {high:.3f}]" if np.isfinite(low) else ""
             cells.append(f"{metric} {median:.3f}{interval}")
         lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def paired_table(paired: pd.DataFrame) -> pd.DataFrame:
+    """The paired comparisons as the report shows them: one row per (pair, dose, metric)."""
+    if paired.empty:
+        return paired
+    shown = paired.assign(
+        wins=paired["arm_wins"].astype(int).astype(str) + " : "
+        + paired["reference_wins"].astype(int).astype(str),
+        failed=paired["arm_failed"].astype(int).astype(str) + " : "
+        + paired["reference_failed"].astype(int).astype(str),
+        winner=paired["winner"].replace("", "none"))
+    return shown[["arm", "reference", "dose", "metric", "better", "seeds", "difference", "low",
+                  "high", "interval", "wins", "failed", "sign_p", "wilcoxon_p", "winner"]]
+
+
+def paired_text(paired: pd.DataFrame) -> str:
+    """The paired comparisons for a terminal: per pair, a line per (dose, metric)."""
+    lines = []
+    for (arm, reference), part in paired.groupby(["arm", "reference"], sort=False):
+        lines.append(f"{arm} − {reference}, paired by seed (difference of the means "
+                     "[interval]; seeds better arm : reference; sign p; winner):")
+        for _, row in part.iterrows():
+            interval = ("range" if row["interval"] == "range" else "bootstrap")
+            lines.append(
+                f"  dose {row['dose']:<7.3g} {row['metric']:<20} ({row['better']:<6}) "
+                f"{row['difference']:>+10.3g} [{row['low']:>+10.3g}, {row['high']:>+10.3g}] "
+                f"{interval:<9} {int(row['arm_wins'])} : {int(row['reference_wins'])}  "
+                f"p={row['sign_p']:<5.2g} {row['winner'] or 'none'}")
     return "\n".join(lines)

@@ -24,11 +24,11 @@ import pandas as pd
 
 from experiments.dose_response.analyse import DEFAULT_THRESHOLDS, analyse
 from experiments.dose_response.fetch import RESOLUTION_METRICS, fetch_sweep, reconstructions
-from experiments.dose_response.render import render, summary_text
+from experiments.dose_response.render import paired_text, render, summary_text
 from ptycho.evaluation import METRIC_KEYS
 from ptycho.runner.tracking import Tracker, resolve_store
 
-__all__ = ["Report", "make_report", "summary_text"]
+__all__ = ["Report", "make_report", "paired_text", "summary_text"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Report:
     summary: pd.DataFrame
     efficiency: pd.DataFrame
     comparisons: pd.DataFrame
+    paired: pd.DataFrame
 
 
 def make_report(
@@ -82,7 +83,8 @@ def make_report(
     html = render(folder, sweep, analysis, images, x=x)
     tracker.log_artifacts(parent_run_id, folder, "report")  # publish
     return Report(folder=folder, html=html, runs=sweep.runs, summary=analysis.summary,
-                  efficiency=analysis.efficiency, comparisons=analysis.comparisons)
+                  efficiency=analysis.efficiency, comparisons=analysis.comparisons,
+                  paired=analysis.paired)
 
 
 def _thresholds(given: Sequence[str]) -> dict[str, float]:
@@ -132,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary_text(report.summary))
+    if not report.paired.empty:
+        print(paired_text(report.paired))
     for statement in report.comparisons["statement"]:
         print(statement)
     print(f"\nreport: {report.html}")

@@ -1,5 +1,8 @@
-"""Statistics over a study's replicates: bootstrap confidence intervals of medians and of the
-dose ratio at which two arms reach one quality.
+"""Statistics over a study's replicates: intervals of medians (a bootstrap from
+:data:`MIN_BOOTSTRAP` replicates on, labelled with the coverage it was measured to have at that
+n; the range below), paired differences between two arms over shared seeds (a seed-level
+bootstrap, the sign test and Wilcoxon's signed-rank test), and the dose ratio at which two arms
+reach one quality.
 
 The bootstrap is ``scipy.stats.bootstrap`` (bias-corrected and accelerated, BCa; the percentile
 method where BCa is undefined, e.g. two replicates or all values equal). The dose-ratio interval
@@ -11,6 +14,7 @@ statistic of one sample that ``scipy.stats.bootstrap`` could take.
 from __future__ import annotations
 
 import math
+import typing
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,13 +24,20 @@ from scipy import stats
 
 __all__ = [
     "CONFIDENCE",
+    "MEAN_COVERAGE",
+    "MEDIAN_COVERAGE",
+    "MIN_BOOTSTRAP",
     "MIN_REACHED",
     "RATIO_RESAMPLES",
     "RESAMPLES",
     "DoseRatio",
+    "PairedDifference",
     "crossing_dose",
     "dose_ratio",
+    "interval_label",
     "median_ci",
+    "median_interval",
+    "paired_difference",
 ]
 
 CONFIDENCE = 0.95
@@ -34,6 +45,18 @@ RESAMPLES = 2000
 """Bootstrap resamples of each median's interval."""
 RATIO_RESAMPLES = 1000
 """Bootstrap resamples of a dose ratio (each recomputes every cell's median)."""
+MIN_BOOTSTRAP = 5
+"""Below this many replicates (or paired seeds) no bootstrap interval is given: the range of
+the values is drawn and called a range (a bootstrap of 2 values is their range, and covers
+the median about half the time)."""
+MEDIAN_COVERAGE = {5: 0.94, 6: 0.93, 8: 0.91, 10: 0.93, 12: 0.93}
+"""Measured coverage of :func:`median_ci`'s nominal 95% interval by replicates n (a skewed
+distribution with a known median, 2000 studies each, ±0.006; ``python
+bench/interval_coverage.py``)."""
+MEAN_COVERAGE = {5: 0.84, 6: 0.87, 8: 0.87, 10: 0.91, 12: 0.90}
+"""Measured coverage of :func:`paired_difference`'s nominal 95% seed-level bootstrap of the
+mean difference by paired seeds n (normal differences, 2000 studies each, ±0.008; the same
+script): a bootstrap of a mean from a few seeds is too narrow."""
 MIN_REACHED = 0.95
 """A dose ratio gets an interval only when both arms cross the threshold (inside their measured
 doses) in at least this fraction of the resamples."""
@@ -44,9 +67,9 @@ def median_ci(values: Sequence[float] | np.ndarray, *, confidence: float = CONFI
     """Bootstrap ``confidence`` interval of the median of ``values`` (finite ones only).
 
     One value: ``(nan, nan)`` (no spread to resample). All values equal: that value twice.
-    BCa where it is defined, else the percentile interval. With fewer than about 5 replicates a
+    BCa where it is defined, else the percentile interval. Below about 5 replicates a
     bootstrap interval of a median is too narrow (measured coverage of a nominal 95% interval:
-    0.78 at n=3, 0.91 at n=5, 0.95 at n=12; ``tests/experiments/test_statistics.py``).
+    0.78 at n=3; from 5 on :data:`MEDIAN_COVERAGE`): the report uses :func:`median_interval`.
     """
     data = np.asarray(values, np.float64)
     data = data[np.isfinite(data)]
@@ -54,10 +77,122 @@ def median_ci(values: Sequence[float] | np.ndarray, *, confidence: float = CONFI
         return math.nan, math.nan
     if np.all(data == data[0]):
         return float(data[0]), float(data[0])
+    return _bootstrap(data, np.median, seed, resamples, confidence)
+
+
+def interval_label(n: int, coverage: dict[int, float]) -> str:
+    """What an interval of ``n`` values is: ``range`` below :data:`MIN_BOOTSTRAP`, else
+    ``bootstrap 95% (measured coverage 0.91 at n=5)`` (the measured n at or below ``n``)."""
+    if n < MIN_BOOTSTRAP:
+        return "range"
+    measured = max(key for key in coverage if key <= n)
+    return (f"bootstrap {CONFIDENCE:.0%} (measured coverage {coverage[measured]:.2f} "
+            f"at n={measured})")
+
+
+def median_interval(values: Sequence[float] | np.ndarray, *, seed: int = 0,
+                    resamples: int = RESAMPLES) -> tuple[float, float, str]:
+    """``(low, high, label)``: the bootstrap interval of the median from :data:`MIN_BOOTSTRAP`
+    finite values on, else their range (NaN for none), with :func:`interval_label`."""
+    data = np.asarray(values, np.float64)
+    data = data[np.isfinite(data)]
+    label = interval_label(data.size, MEDIAN_COVERAGE)
+    if data.size == 0:
+        return math.nan, math.nan, label
+    if data.size < MIN_BOOTSTRAP:
+        return float(data.min()), float(data.max()), label
+    return (*median_ci(data, resamples=resamples, seed=seed), label)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Arm ``a`` minus arm ``b`` in one metric over the seeds both ran (each seed's scan,
+    object and weights shared by the two; its replicates averaged).
+
+    Attributes:
+        n: seeds where both runs scored (non-degenerate finished runs).
+        mean: mean over those seeds of the per-seed difference ``a − b``.
+        low, high: the seed-level bootstrap interval of ``mean`` from :data:`MIN_BOOTSTRAP`
+            seeds on, else the range of the differences; ``label`` says which.
+        a_wins, b_wins, ties: seeds each arm is better on (by ``higher_is_better``), a failed
+            or degenerate run losing to a scored one; seeds where both failed are not counted.
+        a_failed, b_failed: seeds where only that arm failed or collapsed.
+        sign_p: two-sided sign test of ``a_wins`` against ``b_wins`` (binomial, ties dropped).
+        wilcoxon_p: two-sided exact Wilcoxon signed-rank test of the per-seed differences, a
+            failure ranked as the largest loss; NaN below 2 untied seeds.
+    """
+
+    n: int
+    mean: float
+    low: float
+    high: float
+    label: str
+    a_wins: int
+    b_wins: int
+    ties: int
+    a_failed: int
+    b_failed: int
+    sign_p: float
+    wilcoxon_p: float
+
+    @property
+    def winner(self) -> str:
+        """``a`` or ``b`` where one wins more seeds with sign-test p < 0.05, else ``""``."""
+        if self.sign_p < 0.05 and self.a_wins != self.b_wins:
+            return "a" if self.a_wins > self.b_wins else "b"
+        return ""
+
+
+def paired_difference(a: typing.Mapping[object, float], b: typing.Mapping[object, float], *,
+                      higher_is_better: bool, seed: int = 0,
+                      resamples: int = RESAMPLES) -> PairedDifference:
+    """The paired difference of two arms over their shared seeds.
+
+    Args:
+        a, b: each arm's value by seed (its replicates of that seed already averaged); NaN
+            for a run that failed or collapsed. Seeds present in only one are ignored.
+        higher_is_better: the metric's direction (SSIM, FRC: True; MSE, NRMSE: False).
+        seed, resamples: of the bootstrap, which resamples whole seeds (the per-seed
+            differences) with ``scipy.stats.bootstrap`` (BCa, percentile where undefined).
+    """
+    shared = [key for key in a if key in b]
+    first = np.array([a[key] for key in shared], float)
+    second = np.array([b[key] for key in shared], float)
+    scored = np.isfinite(first) & np.isfinite(second)
+    a_failed = int(np.sum(~np.isfinite(first) & np.isfinite(second)))
+    b_failed = int(np.sum(np.isfinite(first) & ~np.isfinite(second)))
+    difference = first[scored] - second[scored]
+    better = difference if higher_is_better else -difference  # > 0: a is better
+    a_wins, b_wins = int(np.sum(better > 0)) + b_failed, int(np.sum(better < 0)) + a_failed
+    ties = int(np.sum(better == 0))
+    n = difference.size
+    label = interval_label(n, MEAN_COVERAGE)
+    mean = float(difference.mean()) if n else math.nan
+    if n == 0:
+        low = high = math.nan
+    elif n < MIN_BOOTSTRAP or np.all(difference == difference[0]):
+        low, high = float(difference.min()), float(difference.max())
+    else:
+        low, high = _bootstrap(difference, np.mean, seed, resamples)
+    decided = a_wins + b_wins
+    sign_p = (float(stats.binomtest(a_wins, decided, 0.5).pvalue) if decided else math.nan)
+    # a failure takes the largest rank, as a loss (sign: the direction the winner's metric moves)
+    largest = float(np.abs(better).max()) + 1.0 if n else 1.0
+    ranked = np.concatenate([better[better != 0], np.full(b_failed, largest),
+                             np.full(a_failed, -largest)])
+    wilcoxon_p = (float(stats.wilcoxon(ranked, method="exact").pvalue) if ranked.size >= 2
+                  else math.nan)
+    return PairedDifference(n, mean, low, high, label, a_wins, b_wins, ties, a_failed,
+                            b_failed, sign_p, wilcoxon_p)
+
+
+def _bootstrap(data: np.ndarray, statistic: typing.Callable, seed: int, resamples: int,
+               confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """``scipy.stats.bootstrap``'s interval, BCa where defined, else the percentile one."""
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # BCa's degenerate-data warning: fall back below
-            result = stats.bootstrap((data,), np.median, confidence_level=confidence,
+            result = stats.bootstrap((data,), statistic, confidence_level=confidence,
                                      n_resamples=resamples, method=method,
                                      rng=np.random.default_rng(seed), vectorized=True)
         low, high = result.confidence_interval

@@ -133,6 +133,11 @@ def test_report_of_a_smoke_sweep_matches_the_store(smoke_sweep, tmp_path: Path) 
     html = report.html.read_text()
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html  # escaped
     assert "<h2>Methods</h2>" in html and "bootstrap" in html
+    # the two losses, paired by seed: two seeds give a range, and the crashed run lost its seed
+    pairs = pd.read_csv(report.folder / "paired.csv")
+    assert set(pairs["interval"]) == {"range"} and set(pairs["differs_in"]) == {"loss"}
+    assert (pairs["arm_failed"] + pairs["reference_failed"]).max() == 1
+    assert "Paired comparisons" in html and set(summary["interval"]) == {"range"}
 
     by_cell: dict[tuple[str, float], list] = {}
     collapsed: dict[tuple[str, float], int] = {}
@@ -162,7 +167,8 @@ def test_report_of_a_smoke_sweep_matches_the_store(smoke_sweep, tmp_path: Path) 
                         <= row[f"{metric}_ci_high"])
 
     for name in ("dose_response.png", "reconstructions.png", "report.html", "report.md",
-                 "runs.csv", "summary.csv", "dose_efficiency.csv", "comparisons.csv"):
+                 "runs.csv", "summary.csv", "dose_efficiency.csv", "comparisons.csv",
+                 "paired.csv"):
         assert (report.folder / name).stat().st_size > 100, name
     assert (report.folder / "dose_response.png").stat().st_size > 20_000
     assert "data:image/png;base64," in report.html.read_text()
