@@ -53,11 +53,12 @@ def main() -> int:
                 row = {"kind": kind, "dose": dose, "iterations": iterations,
                        **{key: metrics[key] for key in (
                            "amp_ssim", "phase_ssim", "amp_frc50", "phase_frc50",
-                           "test_nll_per_photon", "time_reconstruct_s")}}
+                           "predicted_nll_per_photon", "time_reconstruct_s")}}
                 rows.append(row)
                 print(f"{kind:>6} {dose:>8.0e} {iterations:>5} | {row['amp_ssim']:>8.3f} "
                       f"{row['phase_ssim']:>10.3f} {row['amp_frc50']:>9.2f} "
-                      f"{row['test_nll_per_photon']:>11.4g} | {row['time_reconstruct_s']:>7.1f}",
+                      f"{row['predicted_nll_per_photon']:>11.4g} | "
+                      f"{row['time_reconstruct_s']:>7.1f}",
                       flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

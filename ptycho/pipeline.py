@@ -37,7 +37,8 @@ from ptycho.evaluation import Evaluation, degenerate_reason, evaluate
 from ptycho.evaluation.limit import fluence, load_or_estimate_limit
 from ptycho.reconstruction.stitch import scan_weight
 
-__all__ = ["PipelineResult", "nll_excess", "run_pipeline", "simulation_spec"]
+__all__ = ["PipelineResult", "nll_excess", "object_fit", "run_pipeline", "simulation_spec",
+           "wilks_excess"]
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +83,62 @@ def simulation_spec(config: JobConfig) -> SimulationSpec:
     return SimulationSpec(N=config.N, dose=config.dose, seed=config.seed, data=config.data)
 
 
-def nll_excess(counts: np.ndarray, expected: np.ndarray,
-               truth_expected: np.ndarray) -> dict[str, float]:
-    """How well a reconstruction explains its measured counts, against the true object.
+def nll_excess(counts: np.ndarray, expected: np.ndarray, truth_expected: np.ndarray, *,
+               name: str = "predicted") -> dict[str, float]:
+    """How well expected counts explain the measured ones, against the true object's.
 
     Args:
         counts: measured photons per pixel, any shape (here ``(K, N, N)``).
         expected: the reconstruction's expected counts for the same pixels.
         truth_expected: the true object's expected counts (the simulation's ``λ``) for them.
+        name: what ``expected`` are: ``predicted`` (the arm's own counts: a network's per
+            group, before synchronisation and stitching; an engine's from its object) or
+            ``object`` (the scored object's, :func:`object_fit`).
 
     Returns:
-        ``test_nll_per_photon`` and ``truth_nll_per_photon`` (full Poisson NLL per photon, nats)
-        and ``nll_excess_per_photon``, their difference. A maximum-likelihood fit explains the
-        counts at least as well as the truth does (excess ≤ 0: it also fits some noise); a
-        positive excess means the reconstruction has not reached the likelihood's optimum, so
-        its quality is limited by training, not by the photons (docs/physics.md §7.1).
+        ``<name>_nll_per_photon`` and ``truth_nll_per_photon`` (full Poisson NLL per photon,
+        nats) and ``<name>_nll_excess_per_photon``, their difference. A converged
+        maximum-likelihood fit explains the counts better than the truth, by about
+        :func:`wilks_excess` (it also fits noise); above that it has not reached the
+        likelihood's optimum (docs/physics.md §7.1).
     """
     test = float(physics.poisson_nll_per_photon(counts, expected))
     truth = float(physics.poisson_nll_per_photon(counts, truth_expected))
-    return {"test_nll_per_photon": test, "truth_nll_per_photon": truth,
-            "nll_excess_per_photon": test - truth}
+    return {f"{name}_nll_per_photon": test, "truth_nll_per_photon": truth,
+            f"{name}_nll_excess_per_photon": test - truth}
+
+
+def object_fit(operator: physics.Ptychography, obj: np.ndarray, counts: np.ndarray,
+               dose: float, truth_expected: np.ndarray) -> dict[str, float]:
+    """How well the scored object explains the scan's counts: :func:`nll_excess` of the
+    object through the forward model, for every arm alike, with the Wilks reference beside.
+
+    Args:
+        operator: the scan under the arm's probe estimate (the given probe where it has none).
+        obj: ``(H, W)`` complex64 the arm's finished object (synchronised and stitched).
+        counts, truth_expected: ``(M, N, N)`` the scan's counts and the truth's ``λ``.
+        dose: the job's dose: the object's scan is scaled to it as the truth's is (its
+            amplitude scale is not the truth's), so a perfect reconstruction gives the truth's
+            NLL exactly.
+
+    Returns:
+        ``object_nll_per_photon``, ``object_nll_excess_per_photon``, ``truth_nll_per_photon``
+        and ``wilks_nll_excess_per_photon``.
+    """
+    intensities = operator.intensities(np.asarray(obj, np.complex64))
+    expected = physics.expected_counts(intensities, physics.dose_scale(intensities, dose))
+    return {**nll_excess(counts, expected.numpy(), truth_expected, name="object"),
+            "wilks_nll_excess_per_photon": wilks_excess(operator, counts)}
+
+
+def wilks_excess(operator: physics.Ptychography, counts: np.ndarray) -> float:
+    """Where a converged maximum-likelihood fit of every object pixel sits against the truth:
+    ``−p / (2 Σk)`` nats per photon (Wilks: twice the log-likelihood gain of fitting ``p``
+    free real parameters is χ²_p, mean ``p``), ``p`` = 2 per object pixel the scan lights
+    (illumination above 1e-6 of its peak: real and imaginary part)."""
+    light = operator.illumination()
+    free = 2 * int(np.count_nonzero(light > 1e-6 * light.max()))
+    return -free / (2.0 * max(float(np.sum(counts, dtype=np.float64)), 1.0))
 
 
 def run_pipeline(
@@ -183,6 +220,10 @@ def _score(config: JobConfig, scored: DiffractionData, reconstruction: Reconstru
             rows = np.flatnonzero(patterns == p)
             if rows.size:
                 shown[p] = reconstruction.expected[rows[0]]
+    own = operator if reconstruction.probe is None else physics.Ptychography(
+        reconstruction.probe, scored.positions, scored.obj.shape)
+    metrics.update(object_fit(own, reconstruction.obj, scored.counts, config.dose,
+                              truth_expected))
     reason = degenerate_reason(metrics)  # a collapse, not a dose effect: reports count it apart
     metrics["degenerate"] = float(reason is not None)
     tags = {**reconstruction.tags, "degenerate": "true" if reason else "false"}

@@ -209,8 +209,8 @@ def dose_response_figure(
         ("phase_ssim", "phase SSIM"),
         ("amp_mse", "amplitude MSE"),
         ("phase_mse", "phase MSE (rad²)"),
-        ("crb_efficiency", "Cramér–Rao efficiency (bound / MSE)"),
-        ("nll_excess_per_photon", "NLL excess per photon (nats; > 0: training-limited)"),
+        ("crb_efficiency", "Cramér–Rao efficiency (bound / MSE), where informative"),
+        ("object_nll_excess_per_photon", "scored object's NLL − truth's (nats per photon)"),
     ),
     title: str = "", degenerate: pd.DataFrame | None = None, x: str = "dose",
 ) -> Figure:
@@ -220,9 +220,9 @@ def dose_response_figure(
     failed, and degenerate (collapsed) runs as open triangles, outside the median and band. MSE
     panels are on a log scale with the Cramér–Rao bound as a dashed black line per N (where
     ``<metric>_crb_median`` or ``_crb_mean`` is there); ``crb_efficiency`` draws each arm's
-    amplitude (solid) and phase (dotted) efficiency; ``nll_excess_per_photon`` has a line at 0
-    (above it a fit explains its counts worse than the true object does: it is limited by
-    training, not by the photons).
+    amplitude (solid) and phase (dotted) efficiency where the bound is below the best constant
+    image's MSE (dotted black on the MSE panels); ``object_nll_excess_per_photon`` has a line at
+    0 and the Wilks reference of a converged maximum-likelihood fit (dashed).
 
     Args:
         summary: one row per (arm, dose) with columns ``arm``, ``dose`` and ``<metric>_median``
@@ -260,24 +260,39 @@ def dose_response_figure(
             if x == "dose" or np.isfinite(row.get(where, np.nan)):
                 ax.plot([row[where]], [0.0], "x", color="red", markersize=9,
                         transform=ax.get_xaxis_transform(), clip_on=False)
-        if metric.endswith("_mse"):
-            _bound_lines(ax, summary, metric, where)
-            ax.set_yscale("log")
-        if metric == "nll_excess_per_photon":
-            ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8)
+        _references(ax, summary, metric, where)
         ax.set(xscale="log", xlabel=x_label, ylabel=label)
         ax.grid(alpha=0.3, which="both")
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     if axes[0].get_legend_handles_labels()[0]:  # no line at all when every run failed
         axes[0].legend(fontsize=7, loc="best")
-    bands = (sorted({"range of the replicates" if label == "range" else f"{label} of the median"
-                     for label in summary["interval"].dropna() if label})
-             if "interval" in summary else ["bootstrap 95% interval of the median"])
-    legend = (f"line: median over replicates; band: {'; '.join(bands) or 'none'}; open "
-              "triangles: degenerate runs (not in the median); red x: failed runs")
+    legend = (f"line: median over replicates; band: {_bands(summary)}; open triangles: "
+              "degenerate runs (not in the median); red x: failed runs")
     figure.suptitle(f"{title or 'dose response'}\n{legend}", fontsize=10)
     return figure
+
+
+def _references(ax, summary: pd.DataFrame, metric: str, where: str) -> None:
+    """A panel's reference lines: on an MSE panel (log scale) the Cramér–Rao bound and the
+    best constant image; on an NLL-excess panel 0 and the Wilks value of a converged fit."""
+    if metric.endswith("_mse"):
+        _reference_lines(ax, summary, f"{metric}_crb", "Cramér–Rao bound", "--", where)
+        _reference_lines(ax, summary, f"{metric}_constant", "best constant image", ":", where)
+        ax.set_yscale("log")
+    if metric.endswith("nll_excess_per_photon"):
+        ax.axhline(0.0, color="grey", linestyle="-", linewidth=0.6)
+        _reference_lines(ax, summary, "wilks_nll_excess_per_photon", "converged fit (Wilks)",
+                         "--", where)
+
+
+def _bands(summary: pd.DataFrame) -> str:
+    """What the bands are, from the summary's ``interval`` column."""
+    if "interval" not in summary:
+        return "bootstrap 95% interval of the median"
+    labels = sorted({"range of the replicates" if label == "range" else f"{label} of the median"
+                     for label in summary["interval"].dropna() if label})
+    return "; ".join(labels) or "none"
 
 
 def _median_lines(ax, summary: pd.DataFrame, metric: str, arms: Sequence[str],
@@ -297,34 +312,44 @@ def _median_lines(ax, summary: pd.DataFrame, metric: str, arms: Sequence[str],
                             linewidth=0)
 
 
-def _bound_lines(axes, summary: pd.DataFrame, metric: str, where: str = "dose") -> None:
-    """The Cramér–Rao bound of ``metric`` against dose (or the ``where`` column), one dashed
-    black line per N (every arm of one N shares its test scans, hence its bound)."""
-    column = (f"{metric}_crb_median" if f"{metric}_crb_median" in summary
-              else f"{metric}_crb_mean")
+def _reference_lines(axes, summary: pd.DataFrame, column: str, label: str, style: str,
+                     where: str = "dose") -> None:
+    """A per-scan reference against dose (or the ``where`` column), one black line per N
+    (every arm of one N shares its scans, hence the reference): ``column`` is its median (or
+    mean) over the runs, e.g. ``amp_mse_crb`` (the Cramér–Rao bound), ``amp_mse_constant``
+    (the best constant image), ``wilks_nll_excess_per_photon``."""
+    column = f"{column}_median" if f"{column}_median" in summary else f"{column}_mean"
     if column not in summary or summary[column].isna().all():
         return
     groups = summary.groupby("N") if "N" in summary else [("", summary)]
     for n, part in groups:
         columns = [column] if where == "dose" else [column, where]
-        bound = part.groupby("dose")[columns].mean().dropna().sort_index()
-        if len(bound):
-            axes.plot(bound.index if where == "dose" else bound[where], bound[column], "--",
-                      color="black", linewidth=1.2,
-                      label=f"Cramér–Rao bound N={n}" if n != "" else "Cramér–Rao bound")
+        line = part.groupby("dose")[columns].mean().dropna().sort_index()
+        if len(line):
+            axes.plot(line.index if where == "dose" else line[where], line[column], style,
+                      color="black", linewidth=1.1,
+                      label=f"{label} N={n}" if n != "" else label)
     axes.legend(fontsize=6, loc="best")
 
 
 def _efficiency_panel(axes, summary: pd.DataFrame, arms: Sequence[str],
                       colours: Mapping[str, str], where: str = "dose") -> None:
     """Each arm's bound / MSE against dose (or the ``where`` column): amplitude solid, phase
-    dotted; 1 is the limit."""
+    dotted; 1 is the limit. Drawn only where the bound is informative: below the best
+    constant image's MSE (above it, any image beats "unbiased" and the ratio says nothing)."""
+    def median(part: pd.DataFrame, name: str) -> pd.Series:
+        key = f"{name}_median" if f"{name}_median" in part else f"{name}_mean"
+        return part[key] if key in part else pd.Series(np.nan, part.index)
+
     for arm in arms:
         part = summary[summary["arm"] == arm].sort_values("dose")
-        for name, style in (("amp_crb_efficiency", "-o"), ("phase_crb_efficiency", ":s")):
-            key = f"{name}_median" if f"{name}_median" in part else f"{name}_mean"
-            if key in part and not part[key].isna().all():
-                axes.plot(part[where], part[key], style, color=colours[arm], markersize=3)
+        for name, style in (("amp", "-o"), ("phase", ":s")):
+            efficiency = median(part, f"{name}_crb_efficiency")
+            constant = median(part, f"{name}_mse_constant")
+            informative = ~(median(part, f"{name}_mse_crb") >= constant)  # unknown: drawn
+            shown = efficiency.where(informative)
+            if not shown.isna().all():
+                axes.plot(part[where], shown, style, color=colours[arm], markersize=3)
     axes.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
     axes.set_yscale("log")
     axes.text(0.02, 0.02, "solid: amplitude, dotted: phase; 1 = the limit", fontsize=6,

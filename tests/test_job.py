@@ -69,8 +69,9 @@ def test_a_job_finishes_with_its_metrics_artifacts_and_then_is_skipped(finished)
     (run,) = runs(store)
     assert run.info.status == "FINISHED" and run.info.run_name == outcome.name
     for key in (*METRIC_KEYS, "measured_dose", "time_compile_s", "time_train_s", "time_eval_s",
-                "train_patterns_per_s", "params_count", "test_nll_per_photon", "fluence",
-                "truth_nll_per_photon", "nll_excess_per_photon",
+                "train_patterns_per_s", "params_count", "predicted_nll_per_photon", "fluence",
+                "truth_nll_per_photon", "predicted_nll_excess_per_photon", "object_nll_per_photon",
+                "object_nll_excess_per_photon", "wilks_nll_excess_per_photon",
                 "fluence_p5", "amp_frc50_nyquist", "amp_frc_halfbit_nyquist",
                 "amp_frc_onebit_nyquist", "amp_resolution_px", "amp_contrast", "degenerate",
                 "phase_sync_offset_std", "phase_sync_nll_gain_per_photon",
@@ -283,9 +284,9 @@ def test_a_whole_job_runs_without_tracking_or_hydra(tmp_path: Path) -> None:
     assert set(METRIC_KEYS) <= set(result.metrics)
     m = result.metrics
     # one epoch of a 16-pixel network is far from the likelihood's optimum: it is training-limited
-    assert m["nll_excess_per_photon"] == pytest.approx(
-        m["test_nll_per_photon"] - m["truth_nll_per_photon"])
-    assert m["nll_excess_per_photon"] > 0
+    assert m["predicted_nll_excess_per_photon"] == pytest.approx(
+        m["predicted_nll_per_photon"] - m["truth_nll_per_photon"])
+    assert m["predicted_nll_excess_per_photon"] > 0
     assert result.evaluation.amplitude.shape == result.evaluation.amplitude_truth.shape
     measured, expected = result.diffraction
     assert measured.shape == expected.shape == (4, 16, 16)
@@ -299,13 +300,48 @@ def test_the_nll_excess_says_whether_a_fit_reached_what_the_photons_allow() -> N
     truth = rng.uniform(0.5, 50.0, (64, 16, 16)).astype(np.float32)
     counts = rng.poisson(truth).astype(np.float32)
     at_truth = nll_excess(counts, truth, truth)
-    assert at_truth["nll_excess_per_photon"] == 0.0
-    assert at_truth["test_nll_per_photon"] == at_truth["truth_nll_per_photon"] > 0
+    assert at_truth["predicted_nll_excess_per_photon"] == 0.0
+    assert at_truth["predicted_nll_per_photon"] == at_truth["truth_nll_per_photon"] > 0
     # a model with relative errors ε in its expected counts explains the counts worse than the
     # truth does, by about E[ε²]/2 nats per photon (here ε uniform in ±20%: 0.4²/12/2 = 0.0067)
     off = truth * rng.uniform(0.8, 1.2, truth.shape).astype(np.float32)
-    assert nll_excess(counts, off, truth)["nll_excess_per_photon"] == pytest.approx(
+    assert nll_excess(counts, off, truth)["predicted_nll_excess_per_photon"] == pytest.approx(
         0.4**2 / 12 / 2, rel=0.15)
     # a fit with more freedom than the truth absorbs noise: negative excess
     overfit = 0.5 * truth + 0.5 * np.maximum(counts, 0.1)
-    assert nll_excess(counts, overfit, truth)["nll_excess_per_photon"] < 0
+    assert nll_excess(counts, overfit, truth)["predicted_nll_excess_per_photon"] < 0
+
+
+def test_the_scored_objects_nll_is_the_predicted_one_on_a_perfect_reconstruction() -> None:
+    """Every arm's object goes through one forward model, scaled to the job's dose: the true
+    object (at any amplitude scale and global phase) gives the truth's NLL exactly, the same
+    number as the per-group counts of a perfect network; a blurred object does worse. The
+    Wilks reference is −(2 × lit pixels)/(2 Σk), the gain a saturated maximum-likelihood fit
+    makes on noise (checked on a toy: one free λ per pixel)."""
+    from ptycho import physics
+    from ptycho.pipeline import nll_excess, object_fit, simulation_spec
+
+    config = validate({"N": 16, "dose": 1e4, "data": {"object": {"size": 40}, "n_train": 32,
+                                                      "cache": False}})
+    from ptycho.data import make_datasets
+
+    scan = make_datasets(simulation_spec(config)).test
+    operator = physics.Ptychography(scan.probe, scan.positions, scan.obj.shape)
+    intensities = operator.intensities(scan.obj)
+    truth = physics.expected_counts(intensities, physics.dose_scale(intensities, 1e4)).numpy()
+    perfect = object_fit(operator, 3.0 * np.exp(0.7j) * scan.obj, scan.counts, 1e4, truth)
+    per_group = nll_excess(scan.counts, truth, truth)
+    assert perfect["object_nll_per_photon"] == pytest.approx(
+        per_group["predicted_nll_per_photon"], rel=1e-6)
+    assert abs(perfect["object_nll_excess_per_photon"]) < 1e-6
+    light = operator.illumination()
+    lit = int(np.count_nonzero(light > 1e-6 * light.max()))
+    assert perfect["wilks_nll_excess_per_photon"] == pytest.approx(-lit / scan.counts.sum())
+    blurred = 0.5 * (scan.obj + np.roll(scan.obj, 1, axis=1))
+    assert object_fit(operator, blurred, scan.counts, 1e4, truth)[
+        "object_nll_excess_per_photon"] > 1e-4
+    rng = np.random.default_rng(1)
+    lam = np.full(20_000, 50.0)
+    counts = rng.poisson(lam).astype(np.float64)
+    saturated = nll_excess(counts, counts, lam, name="fit")["fit_nll_excess_per_photon"]
+    assert saturated == pytest.approx(-lam.size / (2 * counts.sum()), rel=0.1)

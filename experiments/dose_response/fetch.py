@@ -42,13 +42,21 @@ RESOLUTION_METRICS = tuple(f"{part}_{name}" for part in ("amp", "phase") for nam
     "resolution_px"))
 """FRC crossings as fractions of Nyquist and the half-period resolution in object pixels: the
 units that compare across N and region sizes (ring indices do not)."""
-LIMIT_METRICS = ("amp_mse_crb", "phase_mse_crb", "amp_crb_efficiency", "phase_crb_efficiency")
-"""The Cramér–Rao bound of each run's scored scan and the efficiencies bound / MSE (eval.crb)."""
+LIMIT_METRICS = ("amp_mse_crb", "phase_mse_crb", "amp_crb_efficiency", "phase_crb_efficiency",
+                 "amp_mse_constant", "phase_mse_constant")
+"""The Cramér–Rao bound of each run's scored scan, the efficiencies bound / MSE (eval.crb), and
+the MSE of the best constant image (above it the bound says nothing)."""
 COLLAPSE_METRICS = ("amp_contrast", "amp_correlation", "phase_correlation")
 """What a degenerate (collapsed) reconstruction is decided from (ptycho.evaluation)."""
-FIT_METRICS = ("nll_excess_per_photon",)
-"""Poisson NLL per photon of the reconstruction's counts less the true object's: > 0 means the
-point is limited by training, not by the photons (ptycho.pipeline.nll_excess)."""
+FIT_METRICS = ("object_nll_excess_per_photon", "wilks_nll_excess_per_photon",
+               "predicted_nll_excess_per_photon")
+"""Poisson NLL per photon of the scored object's counts less the true object's (every arm
+alike), where a converged fit sits (Wilks), and the same for the arm's own predicted counts
+(ptycho.pipeline.object_fit, nll_excess)."""
+LEGACY_METRICS = {"predicted_nll_excess_per_photon": "nll_excess_per_photon",
+                  "predicted_nll_per_photon": "test_nll_per_photon"}
+"""Metrics logged under another name before wave 3 (the per-group NLL was named as if it were
+the object's)."""
 FLUENCE_METRICS = ("fluence", "fluence_p5")
 """Photons per object pixel² on the scored region (mean, 5th percentile): the sample's dose."""
 EXTRA_METRICS = ("measured_dose", "time_train_s", "time_eval_s", "time_compile_s",
@@ -146,7 +154,8 @@ def collect(records: Sequence[RunRecord]) -> pd.DataFrame:
                "arm": _arm(record, axes, unused), **axes, "error": error, "degenerate": degenerate,
                "degenerate_reason": reason}
         for key in (*METRIC_KEYS, *EXTRA_METRICS):
-            row[key] = record.metrics.get(key, np.nan)
+            row[key] = record.metrics.get(key, record.metrics.get(LEGACY_METRICS.get(key, ""),
+                                                                  np.nan))
         rows.append(row)
     columns = ["run_id", "name", "status", "arm", *AXES, "error", "degenerate",
                "degenerate_reason", *METRIC_KEYS, *EXTRA_METRICS]

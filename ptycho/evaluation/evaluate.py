@@ -106,6 +106,13 @@ def evaluate(image: np.ndarray, obj: np.ndarray, coverage: np.ndarray, *, border
         extra[f"{part}_resolution_px"] = (1.0 / extra[f"{part}_frc50_nyquist"]
                                           if values["frc50"] > 0 else float("inf"))
     extra.update(collapse_metrics(amplitude, amplitude_truth, phase, phase_truth))
+    # What the best constant image scores after the same alignment (the truth's spread about
+    # its mean amplitude and its best phase plane): an MSE above it is worse than no image,
+    # and a Cramér–Rao bound above it says nothing.
+    flat = align_amplitude(np.ones_like(amplitude_truth), amplitude_truth)
+    extra["amp_mse_constant"] = float(np.mean((flat - amplitude_truth) ** 2))
+    level = align_phase(np.zeros_like(phase_truth), phase_truth, phase_alignment)
+    extra["phase_mse_constant"] = float(np.mean((level - phase_truth) ** 2))
     return Evaluation(
         metrics={key: metrics[key] for key in METRIC_KEYS}, amplitude_truth=amplitude_truth,
         amplitude=amplitude, phase_truth=phase_truth, phase=phase, frc=curves,

@@ -40,9 +40,9 @@ def test_an_lsqml_job_is_tracked_like_a_network_job(store: Path) -> None:
     assert [point.step for point in curve] == [1, 2, 3, 4]
     assert curve[-1].value < curve[0].value  # the data error falls
     metrics = record.data.metrics
-    assert metrics["test_nll_per_photon"] == pytest.approx(curve[-1].value)
-    assert metrics["nll_excess_per_photon"] == pytest.approx(
-        metrics["test_nll_per_photon"] - metrics["truth_nll_per_photon"])
+    assert metrics["predicted_nll_per_photon"] == pytest.approx(curve[-1].value)
+    assert metrics["predicted_nll_excess_per_photon"] == pytest.approx(
+        metrics["predicted_nll_per_photon"] - metrics["truth_nll_per_photon"])
     tags = record.data.tags
     assert tags["model"] == "lsqml" and tags["device"] == "cpu"
     assert tags["training_loss"] == "lsqml_poisson"

@@ -22,7 +22,7 @@ def test_an_rpie_job_is_tracked_like_the_other_arms(store: Path) -> None:
     assert outcome.name == "N16_dose1e5_rpie_s0"
     record = MlflowClient(f"sqlite:///{store}/mlflow.db").get_run(outcome.run_id)
     metrics, tags, params = record.data.metrics, record.data.tags, record.data.params
-    for key in (*METRIC_KEYS, "test_nll_per_photon", "nll_excess_per_photon"):
+    for key in (*METRIC_KEYS, "predicted_nll_per_photon", "predicted_nll_excess_per_photon"):
         assert np.isfinite(metrics[key]), key
     assert metrics["iterations_run"] == 4 and metrics["patterns_reconstructed"] == 48
     assert tags["arm"] == "N16 rpie" and tags["training_loss"] == "rpie"

@@ -195,9 +195,12 @@ def test_the_dose_response_figure_draws_the_bound_and_the_efficiency() -> None:
         for dose in doses:
             bound = {"amp_mse_crb_mean": 1.0 / dose, "phase_mse_crb_mean": 3.0 / dose}
             mse = {"amp_mse": factor / dose, "phase_mse": 3 * factor / dose}
-            row = {"arm": arm, "N": 32, "dose": dose, **bound,
+            # the best constant image: below the bound at 1e2 (there the bound says nothing)
+            row = {"arm": arm, "N": 32, "dose": dose, **bound, "amp_mse_constant_mean": 2e-3,
+                   "phase_mse_constant_mean": 1e-2,
                    "amp_crb_efficiency_mean": 1 / factor, "phase_crb_efficiency_mean": 1 / factor,
-                   "nll_excess_per_photon_mean": (factor - 2) * 1e-3}
+                   "object_nll_excess_per_photon_mean": (factor - 2) * 1e-3,
+                   "wilks_nll_excess_per_photon_mean": -1e-3}
             for key, value in mse.items():
                 row.update({f"{key}_mean": value, f"{key}_min": value, f"{key}_max": value})
             rows.append(row)
@@ -209,14 +212,19 @@ def test_the_dose_response_figure_draws_the_bound_and_the_efficiency() -> None:
                           ("phase MSE (rad²)", "phase_mse_crb_mean")):
         ax = panels[label]
         assert ax.get_yscale() == "log"
-        (bound,) = [line for line in ax.get_lines() if line.get_label() == "Cramér–Rao bound N=32"]
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        bound = lines["Cramér–Rao bound N=32"]
         assert bound.get_linestyle() == "--"
         np.testing.assert_allclose(bound.get_ydata(), summary[column][:3])
-    efficiency = panels["Cramér–Rao efficiency (bound / MSE)"]
-    drawn = sorted(round(float(line.get_ydata()[0]), 6) for line in efficiency.get_lines())
-    assert drawn == pytest.approx(sorted([1.0, 1 / 3, 1 / 3, 1 / 1.5, 1 / 1.5]), abs=1e-6)
-    # training- or photon-limited: each arm's NLL excess against a line at 0
-    excess = panels["NLL excess per photon (nats; > 0: training-limited)"]
+        assert lines["best constant image N=32"].get_linestyle() == ":"
+    efficiency = panels["Cramér–Rao efficiency (bound / MSE), where informative"]
+    curves = [line.get_ydata() for line in efficiency.get_lines()][:-1]  # less the line at 1
+    assert len(curves) == 4 and all(np.isnan(curve[0]) for curve in curves)  # not at 1e2
+    assert sorted(round(float(curve[1]), 6) for curve in curves) == pytest.approx(
+        sorted([1 / 3, 1 / 3, 1 / 1.5, 1 / 1.5]), abs=1e-6)
+    # the scored object's fit: each arm against 0 and where a converged fit sits (Wilks)
+    excess = panels["scored object's NLL − truth's (nats per photon)"]
+    lines = {line.get_label(): line for line in excess.get_lines()}
+    assert float(lines["converged fit (Wilks) N=32"].get_ydata()[0]) == pytest.approx(-1e-3)
     drawn = sorted(round(float(line.get_ydata()[0]), 6) for line in excess.get_lines())
-    assert drawn == pytest.approx([-5e-4, 0.0, 1e-3], abs=1e-9)
-    # the limit line, and amplitude and phase for each arm
+    assert drawn == pytest.approx([-1e-3, -5e-4, 0.0, 1e-3], abs=1e-9)
