@@ -20,7 +20,8 @@ from ptycho.evaluation import Evaluation, FRCCurve
 
 __all__ = [
     "diffraction_figure", "dose_response_figure", "frc_figure", "limit_figure",
-    "reconstruction_figure", "reconstruction_grid_figure", "training_curves_figure"
+    "mismatch_figure", "reconstruction_figure", "reconstruction_grid_figure",
+    "training_curves_figure"
 ]
 
 
@@ -377,4 +378,24 @@ def reconstruction_grid_figure(images: Mapping[tuple[float, str], np.ndarray],
             if j == 0:
                 ax.set_ylabel(f"dose {format_dose(dose)}", fontsize=8)
     figure.suptitle(title or "reconstructed amplitude (rows: dose, columns: arm)", fontsize=10)
+    return figure
+
+
+def mismatch_figure(doses: Sequence[float], curves: Mapping[str, Sequence[float]],
+                    noise: float, title: str = "") -> Figure:
+    """Excess χ² per pattern of a model against data it did not make, versus dose (log-log):
+    one line per ``curves`` label, and the pattern's own noise χ² (``noise``, its pixel
+    count) as a dashed line: where a curve crosses it the model, not the photons, limits a
+    fit."""
+    figure = _figure(6.0, 4.2)
+    axes = figure.subplots()
+    for label, values in curves.items():
+        axes.plot(doses, values, "-o", markersize=3, label=label)
+    axes.axhline(noise, color="black", linestyle="--", linewidth=1,
+                 label=f"noise χ² of a pattern ({noise:g} pixels)")
+    axes.set(xscale="log", yscale="log", xlabel="dose (photons per pattern)",
+             ylabel="excess χ² per pattern")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=7)
+    axes.set_title(title or "model mismatch", fontsize=10)
     return figure

@@ -36,6 +36,7 @@ from ptycho.config.sections import (
     ProbeKind,
     ScanConfig,
     ScanKind,
+    Simulator,
     StitchWeighting,
     TrackingConfig,
     TrainConfig,
@@ -46,7 +47,8 @@ __all__ = [
     "ARM_DEPENDENT", "MAX_DOSE", "NAMING_AXES", "Activation", "ArmSettings", "ConfigError",
     "DataConfig", "Design", "Device", "DtypePolicy", "EvalConfig", "JitCompile", "JobConfig",
     "Loss", "ObjectConfig", "ObjectKind", "PhaseAlignment", "PhaseMode", "PhaseSync",
-    "ProbeConfig", "ProbeKind", "ScanConfig", "ScanKind", "StitchWeighting", "TrackingConfig",
+    "ProbeConfig", "ProbeKind", "ScanConfig", "ScanKind", "Simulator", "StitchWeighting",
+    "TrackingConfig",
     "TrainConfig", "arm_label", "check_tracking_uri", "config_hash", "format_dose", "run_name",
     "settings_class", "settings_classes", "validate"
 ]

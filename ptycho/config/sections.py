@@ -66,6 +66,19 @@ class ScanKind(StrEnum):
     random = "random"
 
 
+class Simulator(StrEnum):
+    """How simulated diffraction is computed (docs/physics.md §3.3)."""
+
+    bilinear = "bilinear"
+    """The reconstructors' own forward model: the object on the reconstruction grid, bilinear
+    sub-pixel shifts, the far field sampled at the detector pixels' centres. Data made with it
+    favour any arm that shares it (the PINN): an inverse crime."""
+    exact = "exact"
+    """An object ``oversampling`` times finer, sub-pixel positions applied exactly (Fourier
+    shifts), the far field integrated over each detector pixel (``pixel_subsamples``² points);
+    the truth scored is the fine object's block average. No arm shares it."""
+
+
 class Design(StrEnum):
     """What a job's test set is (docs/physics.md §4.4)."""
 
@@ -305,6 +318,14 @@ class DataConfig(Section):
     a second object scanned the same way."""
     noise_seed: int | None = None
     """``None``: the job's seed."""
+    simulator: Simulator = Simulator.bilinear
+    """``bilinear``: the reconstructors' own forward model (an inverse crime, fast: tests);
+    ``exact``: a finer object, exact shifts, detector pixels integrated (the studies)."""
+    oversampling: int = 4
+    """``exact``: how many times finer than the reconstruction grid the object and probe are
+    sampled (each reconstruction pixel is the mean of oversampling² of theirs)."""
+    pixel_subsamples: int = 3
+    """``exact``: points per detector pixel side at which the far field is integrated (odd)."""
     cache: bool = True
     """Reuse simulated datasets from ``cache_dir`` (not part of the config hash)."""
     cache_dir: str | None = None
@@ -318,6 +339,11 @@ class DataConfig(Section):
 
     def check(self) -> None:
         check_number("n_train", self.n_train, low=1, integer=True)
+        check_number("oversampling", self.oversampling, low=1, high=16, integer=True)
+        check_number("pixel_subsamples", self.pixel_subsamples, low=1, high=9, integer=True)
+        if self.pixel_subsamples % 2 == 0:
+            raise fail("pixel_subsamples", self.pixel_subsamples,
+                       "must be odd (the points sit symmetrically about each pixel's centre)")
         if self.noise_seed is not None:
             check_number("noise_seed", self.noise_seed, low=0, integer=True)
 

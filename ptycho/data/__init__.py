@@ -1,6 +1,12 @@
 """Simulated datasets: objects, probes, scan positions, grouping, simulate, NPZ I/O, cache."""
 
-from ptycho.data.dataset import DiffractionData, Scan, extract_object_patches, simulate
+from ptycho.data.dataset import (
+    DiffractionData,
+    Scan,
+    extract_object_patches,
+    simulate,
+    simulate_exact,
+)
 from ptycho.data.grouping import (
     Groups,
     canvas_size,
@@ -28,5 +34,6 @@ __all__ = [
     "canvas_size", "check_canvas", "check_matched_groups", "concatenate_groups", "disc_probe",
     "extract_object_patches", "group_positions", "group_reach", "holdout_region", "load_npz",
     "load_or_simulate", "make_datasets", "make_object", "make_positions", "make_probe",
-    "random_positions", "raster_positions", "save_npz", "simulate"
+    "random_positions", "raster_positions", "save_npz", "simulate",
+    "simulate_exact"
 ]

@@ -19,7 +19,7 @@ from ptycho import physics
 from ptycho.checks import check_dose, check_patch_size
 from ptycho.data.scan import check_positions
 
-__all__ = ["DiffractionData", "Scan", "extract_object_patches", "simulate"]
+__all__ = ["DiffractionData", "Scan", "extract_object_patches", "simulate", "simulate_exact"]
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +162,39 @@ def simulate(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, *, dose:
     log.debug("simulated %d patterns N=%d dose=%g", len(counts), N, dose)
     return DiffractionData(counts=counts, positions=positions, probe=probe, obj=obj,
                            patches=patches, dose=dose, metadata=dict(metadata or {}))
+
+
+def simulate_exact(fine_obj: np.ndarray, fine_probe: np.ndarray, positions: np.ndarray, *,
+                   oversampling: int, pixel_subsamples: int, dose: float, seed: int,
+                   metadata: dict[str, Any] | None = None) -> DiffractionData:
+    """Simulate noisy diffraction with the finer forward model no reconstructor shares
+    (:mod:`ptycho.physics.exact`): ``k ~ Poisson(s² I_exact)``.
+
+    Args:
+        fine_obj: ``(H·K, W·K)`` complex object sampled ``K = oversampling`` times finer.
+        fine_probe: ``(N·K, N·K)`` complex probe on the same grid.
+        positions: ``(M, 2)`` ``(x, y)`` reconstruction pixels, each patch inside the object.
+        pixel_subsamples: far-field points per detector pixel side (odd).
+        dose, seed, metadata: as :func:`simulate`.
+
+    Returns:
+        A validated :class:`DiffractionData` on the reconstruction grid: its object and probe
+        are the fine ones' ``K × K`` block averages (the probe at peak amplitude 1): the truth
+        the arms are scored against and the probe they are given.
+    """
+    dose = check_dose(dose)
+    obj = physics.block_average(np.asarray(fine_obj, np.complex64), oversampling)
+    probe = physics.block_average(np.asarray(fine_probe, np.complex64), oversampling)
+    probe = (probe / np.abs(probe).max()).astype(np.complex64)
+    N = check_patch_size(probe.shape[0], "N (probe side / oversampling)")
+    positions = check_positions(positions, obj.shape, N)
+    intensities = physics.exact_intensities(fine_obj, fine_probe, positions, N=N,
+                                            oversampling=oversampling,
+                                            pixel_subsamples=pixel_subsamples)
+    expected = physics.expected_counts(intensities, physics.dose_scale(intensities, dose))
+    counts = physics.poisson_counts(expected, seed).numpy()
+    log.debug("simulated %d patterns N=%d dose=%g (exact, K=%d, L=%d)", len(counts), N, dose,
+              oversampling, pixel_subsamples)
+    return DiffractionData(counts=counts, positions=positions, probe=probe, obj=obj,
+                           patches=extract_object_patches(obj, positions, N), dose=dose,
+                           metadata=dict(metadata or {}))

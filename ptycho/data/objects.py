@@ -21,6 +21,7 @@ from skimage.draw import line_aa
 
 from ptycho.config import ObjectConfig
 from ptycho.data.arrays import read_npz_array
+from ptycho.physics.exact import fourier_upsample
 
 __all__ = ["grf_structure", "lines_structure", "load_object_npz", "make_object"]
 
@@ -31,51 +32,84 @@ def _normalise(image: np.ndarray) -> np.ndarray:
     return (image - low) / (high - low)
 
 
-def lines_structure(size: int, rng: np.random.Generator, density: float) -> np.ndarray:
-    """``(size, size)`` float64 structure in ``[0, 1]`` made of blurred line segments."""
-    canvas_size = 2 * size
+def lines_structure(size: int, rng: np.random.Generator, density: float,
+                    scale: int = 1) -> np.ndarray:
+    """``(size·scale, size·scale)`` float64 structure in ``[0, 1]`` made of blurred line
+    segments: the same lines (the same draws) rendered ``scale`` times finer, their widths and
+    blurs in ``size``'s pixels."""
+    canvas_size = 2 * size * scale
     canvas = np.zeros((canvas_size, canvas_size))
-    n_lines = max(1, round(density * canvas_size**2 / 1000.0))
-    centres = rng.uniform(0, canvas_size, size=(n_lines, 2))
+    n_lines = max(1, round(density * (2 * size)**2 / 1000.0))
+    centres = rng.uniform(0, 2 * size, size=(n_lines, 2))
+    if scale > 1:  # coarse pixel j is fine pixels j·scale … j·scale + scale - 1: its centre
+        centres = centres * scale + (scale - 1) / 2
     angles = rng.uniform(0, np.pi, size=n_lines)
-    lengths = rng.uniform(0.05, 0.4, size=n_lines) * size
+    lengths = rng.uniform(0.05, 0.4, size=n_lines) * size * scale
     for (cy, cx), angle, length in zip(centres, angles, lengths, strict=True):
         dy, dx = 0.5 * length * np.sin(angle), 0.5 * length * np.cos(angle)
         r0, c0, r1, c1 = (round(v) for v in (cy - dy, cx - dx, cy + dy, cx + dx))
         rr, cc, val = line_aa(r0, c0, r1, c1)
         keep = (rr >= 0) & (rr < canvas_size) & (cc >= 0) & (cc < canvas_size)
         canvas[rr[keep], cc[keep]] = np.maximum(canvas[rr[keep], cc[keep]], val[keep])
+    if scale > 1:  # a line one coarse pixel wide, as line_aa draws it on the coarse grid
+        canvas = ndimage.maximum_filter(canvas, size=scale)
     # Several blur scales: sharp edges and smooth shading, as in the reference's lines object.
-    blurred = sum(_normalise(ndimage.gaussian_filter(canvas, sigma)) for sigma in (0.75, 1.5, 3.0))
-    start = size // 2
-    return _normalise(blurred[start : start + size, start : start + size])
+    blurred = sum(_normalise(ndimage.gaussian_filter(canvas, sigma * scale))
+                  for sigma in (0.75, 1.5, 3.0))
+    start, side = (size // 2) * scale, size * scale
+    return _normalise(blurred[start : start + side, start : start + side])
 
 
-def grf_structure(size: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
-    """``(size, size)`` float64 Gaussian random field, spectrum ``|k|^-exponent``, in ``[0, 1]``."""
+def grf_structure(size: int, rng: np.random.Generator, exponent: float, scale: int = 1,
+                  detail: np.random.Generator | None = None) -> np.ndarray:
+    """``(size·scale, size·scale)`` float64 Gaussian random field, spectrum ``|k|^-exponent``,
+    in ``[0, 1]``. Finer (``scale > 1``): the same field's frequencies (the same draws from
+    ``rng``) and the power law continued above them with draws from ``detail``: texture below
+    a coarse pixel."""
     radius = np.hypot(np.fft.fftfreq(size)[:, None], np.fft.fftfreq(size)[None, :])
     radius[0, 0] = 1.0
     amplitude = radius ** (-exponent / 2.0)
     amplitude[0, 0] = 0.0
     noise = rng.standard_normal((size, size)) + 1j * rng.standard_normal((size, size))
-    return _normalise(np.fft.ifft2(noise * amplitude).real)
+    if scale == 1:
+        return _normalise(np.fft.ifft2(noise * amplitude).real)
+    fine = size * scale
+    frequencies = np.fft.fftfreq(fine, d=1.0 / scale)  # cycles per coarse pixel
+    radius = np.hypot(frequencies[:, None], frequencies[None, :])
+    radius[0, 0] = 1.0
+    if detail is None:
+        raise ValueError("a finer field needs its detail's generator (detail=)")
+    spectrum = (detail.standard_normal((fine, fine))
+                + 1j * detail.standard_normal((fine, fine))) * radius ** (-exponent / 2.0)
+    spectrum[0, 0] = 0.0
+    low = np.r_[0:(size + 1) // 2, fine - size // 2:fine]  # the coarse field's frequencies
+    coarse = np.r_[0:(size + 1) // 2, size - size // 2:size]
+    spectrum[np.ix_(low, low)] = (noise * amplitude)[np.ix_(coarse, coarse)]
+    # fine sample m sits at coarse coordinate m/scale; coarse pixel j's block is centred at
+    # fine j·scale + (scale - 1)/2: delay the field by that
+    delay = np.exp(-2j * np.pi * np.fft.fftfreq(fine) * (scale - 1) / 2)
+    return _normalise(np.fft.ifft2(spectrum * delay[:, None] * delay[None, :]).real)
 
 
-def make_object(spec: ObjectConfig, seed: int) -> np.ndarray:
-    """The object of ``spec``: ``(size, size)`` complex64 transmission ``a · exp(iφ)``.
+def make_object(spec: ObjectConfig, seed: int, oversampling: int = 1) -> np.ndarray:
+    """The object of ``spec``: ``(size, size)`` complex64 transmission ``a · exp(iφ)``, or
+    sampled ``oversampling`` times finer (``(size·K, size·K)``; for the exact simulator: the
+    same object, with the structure below a pixel that rendering finer gives; a user's object
+    is interpolated).
 
-    The same ``spec`` and ``seed`` give a bit-identical object.
+    The same ``spec``, ``seed`` and ``oversampling`` give a bit-identical object.
     """
     if spec.kind == "npz":
-        return load_object_npz(spec.path)
+        return fourier_upsample(load_object_npz(spec.path), oversampling)
     if spec.size is None:
         raise ValueError("size=None: the object's size is set from N by JobConfig/SimulationSpec")
     rng = np.random.default_rng(seed)
+    detail = np.random.default_rng([seed, 0xDE7A11])  # below a pixel: apart from the rest
 
     def structure() -> np.ndarray:
         if spec.kind == "lines":
-            return lines_structure(spec.size, rng, spec.lines_density)
-        return grf_structure(spec.size, rng, spec.grf_exponent)
+            return lines_structure(spec.size, rng, spec.lines_density, oversampling)
+        return grf_structure(spec.size, rng, spec.grf_exponent, oversampling, detail)
 
     shape = structure()
     amplitude = spec.amplitude_min + (spec.amplitude_max - spec.amplitude_min) * shape

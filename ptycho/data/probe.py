@@ -6,6 +6,7 @@ fixes the photon count and the PINN learns a global intensity scale.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from scipy import ndimage
 from ptycho.checks import check_patch_size
 from ptycho.config import ProbeConfig
 from ptycho.data.arrays import read_npz_array
+from ptycho.physics.exact import fourier_upsample
 
 __all__ = ["disc_probe", "load_probe_npz", "make_probe"]
 
@@ -26,9 +28,16 @@ def disc_probe(N: int, settings: ProbeConfig = ProbeConfig()) -> np.ndarray:  # 
             ``edge_sigma`` (Gaussian blur of the edge, pixels) and ``phase_curvature`` (the phase
             at the disc edge, radians, of ``φ(r) = c · (r / radius)²``).
     """
-    N = check_patch_size(N)
+    return _disc(check_patch_size(N), settings)
+
+
+def _disc(N: int, settings: ProbeConfig, scale: int = 1) -> np.ndarray:
+    """The disc on an ``N`` grid that is ``scale`` times finer than the patch's: centred on the
+    patch's pixel ``N/scale/2`` (fine ``N/2 + (scale-1)/2``), its radius ``radius_fraction``
+    of ``N``."""
     yy, xx = np.mgrid[0:N, 0:N].astype(np.float64)
-    r = np.hypot(yy - N / 2, xx - N / 2)
+    centre = N / 2 + (scale - 1) / 2
+    r = np.hypot(yy - centre, xx - centre)
     radius = settings.radius_fraction * N
     amplitude = (r <= radius).astype(np.float64)
     if settings.edge_sigma > 0:
@@ -50,8 +59,13 @@ def load_probe_npz(path: str | Path, N: int) -> np.ndarray:
     return (probe / peak).astype(np.complex64)
 
 
-def make_probe(spec: ProbeConfig, N: int) -> np.ndarray:
-    """The ``(N, N)`` complex64 probe of ``spec``."""
+def make_probe(spec: ProbeConfig, N: int, oversampling: int = 1) -> np.ndarray:
+    """The ``(N, N)`` complex64 probe of ``spec``, or sampled ``oversampling`` times finer
+    (``(N·K, N·K)``, the same disc in the coarse grid's pixels; a user's probe interpolated):
+    for the exact simulator, which gives the reconstructors its block average."""
     if spec.kind == "npz":
-        return load_probe_npz(spec.path, N)
-    return disc_probe(N, spec)
+        return fourier_upsample(load_probe_npz(spec.path, N), oversampling)
+    if oversampling == 1:
+        return disc_probe(N, spec)
+    finer = dataclasses.replace(spec, edge_sigma=spec.edge_sigma * oversampling)
+    return _disc(N * oversampling, finer, oversampling)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ptycho.checks import check_dose, check_patch_size
 from ptycho.config import DataConfig, ObjectConfig, ScanConfig
-from ptycho.data.dataset import DiffractionData, simulate
+from ptycho.data.dataset import DiffractionData, simulate, simulate_exact
 from ptycho.data.npz import load_npz, save_npz
 from ptycho.data.objects import make_object
 from ptycho.data.probe import make_probe
@@ -92,7 +92,10 @@ class SimulationSpec:
                 "design": str(self.data.design), "seed": self.seed,
                 "noise_seed": self.effective_noise_seed, "obj": self.obj.fingerprint(),
                 "probe": self.data.probe.fingerprint(),
-                "scan": {k: getattr(self.scan, k) for k in self.scan.__dataclass_fields__}}
+                "scan": {k: getattr(self.scan, k) for k in self.scan.__dataclass_fields__},
+                **({} if self.data.simulator == "bilinear" else {"simulator": {
+                    "kind": str(self.data.simulator), "oversampling": self.data.oversampling,
+                    "pixel_subsamples": self.data.pixel_subsamples}})}
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,18 +126,26 @@ def make_datasets(spec: SimulationSpec) -> DatasetPair:
     """Simulate the train and test sets of ``spec`` (no cache)."""
     obj_seed, train_scan_seed, test_scan_seed, test_obj_seed = _seeds(spec.seed, 0x0B1EC7, 4)
     train_noise_seed, test_noise_seed = _seeds(spec.effective_noise_seed, 0x9015E, 2)
-    probe = make_probe(spec.data.probe, spec.N)
+    data = spec.data
+    K = data.oversampling if data.simulator == "exact" else 1
+    probe = make_probe(data.probe, spec.N, K)
     fingerprint = spec.fingerprint()
-    scans = [("train", make_object(spec.obj, obj_seed), train_scan_seed, train_noise_seed)]
-    if spec.data.design == "generalize":
-        scans.append(("test", make_object(spec.obj, test_obj_seed), test_scan_seed,
+    scans = [("train", make_object(spec.obj, obj_seed, K), train_scan_seed, train_noise_seed)]
+    if data.design == "generalize":
+        scans.append(("test", make_object(spec.obj, test_obj_seed, K), test_scan_seed,
                       test_noise_seed))
     sets = []
     for split, split_obj, scan_seed, noise_seed in scans:
-        positions = make_positions(spec.scan, spec.n_train, split_obj.shape, spec.N,
-                                   seed=scan_seed)
-        sets.append(simulate(split_obj, probe, positions, dose=spec.dose, seed=noise_seed,
-                             metadata={"split": split, "spec": fingerprint}))
+        shape = (split_obj.shape[0] // K, split_obj.shape[1] // K)  # the reconstruction grid
+        positions = make_positions(spec.scan, spec.n_train, shape, spec.N, seed=scan_seed)
+        metadata = {"split": split, "spec": fingerprint}
+        if K == 1 and data.simulator != "exact":
+            sets.append(simulate(split_obj, probe, positions, dose=spec.dose, seed=noise_seed,
+                                 metadata=metadata))
+        else:
+            sets.append(simulate_exact(split_obj, probe, positions, oversampling=K,
+                                       pixel_subsamples=data.pixel_subsamples, dose=spec.dose,
+                                       seed=noise_seed, metadata=metadata))
     return DatasetPair(train=sets[0], test=sets[-1])
 
 

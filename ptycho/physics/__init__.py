@@ -11,6 +11,7 @@ from ptycho.physics.dose import (
     expected_counts_at_dose,
     poisson_counts,
 )
+from ptycho.physics.exact import block_average, exact_intensities, fourier_upsample
 from ptycho.physics.geometry import (
     extract_patches,
     merge_patches,
@@ -29,8 +30,9 @@ from ptycho.physics.operator import Ptychography, patch_taps
 from ptycho.physics.propagation import far_field, far_field_adjoint, illuminate, intensity
 
 __all__ = [
-    "Ptychography", "dose_scale", "expected_counts", "expected_counts_at_dose", "extract_patches",
-    "far_field", "far_field_adjoint", "illuminate", "intensity", "merge_patches", "overlap_add",
+    "Ptychography", "block_average", "dose_scale", "exact_intensities", "expected_counts",
+    "expected_counts_at_dose", "extract_patches", "far_field", "far_field_adjoint",
+    "fourier_upsample", "illuminate", "intensity", "merge_patches", "overlap_add",
     "patch_taps", "place_patches", "poisson_counts", "poisson_fisher", "poisson_nll",
     "poisson_nll_per_photon", "profiled_poisson_nll_per_photon", "resample_matrix", "translate"
 ]
