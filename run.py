@@ -61,7 +61,9 @@ def main(cfg: DictConfig) -> float | None:
         print(f"error: {outcome.name} {outcome.status}: {outcome.error}", file=sys.stderr)
         raise SystemExit(2 if outcome.status == "INVALID" else 1)
     # What a search sweeper (hydra/sweeper=optuna) optimises: its metric, read here at the edge.
-    return outcome.metrics.get(str(hydra_config.sweeper.get("metric", "amp_frc50")))
+    # (one of ptycho.config.SEARCH_OBJECTIVES, the sweeper checks; no metric: nothing to return)
+    metric = hydra_config.sweeper.get("metric")
+    return outcome.metrics.get(str(metric)) if metric else None
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ PRESETS = sorted(path.stem for path in (Path(__file__).parents[1] / "conf" / "ex
 
 
 def test_the_presets_are_the_documented_ones() -> None:
-    assert PRESETS == ["dose_response", "paper", "quickstart", "reference_small", "smoke",
-                       "tune"]
+    assert PRESETS == ["dose_response", "heldout", "paper", "quickstart", "reference_small",
+                       "smoke", "tune", "tune_lsqml_tv"]
 
 
 @pytest.mark.parametrize("experiment", PRESETS)
@@ -277,7 +277,8 @@ def test_every_arms_default_hash_is_pinned() -> None:
                             **(GENERALIZE if kind == "baseline" else {})}).config_hash
             for kind in settings_classes()} == {
         "baseline": "0509c39f3404c5b2", "epie": "a74a2407284f3595",
-        "lsqml": "8a51b89be0af8308", "pinn": "86594f81464ccc65", "rpie": "56319bfe6e9ee6a4"}
+        "lsqml": "8a51b89be0af8308", "lsqml_tv": "c3d6d2a6bc70d05d", "pinn": "86594f81464ccc65",
+        "rpie": "56319bfe6e9ee6a4"}
 
 
 def test_each_arm_declares_what_it_uses_and_its_settings_are_its_own() -> None:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from hydra_plugins.ptycho_sweepers.optuna_sweeper import OptunaSweeper, search_space
+from ptycho.config import SEARCH_OBJECTIVES
 from tests.cli import parents_and_children, run
 
 
@@ -53,6 +54,17 @@ def test_failed_or_empty_trials_are_failed_not_scored() -> None:
     with pytest.raises(ValueError,
                        match=r"hydra\.sweeper\.n_trials must be an integer >= 1, got 0"):
         OptunaSweeper(n_trials=0)
+
+
+def test_a_search_optimises_what_the_data_say_never_a_truth_metric() -> None:
+    """The objective is data-only: the networks' validation loss or an engine's held-out
+    NLL; any metric scored against the truth (SSIM, FRC, MSE, the bound) is refused."""
+    for metric in SEARCH_OBJECTIVES:
+        assert OptunaSweeper(metric=metric).metric == metric
+    for truth in ("amp_ssim", "amp_frc50", "phase_mse", "amp_crb_efficiency",
+                  "object_nll_excess_per_photon"):
+        with pytest.raises(ValueError, match=f"metric='{truth}': a search may optimise only"):
+            OptunaSweeper(metric=truth)
 
 
 @pytest.mark.slow

@@ -211,13 +211,14 @@ def _arm_pairs(runs: pd.DataFrame) -> Iterator[tuple[str, str, str]]:
     finished = runs[runs["status"] == "FINISHED"]
     if finished.empty:
         return
+    finished = finished.assign(**{axis: "" for axis in ARM if axis not in finished})  # older
     arms = finished.drop_duplicates("arm").set_index("arm")[list(ARM)]
     names = sorted(arms.index)
     for i, arm in enumerate(names):
         for reference in names[i + 1:]:
             a, b = arms.loc[arm], arms.loc[reference]
-            if a["N"] != b["N"] or a["data"] != b["data"]:
-                continue
+            if any(a[key] != b[key] for key in ("N", "data", "object", "tuning")):
+                continue  # one scan and one protocol: tuned and held-out runs never paired
             differs = [axis for axis in ("loss", "gridsize", "model")
                        if _used(a[axis]) and _used(b[axis]) and a[axis] != b[axis]]
             if len(differs) == 1:

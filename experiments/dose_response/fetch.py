@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ptycho.config import arm_label
+from ptycho.config.protocol import tuning_status
 from ptycho.evaluation import METRIC_KEYS, degenerate_reason
 from ptycho.runner.tracking import RunRecord, Tracker
 
@@ -33,10 +34,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AXES = ("N", "gridsize", "dose", "loss", "model", "data", "seed", "noise_seed")
+AXES = ("N", "gridsize", "dose", "loss", "model", "data", "object", "tuning", "seed",
+        "noise_seed")
 REPLICATES = ("seed", "noise_seed")
 """The replicate axes: an arm's runs at one dose that differ only in these are its replicates."""
-ARM = ("N", "gridsize", "loss", "model", "data")
+ARM = ("N", "gridsize", "loss", "model", "data", "object", "tuning")
 RESOLUTION_METRICS = tuple(f"{part}_{name}" for part in ("amp", "phase") for name in (
     "frc50_nyquist", "frc17_nyquist", "frc_halfbit_nyquist", "frc_onebit_nyquist",
     "resolution_px"))
@@ -107,6 +109,10 @@ def _axis_values(record: RunRecord, unused: set[str]) -> dict[str, object]:
         "loss": "" if "loss" in unused else params.get("loss", ""),
         "model": params.get("model.kind", record.tags.get("model", "")),
         "data": "" if design == "reconstruct" else design,  # "generalize": a second object
+        "object": params.get("data.object.kind", "lines"),
+        # whether the settings were chosen on this run's data (older runs: from their params)
+        "tuning": record.tags.get("tuning") or tuning_status(
+            params.get("data.object.kind", "lines"), int(float(params.get("seed", 0)))),
         "seed": number("seed", int),
         # the Poisson draw's own seed; "data.noise_seed" None (the default) means the job's seed
         "noise_seed": (number("seed", int) if params.get("data.noise_seed", "None") == "None"
@@ -121,7 +127,8 @@ def _arm(record: RunRecord, axes: dict[str, object], unused: set[str]) -> str:
     if not math.isfinite(float(axes["N"])):  # type: ignore[arg-type]
         return "(unknown: no params)"
     resolved = {**axes, "model": {"kind": axes["model"]},
-                "data": {"design": axes["data"] or "reconstruct"}}
+                "data": {"design": axes["data"] or "reconstruct",
+                         "object": {"kind": axes["object"]}}}
     return arm_label(resolved, unused)
 
 

@@ -11,7 +11,8 @@ so a search could not persist or resume. This one is a thin loop over optuna's a
 2. ``n_jobs`` trials are asked at a time and launched as one batch (run side by side with a
    parallel launcher, ``hydra/launcher=local_parallel``);
 3. each trial is a normal job (a child run of the sweep's MLflow parent); its objective is the
-   job metric ``hydra.sweeper.metric`` (default ``val_loss_best``: the validation loss of the
+   job metric ``hydra.sweeper.metric``, one of ``ptycho.config.SEARCH_OBJECTIVES`` (data only:
+   a truth metric is refused; default ``val_loss_best``: the validation loss of the
    weights training kept), told back to the study; a failed job is a FAIL trial;
 4. the study lives in ``storage`` (default ``sqlite:///<project>/outputs/optuna.db``) under
    ``study_name`` (default from the experiment, N, gridsize, dose, loss and model), so running the
@@ -137,6 +138,13 @@ class OptunaSweeper(Sweeper):
         for name, value in (("n_trials", n_trials), ("n_jobs", n_jobs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"hydra.sweeper.{name} must be an integer >= 1, got {value!r}")
+        from ptycho.config import SEARCH_OBJECTIVES
+
+        if metric not in SEARCH_OBJECTIVES:
+            raise ValueError(
+                f"hydra.sweeper.metric={metric!r}: a search may optimise only what the measured "
+                f"data say ({', '.join(SEARCH_OBJECTIVES)}); a metric scored against the truth "
+                "would choose settings on the answer")
         if direction not in ("minimize", "maximize"):
             raise ValueError(f"hydra.sweeper.direction must be minimize or maximize, got "
                              f"{direction!r}")

@@ -223,7 +223,8 @@ def reconstruct_with_ptychi(engine_options: EngineOptions, data: ArmInput, job: 
                             on_progress: ProgressHook | None) -> Reconstruction:
     """Reconstruct ``data.scored`` with one of pty-chi's engines, from a flat start (or seeded
     noise), with the scan's probe and positions, at its measured dose; ``job.model`` is the
-    engine's :class:`~ptycho.config.arms.base.PtychiSettings`.
+    engine's :class:`~ptycho.config.arms.base.PtychiSettings`. With ``stopping=heldout`` the
+    iteration count is chosen first on held-out patterns (:func:`_choose_iterations`).
 
     Raises:
         IterativeUnavailable: pty-chi is not installed.
@@ -233,16 +234,18 @@ def reconstruct_with_ptychi(engine_options: EngineOptions, data: ArmInput, job: 
     settings, scan = job.model, data.scored
     api, task_class = load_ptychi()
     device = torch_device(settings.device)
-    scale = flat_field_scale(scan.probe, scan.measured_dose)
+    engine = _Engine(api, task_class, engine_options, settings, device, job.seed,
+                     flat_field_scale(scan.probe, scan.measured_dose), scan.object_shape)
     history: dict[str, list[float]] = {"nll_per_photon": []}
+    metrics: dict[str, float] = {}
+    iterations = settings.iterations
+    if str(settings.stopping) == "heldout":
+        iterations, curve, metrics = _choose_iterations(engine, scan, on_progress)
+        history["heldout_nll_per_photon"] = curve
     elapsed, previous = 0.0, np.inf
-    every = max(1, settings.iterations // 10)  # progress lines: about ten per reconstruction
-    with _quiet(), _task(
-            api, task_class, engine_options(api, settings), settings, counts=scan.counts,
-            positions=scan.positions, probe=ptychi_probe(scan.probe, scale), device=device,
-            initial_object=initial_object(scan.object_shape, settings.object_init_noise,
-                                          job.seed), seed=job.seed) as task:
-        for iteration in range(1, settings.iterations + 1):
+    every = max(1, iterations // 10)  # progress lines: about ten per reconstruction
+    with _quiet(), engine.task(scan.counts, scan.positions, scan.probe) as task:
+        for iteration in range(1, iterations + 1):
             start = time.perf_counter()
             task.run(n_epochs=1)
             elapsed += time.perf_counter() - start
@@ -251,10 +254,10 @@ def reconstruct_with_ptychi(engine_options: EngineOptions, data: ArmInput, job: 
             history["nll_per_photon"].append(value)
             if on_progress is not None:
                 on_progress(iteration, {"nll_per_photon": value})
-            if iteration % every == 0 or iteration == settings.iterations:
+            if iteration % every == 0 or iteration == iterations:
                 log.info("%s iteration %d/%d  NLL/photon=%.6g  %.1fs  ETA %.0fs", settings.kind,
-                         iteration, settings.iterations, value, elapsed,
-                         elapsed / iteration * (settings.iterations - iteration))
+                         iteration, iterations, value, elapsed,
+                         elapsed / iteration * (iterations - iteration))
             if not np.isfinite(value):
                 raise FloatingPointError(
                     f"{settings.kind} diverged at iteration {iteration}: NLL per photon {value}")
@@ -268,6 +271,66 @@ def reconstruct_with_ptychi(engine_options: EngineOptions, data: ArmInput, job: 
     return Reconstruction(
         obj=np.asarray(obj, np.complex64), expected=expected,
         expected_patterns=np.arange(len(scan)), history=history, tags={"device": device},
-        metrics={"time_reconstruct_s": elapsed, "iterations_run": float(done),
-                 "patterns_reconstructed": float(len(scan)),
+        metrics={**metrics, "time_reconstruct_s": elapsed + metrics.get("time_choose_s", 0.0),
+                 "iterations_run": float(done), "patterns_reconstructed": float(len(scan)),
                  "patterns_per_s_per_iteration": len(scan) * done / max(elapsed, 1e-9)})
+
+
+class _Engine:
+    """One engine's settings, device and start, making pty-chi tasks for any set of patterns."""
+
+    def __init__(self, api: ModuleType, task_class: type, engine_options: EngineOptions,
+                 settings: PtychiSettings, device: str, seed: int, scale: float,
+                 object_shape: tuple[int, int]) -> None:
+        self.api, self.task_class, self.engine_options = api, task_class, engine_options
+        self.settings, self.device, self.seed, self.scale = settings, device, seed, scale
+        self.start = initial_object(object_shape, settings.object_init_noise, seed)
+
+    def task(self, counts: np.ndarray, positions: np.ndarray, probe: np.ndarray) -> Any:
+        return _task(self.api, self.task_class, self.engine_options(self.api, self.settings),
+                     self.settings, counts=counts, positions=positions,
+                     probe=ptychi_probe(probe, self.scale), device=self.device,
+                     initial_object=self.start, seed=self.seed)
+
+
+def _choose_iterations(engine: _Engine, scan: Any,
+                       on_progress: ProgressHook | None) -> tuple[int, list[float], dict]:
+    """The iteration count by a rule that reads the data alone: fit all but a random
+    ``heldout_fraction`` of the patterns (the job's seed draws them) and follow the Poisson NLL
+    per photon of the held-out ones under the fit's object and probe (pty-chi's own forward
+    model, through a second task that holds them); the count is the iteration of its minimum
+    once ``patience`` iterations have not lowered it (at most ``iterations``).
+
+    Returns:
+        ``(count, the held-out NLL per iteration, metrics)``: ``heldout_nll_per_photon_best``
+        at the count (a search's objective), ``iterations_chosen``, ``heldout_patterns``,
+        ``time_choose_s``.
+    """
+    settings = engine.settings
+    held = np.sort(np.random.default_rng([engine.seed, 0x4E1D]).choice(
+        len(scan), max(1, round(settings.heldout_fraction * len(scan))), replace=False))
+    fit = np.setdiff1d(np.arange(len(scan)), held)
+    curve: list[float] = []
+    best, start = 0, time.perf_counter()
+    with _quiet(), engine.task(scan.counts[fit], scan.positions[fit], scan.probe) as fitting, \
+            engine.task(scan.counts[held], scan.positions[held], scan.probe) as scoring:
+        for iteration in range(1, settings.iterations + 1):
+            fitting.run(n_epochs=1)
+            scoring.copy_data_from_task(fitting, ("object", "probe"))
+            value = float(physics.poisson_nll_per_photon(
+                scan.counts[held], _expected_counts(scoring, len(held))))
+            curve.append(value)
+            if on_progress is not None:
+                on_progress(iteration, {"heldout_nll_per_photon": value})
+            if not np.isfinite(value):
+                raise FloatingPointError(f"{settings.kind} diverged at iteration {iteration} "
+                                         f"of the held-out fit: NLL per photon {value}")
+            best = int(np.argmin(curve)) + 1
+            if iteration - best >= settings.patience:
+                break
+    log.info("%s: %d iterations chosen by the NLL of %d held-out patterns (%.6g; %d run, "
+             "%.1fs)", settings.kind, best, len(held), curve[best - 1], len(curve),
+             time.perf_counter() - start)
+    return best, curve, {"heldout_nll_per_photon_best": curve[best - 1],
+                         "iterations_chosen": float(best), "heldout_patterns": float(len(held)),
+                         "time_choose_s": time.perf_counter() - start}

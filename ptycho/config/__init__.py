@@ -18,6 +18,7 @@ from ptycho.config.job import JobConfig, validate
 from ptycho.config.naming import NAMING_AXES, arm_label, format_dose, run_name
 from ptycho.config.sections import (
     MAX_DOSE,
+    SEARCH_OBJECTIVES,
     Activation,
     ConfigError,
     DataConfig,
@@ -38,17 +39,18 @@ from ptycho.config.sections import (
     ScanKind,
     Simulator,
     StitchWeighting,
+    Stopping,
     TrackingConfig,
     TrainConfig,
     check_tracking_uri,
 )
 
 __all__ = [
-    "ARM_DEPENDENT", "MAX_DOSE", "NAMING_AXES", "Activation", "ArmSettings", "ConfigError",
-    "DataConfig", "Design", "Device", "DtypePolicy", "EvalConfig", "JitCompile", "JobConfig",
-    "Loss", "ObjectConfig", "ObjectKind", "PhaseAlignment", "PhaseMode", "PhaseSync",
-    "ProbeConfig", "ProbeKind", "ScanConfig", "ScanKind", "Simulator", "StitchWeighting",
-    "TrackingConfig",
-    "TrainConfig", "arm_label", "check_tracking_uri", "config_hash", "format_dose", "run_name",
-    "settings_class", "settings_classes", "validate"
+    "ARM_DEPENDENT", "MAX_DOSE", "NAMING_AXES", "SEARCH_OBJECTIVES", "Activation",
+    "ArmSettings", "ConfigError", "DataConfig", "Design", "Device", "DtypePolicy", "EvalConfig",
+    "JitCompile", "JobConfig", "Loss", "ObjectConfig", "ObjectKind", "PhaseAlignment",
+    "PhaseMode", "PhaseSync", "ProbeConfig", "ProbeKind", "ScanConfig", "ScanKind", "Simulator",
+    "StitchWeighting", "Stopping", "TrackingConfig", "TrainConfig", "arm_label",
+    "check_tracking_uri", "config_hash", "format_dose", "run_name", "settings_class",
+    "settings_classes", "validate"
 ]

@@ -7,16 +7,20 @@ import json
 import typing
 from typing import Any
 
-__all__ = ["NOT_HASHED", "SIMULATOR_SETTINGS", "config_hash"]
+__all__ = ["ADDED_SETTINGS", "NOT_HASHED", "config_hash"]
 
 NOT_HASHED = ("tracking", "resume", "dry_run", "isolate", "hydra", "data.cache", "data.cache_dir",
               "eval.n_diffraction", "eval.crb", "eval.crb_samples")
 """Keys that do not change a job's numbers: where results go, how the job is run, the caching
 of its inputs, how many patterns one figure shows, and whether the physical limit is computed
 beside the reconstruction's metrics."""
-SIMULATOR_SETTINGS = ("simulator", "oversampling", "pixel_subsamples")
-"""The ``data`` settings of the exact simulator: with ``data.simulator=bilinear`` (what every
-job computed before they existed) they are left out, so those jobs' hashes hold."""
+ADDED_SETTINGS = (
+    ("data.simulator", "bilinear", ("data.oversampling", "data.pixel_subsamples")),
+    ("model.stopping", "fixed", ("model.heldout_fraction", "model.patience")),
+)
+"""Settings added after jobs were logged (wave 3), with the value that computes what those jobs
+computed and the settings that only matter otherwise: at that value all of them are left out
+of the hash, so the earlier jobs' hashes (and resume) hold."""
 
 
 def config_hash(resolved: typing.Mapping[str, Any], unused: typing.Iterable[str] = ()) -> str:
@@ -31,9 +35,11 @@ def config_hash(resolved: typing.Mapping[str, Any], unused: typing.Iterable[str]
             node = node.get(parent, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(leaf, None)
-    data = relevant.get("data")
-    if isinstance(data, dict) and data.get("simulator", "bilinear") == "bilinear":
-        for key in SIMULATOR_SETTINGS:
-            data.pop(key, None)
+    for key, neutral, dependent in ADDED_SETTINGS:
+        section, leaf = key.split(".")
+        node = relevant.get(section)
+        if isinstance(node, dict) and node.get(leaf, neutral) == neutral:
+            for name in (key, *dependent):
+                node.pop(name.split(".")[1], None)
     blob = json.dumps(relevant, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -23,6 +23,7 @@ from ptycho.config.arms import ArmSettings, field_names, settings_class, setting
 from ptycho.config.arms.pinn import PinnSettings
 from ptycho.config.hashing import config_hash
 from ptycho.config.naming import arm_label, run_name
+from ptycho.config.protocol import tuning_status
 from ptycho.config.sections import (
     MAX_DOSE,
     ConfigError,
@@ -127,6 +128,12 @@ class JobConfig(Section):
     def name(self, extra: typing.Mapping[str, str] | None = None) -> str:
         """Run name from the axes its arm uses, plus swept settings they do not show."""
         return run_name(self.resolved(), self.unused, extra)
+
+    @property
+    def tuning(self) -> str:
+        """Whether the settings were chosen on this job's data (tag ``tuning``:
+        :func:`ptycho.config.protocol.tuning_status`)."""
+        return tuning_status(str(self.data.object.kind), self.seed)
 
     @property
     def arm(self) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typing
 from typing import Any
 
+from ptycho.config.protocol import tuning_status
+
 __all__ = ["NAMING_AXES", "arm_label", "format_dose", "run_name"]
 
 NAMING_AXES = ("N", "gridsize", "dose", "loss", "model", "model.kind", "seed")
@@ -44,10 +46,16 @@ def run_name(resolved: typing.Mapping[str, Any], unused: typing.Container[str] =
 
 def arm_label(resolved: typing.Mapping[str, Any], unused: typing.Container[str] = ()) -> str:
     """What a dose-response curve is drawn for: ``N64 g2 poisson_nll pinn``, ``N64 lsqml``,
-    ``… generalize`` when scored on a second object (tag ``arm``: the report and the MLflow
-    UI's charts group by it)."""
+    ``… generalize`` when scored on a second object, ``… grf`` on another object class than
+    the lines, ``… [held-out]`` (or ``[held-out seed]``, ``[held-out object]``) on data the
+    settings were not chosen on (:mod:`ptycho.config.protocol`): tag ``arm``, by which the
+    report and the MLflow UI's charts group, so tuned and held-out runs are never pooled."""
     used = _used(resolved, unused)
-    design = resolved.get("data", {}).get("design", "reconstruct")
+    data = resolved.get("data", {})
+    design = data.get("design", "reconstruct")
+    kind = str(data.get("object", {}).get("kind", "lines"))
+    status = tuning_status(kind, int(resolved.get("seed", 0)))
     parts = [f"N{resolved['N']}", used.get("gridsize"), used.get("loss"),
-             str(resolved["model"]["kind"]), None if design == "reconstruct" else design]
+             str(resolved["model"]["kind"]), None if design == "reconstruct" else design,
+             None if kind == "lines" else kind, None if status == "tuned" else f"[{status}]"]
     return " ".join(part for part in parts if part)

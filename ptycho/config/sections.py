@@ -23,6 +23,12 @@ MAX_DOSE = 1e15
 """Photons per pattern above which float32 training overflows (measured at N=16: NaN between 1e21
 and 1e23); 1e15 keeps a wide margin and is far above any real detector's dose per pattern."""
 
+SEARCH_OBJECTIVES = ("val_loss_best", "heldout_nll_per_photon_best")
+"""The job metrics a settings search may optimise (``hydra.sweeper.metric``): computed from the
+measured counts alone (a network's validation loss on its held-out region, an engine's Poisson
+NLL of its held-out patterns), never from the truth; the arms compute them without it
+(``tests/arms/test_interface.py`` changes the truth and finds them unchanged)."""
+
 TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "databricks")
 
 
@@ -44,9 +50,21 @@ class Device(StrEnum):
     gpu = "gpu"
 
 
+class Stopping(StrEnum):
+    """When an iterative engine stops (docs/physics.md §10.3)."""
+
+    fixed = "fixed"
+    """After ``iterations`` (or at ``tolerance``)."""
+    heldout = "heldout"
+    """At the iteration after which the Poisson NLL of a random ``heldout_fraction`` of the
+    patterns, left out of the fit, stopped improving for ``patience`` iterations; then the
+    engine runs that many iterations on every pattern. A rule that reads the data alone."""
+
+
 class ObjectKind(StrEnum):
     lines = "lines"
     grf = "grf"
+    cells = "cells"
     npz = "npz"
 
 

@@ -307,7 +307,8 @@ def _tags(config: JobConfig, context: JobContext) -> dict[str, str]:
     return {**({"unused": ", ".join(config.unused)} if config.unused else {}),
             "config_hash": config.config_hash, "overrides": json.dumps(list(context.overrides)),
             "swept": json.dumps(context.name_extras()), "model": str(config.model.kind),
-            "arm": config.arm, "loss": str(config.loss), "training_loss": config.training_loss,
+            "arm": config.arm, "tuning": config.tuning, "loss": str(config.loss),
+            "training_loss": config.training_loss,
             "job_index": str(context.job_index), **git_state(context.project_root),
             **package_versions(), **runtime.describe_devices(), **host_tags()}
 

@@ -17,7 +17,7 @@ import pytest
 import ptycho.arms
 import ptycho.reconstruction
 from ptycho.arms import Arm, ArmInput, arm, arms
-from ptycho.config import settings_classes, validate
+from ptycho.config import SEARCH_OBJECTIVES, settings_classes, validate
 from ptycho.data import DatasetPair, DiffractionData, Scan, make_datasets
 from ptycho.pipeline import run_pipeline, simulation_spec
 
@@ -93,7 +93,8 @@ def test_changing_the_truth_after_simulation_changes_no_reconstruction(kind: str
     only the scores change. A supervised arm runs in design generalize (it is refused in
     reconstruct) and keeps its training scan's patches: its labels."""
     supervised = settings_classes()[kind].supervised
-    config = validate({"N": 16, "dose": 1e4, "model": {"kind": kind, "iterations": 3},
+    config = validate({"N": 16, "dose": 1e4, "model": {"kind": kind, "iterations": 3,
+                                                       "stopping": "heldout", "patience": 1},
                        "data": {"object": {"size": 40}, "n_train": 32, "cache": False,
                                 "design": "generalize" if supervised else "reconstruct"},
                        "train": {"epochs": 1, "batch_size": 8}, "eval": {"crb": False}})
@@ -120,6 +121,10 @@ def test_changing_the_truth_after_simulation_changes_no_reconstruction(kind: str
     true, changed = results
     np.testing.assert_array_equal(changed.reconstruction.obj, true.reconstruction.obj)
     assert changed.metrics["amp_ssim"] != true.metrics["amp_ssim"]
+    # what a settings search may optimise is the data's alone: unchanged too
+    objectives = [key for key in SEARCH_OBJECTIVES if key in true.metrics]
+    assert objectives, kind
+    assert all(changed.metrics[key] == true.metrics[key] for key in objectives)
     if supervised:  # the check can see a leak: its labels, changed, change its object
         labels = DatasetPair(false(pair.train), pair.test)
         monkeypatch.setattr("ptycho.pipeline.load_or_simulate", lambda spec, cache:

@@ -76,6 +76,29 @@ def test_iterations_are_seeded_and_the_tolerance_stops_them() -> None:
     assert stopped.metrics["iterations_run"] == 2
 
 
+def test_the_heldout_rule_chooses_the_count_from_the_data_and_reruns_on_every_pattern() -> None:
+    """``stopping=heldout``: a random tenth of the patterns is left out, the count is the
+    iteration of the held-out NLL's minimum once ``patience`` iterations have not lowered it,
+    and the engine then runs exactly that many iterations on all patterns; the same job twice
+    chooses the same count. At a low dose the rule stops early (the fit soon turns to noise)."""
+    pair = make_datasets(simulation_spec(validate({"N": 16, "dose": 1e2,
+                                                   "data": {"object": {"size": 48},
+                                                            "n_train": 64}})))
+    scan = pair.test.scan
+    job = validate({"N": 16, "dose": 1e2, "data": {"object": {"size": 48}},
+                    "model": {"kind": "lsqml", "iterations": 30, "stopping": "heldout",
+                              "patience": 2}})
+    first = arm("lsqml").reconstruct(ArmInput(scan, scan), job, None)
+    curve = first.history["heldout_nll_per_photon"]
+    chosen = int(first.metrics["iterations_chosen"])
+    assert chosen == int(np.argmin(curve)) + 1 and len(curve) == min(30, chosen + 2)
+    assert chosen < 30 and first.metrics["iterations_run"] == chosen
+    assert first.metrics["heldout_patterns"] == 6 and first.metrics["patterns_reconstructed"] == 64
+    assert first.metrics["heldout_nll_per_photon_best"] == pytest.approx(min(curve))
+    again = arm("lsqml").reconstruct(ArmInput(scan, scan), job, None)
+    np.testing.assert_array_equal(again.obj, first.obj)
+
+
 def test_generalize_reconstructs_the_test_object_from_its_own_scan(monkeypatch) -> None:
     config = validate({"N": 16, "dose": 1e4, "model": {"kind": "lsqml", "iterations": 2},
                        "data": {"object": {"size": 48}, "n_train": 48, "design": "generalize"},

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ptycho.config.sections import Activation, ConfigError, Device, Section, check_number
+from ptycho.config.sections import (
+    Activation,
+    ConfigError,
+    Device,
+    Section,
+    Stopping,
+    check_number,
+)
 
 __all__ = ["ARM_DEPENDENT", "ArmSettings", "NetworkSettings", "PtychiSettings"]
 
@@ -88,10 +95,20 @@ class PtychiSettings(ArmSettings):
     """Refine the scan positions too (they start from the given positions)."""
     device: Device = Device.auto
     """Where pty-chi runs: ``auto`` is the GPU when torch sees one, else the CPU."""
+    stopping: Stopping = Stopping.fixed
+    """``fixed``: run ``iterations`` (or stop at ``tolerance``); ``heldout``: choose the count,
+    at most ``iterations``, by the NLL of held-out patterns (the studies)."""
+    heldout_fraction: float = 0.1
+    """``heldout``: the share of the patterns (at random, by the job's seed) left out of the
+    fit that chooses the count."""
+    patience: int = 3
+    """``heldout``: iterations without a lower held-out NLL before the count is chosen."""
 
     def check(self) -> None:
         super().check()
         check_number("iterations", self.iterations, low=1, integer=True)
+        check_number("heldout_fraction", self.heldout_fraction, low=0.02, high=0.5)
+        check_number("patience", self.patience, low=1, integer=True)
         check_number("tolerance", self.tolerance, low=0)
         check_number("batch_size", self.batch_size, low=1, integer=True)
         check_number("step_size", self.step_size, low=0, low_open=True)
