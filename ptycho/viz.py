@@ -19,8 +19,8 @@ from ptycho.config import format_dose
 from ptycho.evaluation import Evaluation, FRCCurve
 
 __all__ = [
-    "diffraction_figure", "dose_response_figure", "frc_figure", "limit_figure",
-    "mismatch_figure", "reconstruction_figure", "reconstruction_grid_figure",
+    "bias_variance_figure", "diffraction_figure", "dose_response_figure", "frc_figure",
+    "limit_figure", "mismatch_figure", "reconstruction_figure", "reconstruction_grid_figure",
     "training_curves_figure"
 ]
 
@@ -398,4 +398,27 @@ def mismatch_figure(doses: Sequence[float], curves: Mapping[str, Sequence[float]
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=7)
     axes.set_title(title or "model mismatch", fontsize=10)
+    return figure
+
+
+def bias_variance_figure(table: pd.DataFrame, title: str = "") -> Figure:
+    """Bias² (solid) and variance (dashed) of amplitude and phase against dose (log-log), one
+    colour per arm: where a prior trades noise for bias, the lines cross."""
+    figure = _figure(10.0, 4.0)
+    axes = figure.subplots(1, 2)
+    arms = sorted(table["arm"].unique())
+    for ax, part, label in ((axes[0], "amp", "amplitude"), (axes[1], "phase", "phase (rad²)")):
+        for i, arm in enumerate(arms):
+            rows = table[table["arm"] == arm].sort_values("dose")
+            colour = f"C{i % 10}"
+            ax.plot(rows["dose"], rows[f"{part}_bias2"].clip(lower=1e-12), "-o", color=colour,
+                    markersize=3, label=f"{arm} bias²")
+            ax.plot(rows["dose"], rows[f"{part}_variance"], "--s", color=colour, markersize=3,
+                    label=f"{arm} variance")
+        ax.set(xscale="log", yscale="log", xlabel="dose (photons per pattern)",
+               ylabel=f"{label}: bias² and variance")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=6)
+    figure.suptitle(f"{title or 'bias and variance'}: over noise seeds (solid: bias², dashed: "
+                    "variance)", fontsize=10)
     return figure

@@ -30,9 +30,23 @@ from experiments.dose_response.statistics import (
 )
 from ptycho.evaluation import METRIC_KEYS
 
-__all__ = ["COMPARISON_COLUMNS", "DEFAULT_THRESHOLDS", "EFFICIENCY_COLUMNS", "PAIRED_COLUMNS",
-           "PAIRED_METRICS", "SUMMARY_METRICS", "Analysis", "analyse", "comparisons",
-           "dose_efficiency", "lower_is_better", "paired", "summarise"]
+__all__ = [
+    "BIAS_VARIANCE_COLUMNS",
+    "COMPARISON_COLUMNS",
+    "DEFAULT_THRESHOLDS",
+    "EFFICIENCY_COLUMNS",
+    "PAIRED_COLUMNS",
+    "PAIRED_METRICS",
+    "SUMMARY_METRICS",
+    "Analysis",
+    "analyse",
+    "bias_variance",
+    "comparisons",
+    "dose_efficiency",
+    "lower_is_better",
+    "paired",
+    "summarise",
+]
 
 SUMMARY_METRICS = (*METRIC_KEYS, *RESOLUTION_METRICS, "measured_dose", *FLUENCE_METRICS,
                    "time_train_s", *LIMIT_METRICS, *FIT_METRICS)
@@ -44,6 +58,8 @@ PAIRED_METRICS = ("amp_ssim", "phase_ssim", "amp_nrmse", "phase_nrmse", "amp_frc
                   "phase_frc50_nyquist", "amp_mse", "phase_mse")
 """The headline's metrics: structure (SSIM), error (NRMSE, MSE) and resolution (FRC50), in
 amplitude and phase; which arm wins can differ between them."""
+BIAS_VARIANCE_COLUMNS = ["arm", "dose", "seeds", "noise_replicates", "amp_bias2", "amp_variance",
+                         "amp_mse", "phase_bias2", "phase_variance", "phase_mse"]
 REFERENCE = "lsqml"
 """The arm every other is compared with in the dose-efficiency table (``vs_lsqml``)."""
 
@@ -58,6 +74,8 @@ class Analysis:
     comparisons: pd.DataFrame
     paired: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame(columns=PAIRED_COLUMNS))
+    bias_variance: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=BIAS_VARIANCE_COLUMNS))
 
 
 def analyse(runs: pd.DataFrame, thresholds: Mapping[str, float] | None = None) -> Analysis:
@@ -295,3 +313,37 @@ def _paired_statement(arm: str, reference: str, dose: float, metric: str,
 def _used(value: object) -> bool:
     """Whether an axis value is set (an arm leaves the axes it does not use blank)."""
     return not (value == "" or (isinstance(value, float) and math.isnan(value)))
+
+
+def bias_variance(groups: Mapping[tuple[str, float, int], Sequence[Mapping[str, np.ndarray]]]
+                  ) -> pd.DataFrame:
+    """Each arm's error split into bias² and variance over noise seeds, per dose.
+
+    For one seed (one object, scan and set of weights), ``K`` reconstructions from independent
+    Poisson draws: per pixel their mean ``m`` and unbiased variance ``v``; the variance term is
+    the mean of ``v`` over the region, the bias² term the mean of ``(m − truth)²`` less ``v/K``
+    (the mean's own noise), so bias² + variance is the mean MSE of the ``K`` runs. Averaged over
+    the seeds of each (arm, dose). The prior of a network or a regularised engine trades
+    variance for bias; an unbiased estimator has bias² ≈ 0 and variance ≥ the Cramér–Rao bound.
+
+    Args:
+        groups: ``(arm, dose, seed) →`` the runs' aligned ``amplitude``, ``phase`` and their
+            ``amplitude_truth``, ``phase_truth`` arrays (:func:`~.fetch.noise_replicates`).
+    """
+    rows: dict[tuple[str, float], list[dict[str, float]]] = {}
+    for (arm, dose, _seed), runs in groups.items():
+        split: dict[str, float] = {"noise_replicates": float(len(runs))}
+        for part in ("amp", "phase"):
+            key = "amplitude" if part == "amp" else "phase"
+            images = np.stack([np.asarray(run[key], np.float64) for run in runs])
+            truth = np.asarray(runs[0][f"{key}_truth"], np.float64)
+            variance = images.var(axis=0, ddof=1)
+            bias2 = (images.mean(axis=0) - truth) ** 2 - variance / len(runs)
+            split[f"{part}_bias2"] = float(bias2.mean())
+            split[f"{part}_variance"] = float(variance.mean())
+            split[f"{part}_mse"] = float(((images - truth) ** 2).mean())
+        rows.setdefault((arm, dose), []).append(split)
+    table = [{"arm": arm, "dose": dose, "seeds": len(splits),
+              **{key: float(np.mean([s[key] for s in splits])) for key in splits[0]}}
+             for (arm, dose), splits in sorted(rows.items())]
+    return pd.DataFrame(table, columns=BIAS_VARIANCE_COLUMNS)

@@ -29,6 +29,7 @@ __all__ = [
     "Sweep",
     "collect",
     "fetch_sweep",
+    "noise_replicates",
     "reconstructions",
 ]
 
@@ -186,3 +187,28 @@ def reconstructions(tracker: Tracker, runs: pd.DataFrame,
         except Exception as error:  # a missing artifact leaves an empty cell, said in the log
             log.warning("no reconstruction for run %s (%s)", run_id, error)
     return images
+
+
+def noise_replicates(tracker: Tracker, runs: pd.DataFrame,
+                     scratch: Path) -> dict[tuple[str, float, int], list[dict[str, np.ndarray]]]:
+    """The aligned amplitude and phase (and their truth) of every scored run that shares its
+    arm, dose and seed with another one of a different noise seed: the same object, scan and
+    weights under independent Poisson draws (``data.noise_seed``), for the bias–variance split
+    (:func:`~.analyse.bias_variance`). Keyed by ``(arm, dose, seed)``; empty without such runs."""
+    scored = runs[(runs["status"] == "FINISHED") & ~runs["degenerate"].astype(bool)]
+    groups: dict[tuple[str, float, int], list[dict[str, np.ndarray]]] = {}
+    for (arm, dose, seed), part in scored.groupby(["arm", "dose", "seed"]):
+        if part["noise_seed"].nunique() < 2:
+            continue
+        arrays = []
+        for run_id in part.drop_duplicates("noise_seed")["run_id"]:
+            try:
+                path = tracker.download_artifact(run_id, "reconstruction.npz", scratch / run_id)
+                with np.load(path, allow_pickle=False) as npz:
+                    arrays.append({key: npz[key] for key in ("amplitude", "amplitude_truth",
+                                                             "phase", "phase_truth")})
+            except Exception as error:  # a missing artifact: that run is left out, said
+                log.warning("no reconstruction for run %s (%s)", run_id, error)
+        if len(arrays) >= 2:
+            groups[(str(arm), float(dose), int(seed))] = arrays
+    return groups

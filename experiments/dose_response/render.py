@@ -96,6 +96,9 @@ SUMMARY_NOTE = ("median over replicates; interval: a bootstrap 95% interval from
                 f"{MIN_BOOTSTRAP} replicates on, with its measured coverage, else the range")
 PAIRED_NOTE = ("arm − reference per seed, the seeds' mean with a seed-level interval; wins "
                "counted per seed, failures as losses; sign and Wilcoxon tests")
+BIAS_VARIANCE_NOTE = ("per arm and dose, over the seeds whose object, scan and weights were "
+                      "reconstructed from several noise seeds: MSE = bias² + variance; empty "
+                      "without data.noise_seed replicates")
 EFFICIENCY_NOTE = (
     "Lowest dose at which each arm's median reaches the threshold (log-dose interpolation); "
     "vs_lsqml: that dose over the dose LSQML (pty-chi, Poisson) needs at the same N, so below 1 "
@@ -110,7 +113,8 @@ def render(folder: Path, sweep: Sweep, analysis: Analysis,
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in (("runs", runs), ("summary", summary),
                         ("dose_efficiency", analysis.efficiency),
-                        ("comparisons", analysis.comparisons), ("paired", analysis.paired)):
+                        ("comparisons", analysis.comparisons), ("paired", analysis.paired),
+                        ("bias_variance", analysis.bias_variance)):
         table.to_csv(folder / f"{name}.csv", index=False)
     title = f"{sweep.experiment}: sweep {sweep.parent.name}"
     collapsed = runs[(runs["status"] == "FINISHED") & runs["degenerate"].astype(bool)]
@@ -123,6 +127,9 @@ def render(folder: Path, sweep: Sweep, analysis: Analysis,
     arms = [TRUTH, *sorted(runs["arm"].unique().tolist())]
     viz.reconstruction_grid_figure(images, doses, arms, title=f"{title}: amplitude").savefig(
         folder / "reconstructions.png", dpi=100)
+    if not analysis.bias_variance.empty:
+        viz.bias_variance_figure(analysis.bias_variance, title=title).savefig(
+            folder / "bias_variance.png", dpi=100)
     sections = _sections(sweep, analysis, collapsed)
     (folder / "report.md").write_text(_markdown_report(sweep.experiment, sections))
     (folder / "report.html").write_text(_html_report(folder, sweep.experiment, sections))
@@ -142,6 +149,7 @@ def _sections(sweep: Sweep, analysis: Analysis, collapsed: pd.DataFrame) -> dict
     return {"line": line, "brief": analysis.summary[[c for c in HEADLINE
                                                      if c in analysis.summary]],
             "efficiency": analysis.efficiency, "paired": paired_table(analysis.paired),
+            "bias_variance": analysis.bias_variance,
             "statements": analysis.comparisons["statement"].tolist(), "failed": failed,
             "degenerate": collapsed[["name", "arm", "dose", "seed", "degenerate_reason"]],
             "runs": runs.drop(columns=["error"])}
@@ -154,6 +162,8 @@ def _markdown_report(experiment: str, parts: dict) -> str:
         f"## Summary ({SUMMARY_NOTE})", "",
         _markdown(parts["brief"]), "", LIMIT_NOTE, "",
         f"## Paired comparisons ({PAIRED_NOTE})", "", _markdown(parts["paired"]), "",
+        f"## Bias and variance over noise seeds ({BIAS_VARIANCE_NOTE})", "",
+        _markdown(parts["bias_variance"]), "",
         "## Dose efficiency", "", _markdown(parts["efficiency"]), "",
         "## Comparisons (dose ratios, bootstrap 95% intervals)", "",
         *(f"- {line}" for line in statements), "" if statements else "_(none)_", "",
@@ -172,6 +182,8 @@ def _html_report(folder: Path, experiment: str, parts: dict) -> str:
         return frame.to_html(index=False, float_format="{:.4g}".format, escape=True)
 
     items = "".join(f"<li>{escape(line)}</li>" for line in parts["statements"])
+    bias_figure = (_image_tag(folder / "bias_variance.png")
+                   if (folder / "bias_variance.png").exists() else "")
     methods = "".join(f"<li>{escape(line)}</li>" for line in METHODS)
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Dose-response report: {escape(experiment)}</title>
@@ -184,6 +196,8 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;pad
 <h2>Summary ({escape(SUMMARY_NOTE)})</h2>{table(parts["brief"])}
 <p>{escape(LIMIT_NOTE)}</p>
 <h2>Paired comparisons ({escape(PAIRED_NOTE)})</h2>{table(parts["paired"])}
+<h2>Bias and variance over noise seeds ({escape(BIAS_VARIANCE_NOTE)})</h2>
+{table(parts["bias_variance"])}{bias_figure}
 <h2>Dose efficiency</h2><p>{escape(EFFICIENCY_NOTE)}</p>{table(parts["efficiency"])}
 <h2>Comparisons (dose ratios, bootstrap 95% intervals)</h2><ul>{items or '<li>none</li>'}</ul>
 <h2>Degenerate runs (kept out of the medians and intervals)</h2>{table(parts["degenerate"])}

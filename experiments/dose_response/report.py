@@ -13,6 +13,7 @@ are its spread. What the files hold: docs/report.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import tempfile
@@ -22,8 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.dose_response.analyse import DEFAULT_THRESHOLDS, analyse
-from experiments.dose_response.fetch import RESOLUTION_METRICS, fetch_sweep, reconstructions
+from experiments.dose_response.analyse import DEFAULT_THRESHOLDS, analyse, bias_variance
+from experiments.dose_response.fetch import (
+    RESOLUTION_METRICS,
+    fetch_sweep,
+    noise_replicates,
+    reconstructions,
+)
 from experiments.dose_response.render import paired_text, render, summary_text
 from ptycho.evaluation import METRIC_KEYS
 from ptycho.runner.tracking import Tracker, resolve_store
@@ -80,6 +86,8 @@ def make_report(
     folder = Path(out) if out else PROJECT_ROOT / "outputs" / "reports" / parent_run_id
     with tempfile.TemporaryDirectory(prefix="ptycho-report-") as scratch:
         images = reconstructions(tracker, sweep.runs, Path(scratch))
+        replicates = noise_replicates(tracker, sweep.runs, Path(scratch))
+    analysis = dataclasses.replace(analysis, bias_variance=bias_variance(replicates))
     html = render(folder, sweep, analysis, images, x=x)
     tracker.log_artifacts(parent_run_id, folder, "report")  # publish
     return Report(folder=folder, html=html, runs=sweep.runs, summary=analysis.summary,

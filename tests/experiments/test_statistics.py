@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.dose_response.analyse import comparisons, dose_efficiency, paired, summarise
+from experiments.dose_response.analyse import (
+    bias_variance,
+    comparisons,
+    dose_efficiency,
+    paired,
+    summarise,
+)
 from experiments.dose_response.statistics import (
     MEAN_COVERAGE,
     crossing_dose,
@@ -207,3 +213,27 @@ def test_the_paired_table_pairs_seeds_averages_noise_seeds_and_keeps_collapses()
     assert ssim["winner"] == "" and "no consistent winner" in ssim["statement"]
     nrmse = table.loc["amp_nrmse"]
     assert nrmse["better"] == "lower" and nrmse["arm_wins"] == 5
+
+
+def test_bias_and_variance_over_noise_seeds_add_up_to_the_mse_and_find_a_known_bias() -> None:
+    """Two arms, each reconstructing one truth from 4 noise draws: one unbiased with noise of
+    std 0.1, one biased by 0.05 with std 0.02. The split recovers bias² (0 and 0.0025) and the
+    variance (0.01 and 0.0004), and bias² + variance is the runs' mean MSE."""
+    rng = np.random.default_rng(4)
+    truth = rng.uniform(0.5, 1.0, (40, 40))
+    groups = {}
+    for arm, bias, noise in (("noisy", 0.0, 0.1), ("biased", 0.05, 0.02)):
+        for seed in range(3):
+            groups[(arm, 1e4, seed)] = [
+                {"amplitude": truth + bias + rng.normal(0, noise, truth.shape),
+                 "amplitude_truth": truth, "phase": truth + rng.normal(0, noise, truth.shape),
+                 "phase_truth": truth} for _ in range(4)]
+    table = bias_variance(groups).set_index("arm")
+    noisy, biased = table.loc["noisy"], table.loc["biased"]
+    assert noisy["seeds"] == 3 and noisy["noise_replicates"] == 4
+    assert noisy["amp_bias2"] == pytest.approx(0.0, abs=3e-4)
+    assert noisy["amp_variance"] == pytest.approx(0.01, rel=0.05)
+    assert biased["amp_bias2"] == pytest.approx(0.0025, rel=0.05)
+    assert biased["amp_variance"] == pytest.approx(0.0004, rel=0.05)
+    for row in (noisy, biased):
+        assert row["amp_bias2"] + row["amp_variance"] == pytest.approx(row["amp_mse"], rel=0.02)
