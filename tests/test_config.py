@@ -319,3 +319,19 @@ def test_model_lsqml_composes_from_its_group() -> None:
     # a preset's network settings compose for a sweep that also runs LSQML, and are not its
     config = validate(composed("experiment=smoke", "model=lsqml"))
     assert config.model.kind == "lsqml" and not hasattr(config.model, "bottleneck_filters")
+
+
+def test_labels_keep_object_classes_simulators_and_the_protocol_apart() -> None:
+    """Runs on other data, or on data the settings were not chosen on (anything but the lines
+    object at seeds 0 and 1), get their own label, so a report never pools them with the
+    tuned ones; the tag ``tuning`` says which."""
+    tuned = validate({"N": 32})
+    assert tuned.tuning == "tuned" and tuned.arm == "N32 g1 poisson_nll pinn"
+    fresh = validate({"N": 32, "seed": 5, "model": {"kind": "lsqml"}})
+    assert fresh.tuning == "held-out seed" and fresh.arm == "N32 lsqml [held-out seed]"
+    other = validate({"N": 32, "data": {"object": {"kind": "grf"}}})
+    assert other.arm == "N32 g1 poisson_nll pinn grf [held-out object]"
+    held = validate({"N": 32, "seed": 3, "data": {"simulator": "exact",
+                                                   "object": {"kind": "cells"}}})
+    assert held.tuning == "held-out"
+    assert held.arm == "N32 g1 poisson_nll pinn cells exact [held-out]"

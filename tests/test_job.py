@@ -91,6 +91,7 @@ def test_a_job_finishes_with_its_metrics_artifacts_and_then_is_skipped(finished)
     assert tags["swept"] == '{"train.epochs": "2"}'
     assert tags["degenerate"] == ("true" if run.data.metrics["degenerate"] else "false")
     assert tags["arm"] == "N16 g1 poisson_nll pinn"  # the report's label: the UI groups by it
+    assert tags["tuning"] == "tuned"  # lines, seed 0: data the settings were chosen on
     # the dose-response axis of the UI's line charts: the headline metrics at step = dose
     (point,) = mlflow.get_metric_history(run.info.run_id, "vs_dose/amp_ssim")
     assert point.step == 100000 and point.value == pytest.approx(run.data.metrics["amp_ssim"])

@@ -235,7 +235,7 @@ def _arm_pairs(runs: pd.DataFrame) -> Iterator[tuple[str, str, str]]:
     for i, arm in enumerate(names):
         for reference in names[i + 1:]:
             a, b = arms.loc[arm], arms.loc[reference]
-            if any(a[key] != b[key] for key in ("N", "data", "object", "tuning")):
+            if any(a[key] != b[key] for key in ("N", "data", "object", "simulator", "tuning")):
                 continue  # one scan and one protocol: tuned and held-out runs never paired
             differs = [axis for axis in ("loss", "gridsize", "model")
                        if _used(a[axis]) and _used(b[axis]) and a[axis] != b[axis]]

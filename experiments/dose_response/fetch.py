@@ -35,11 +35,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AXES = ("N", "gridsize", "dose", "loss", "model", "data", "object", "tuning", "seed",
+AXES = ("N", "gridsize", "dose", "loss", "model", "data", "object", "simulator", "tuning", "seed",
         "noise_seed")
 REPLICATES = ("seed", "noise_seed")
 """The replicate axes: an arm's runs at one dose that differ only in these are its replicates."""
-ARM = ("N", "gridsize", "loss", "model", "data", "object", "tuning")
+ARM = ("N", "gridsize", "loss", "model", "data", "object", "simulator", "tuning")
 RESOLUTION_METRICS = tuple(f"{part}_{name}" for part in ("amp", "phase") for name in (
     "frc50_nyquist", "frc17_nyquist", "frc_halfbit_nyquist", "frc_onebit_nyquist",
     "resolution_px"))
@@ -111,6 +111,7 @@ def _axis_values(record: RunRecord, unused: set[str]) -> dict[str, object]:
         "model": params.get("model.kind", record.tags.get("model", "")),
         "data": "" if design == "reconstruct" else design,  # "generalize": a second object
         "object": params.get("data.object.kind", "lines"),
+        "simulator": params.get("data.simulator", "bilinear"),
         # whether the settings were chosen on this run's data (older runs: from their params)
         "tuning": record.tags.get("tuning") or tuning_status(
             params.get("data.object.kind", "lines"), int(float(params.get("seed", 0)))),
@@ -129,7 +130,7 @@ def _arm(record: RunRecord, axes: dict[str, object], unused: set[str]) -> str:
         return "(unknown: no params)"
     resolved = {**axes, "model": {"kind": axes["model"]},
                 "data": {"design": axes["data"] or "reconstruct",
-                         "object": {"kind": axes["object"]}}}
+                         "object": {"kind": axes["object"]}, "simulator": axes["simulator"]}}
     return arm_label(resolved, unused)
 
 
