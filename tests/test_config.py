@@ -54,7 +54,7 @@ PRESETS = sorted(path.stem for path in (Path(__file__).parents[1] / "conf" / "ex
 
 def test_the_presets_are_the_documented_ones() -> None:
     assert PRESETS == ["dose_response", "heldout", "paper", "quickstart", "reference_small",
-                       "smoke", "tune", "tune_lsqml_tv"]
+                       "simulators", "smoke", "tune", "tune_lsqml_tv"]
 
 
 @pytest.mark.parametrize("experiment", PRESETS)
