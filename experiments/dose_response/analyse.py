@@ -21,6 +21,7 @@ from experiments.dose_response.fetch import (
 )
 from experiments.dose_response.statistics import (
     MEDIAN_COVERAGE,
+    DoseRatio,
     PairedDifference,
     crossing_dose,
     dose_ratio,
@@ -199,6 +200,17 @@ def dose_efficiency(
     return pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS)
 
 
+def _ratio_statement(arm: str, reference: str, metric: str, threshold: float,
+                     ratio: DoseRatio) -> str:
+    """One comparison in words, the ratio first and why an interval or a ratio is missing last."""
+    text = ratio.text()
+    if not math.isfinite(ratio.log10_ratio):
+        return f"{arm} against {reference} on {metric} >= {threshold:g}: {text}"
+    value, _, why = text.partition(" (no interval")
+    why = f" (no interval{why}" if why else ""
+    return f"{arm} reaches {metric} >= {threshold:g} at {value}x the dose of {reference}{why}"
+
+
 def comparisons(runs: pd.DataFrame, metric: str, threshold: float) -> pd.DataFrame:
     """Dose ratios, with bootstrap 95% intervals over replicates, between every two arms of one
     N and data design that differ in exactly one setting (``loss``, ``gridsize`` or ``model``;
@@ -217,8 +229,7 @@ def comparisons(runs: pd.DataFrame, metric: str, threshold: float) -> pd.DataFra
             else math.nan,
             "log10_ratio": ratio.log10_ratio, "log10_low": ratio.log10_low,
             "log10_high": ratio.log10_high, "reached": ratio.reached,
-            "statement": f"{arm} reaches {metric} >= {threshold:g} at {ratio.text()}x the "
-                         f"dose of {reference}",
+            "statement": _ratio_statement(arm, reference, metric, threshold, ratio),
         })
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 

@@ -31,6 +31,8 @@ __all__ = [
     "fetch_sweep",
     "noise_replicates",
     "reconstructions",
+    "truth_label",
+    "truth_labels",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,19 +177,35 @@ def collect(records: Sequence[RunRecord]) -> pd.DataFrame:
 def reconstructions(tracker: Tracker, runs: pd.DataFrame,
                     scratch: Path) -> dict[tuple[float, str], np.ndarray]:
     """Amplitude images of the lowest-seed FINISHED run of each (dose, arm), and the ground truth
-    of each dose's first such run under the arm name :data:`TRUTH`."""
+    of each dose's first such run of each object class under the name :func:`truth_label` gives
+    it (one truth column per object class the sweep reconstructs)."""
     images: dict[tuple[float, str], np.ndarray] = {}
     finished = runs[runs["status"] == "FINISHED"].sort_values("seed")
     for (dose, arm), part in finished.groupby(["dose", "arm"]):
         run_id = part.iloc[0]["run_id"]
+        truth = truth_label(runs, part.iloc[0].get("object", "lines"))
         try:
             path = tracker.download_artifact(run_id, "reconstruction.npz", scratch / run_id)
             with np.load(path, allow_pickle=False) as npz:
                 images[(float(dose), str(arm))] = npz["amplitude"]
-                images.setdefault((float(dose), TRUTH), npz["amplitude_truth"])
+                images.setdefault((float(dose), truth), npz["amplitude_truth"])
         except Exception as error:  # a missing artifact leaves an empty cell, said in the log
             log.warning("no reconstruction for run %s (%s)", run_id, error)
     return images
+
+
+def truth_label(runs: pd.DataFrame, object_kind: str) -> str:
+    """The name of an object class's ground-truth column: :data:`TRUTH` alone where the sweep
+    reconstructs one object class, ``"ground truth: <class>"`` where it reconstructs several."""
+    kinds = runs["object"].dropna().unique() if "object" in runs else []
+    return TRUTH if len(kinds) <= 1 else f"{TRUTH}: {object_kind}"
+
+
+def truth_labels(runs: pd.DataFrame) -> list[str]:
+    """Every ground-truth column of the sweep's reconstruction grid, sorted (see
+    :func:`truth_label`)."""
+    kinds = sorted(runs["object"].dropna().unique()) if "object" in runs else []
+    return sorted({truth_label(runs, kind) for kind in kinds} or {TRUTH})
 
 
 def noise_replicates(tracker: Tracker, runs: pd.DataFrame,

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.dose_response.analyse import Analysis
-from experiments.dose_response.fetch import TRUTH, Sweep
+from experiments.dose_response.fetch import Sweep, truth_labels
 from experiments.dose_response.statistics import (
     CONFIDENCE,
     MIN_BOOTSTRAP,
@@ -124,7 +124,7 @@ def render(folder: Path, sweep: Sweep, analysis: Analysis,
     viz.dose_response_figure(summary, failures, title=title, degenerate=collapsed,
                              x=x).savefig(folder / "dose_response.png", dpi=100)
     doses = sorted(runs["dose"].dropna().unique().tolist())
-    arms = [TRUTH, *sorted(runs["arm"].unique().tolist())]
+    arms = [*truth_labels(runs), *sorted(runs["arm"].unique().tolist())]
     viz.reconstruction_grid_figure(images, doses, arms, title=f"{title}: amplitude").savefig(
         folder / "reconstructions.png", dpi=100)
     if not analysis.bias_variance.empty:

@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments.dose_response.analyse import EFFICIENCY_COLUMNS, dose_efficiency, summarise
+from experiments.dose_response.fetch import TRUTH, truth_label, truth_labels
 from experiments.dose_response.report import make_report
 from ptycho.evaluation import METRIC_KEYS
 from ptycho.runner.tracking import ROLE_TAG
@@ -228,3 +229,12 @@ def test_the_dose_response_figure_draws_the_bound_and_the_efficiency() -> None:
     assert float(lines["converged fit (Wilks) N=32"].get_ydata()[0]) == pytest.approx(-1e-3)
     drawn = sorted(round(float(line.get_ydata()[0]), 6) for line in excess.get_lines())
     assert drawn == pytest.approx([-1e-3, -5e-4, 0.0, 1e-3], abs=1e-9)
+
+
+def test_the_reconstruction_grid_has_one_truth_column_per_object_class() -> None:
+    one = pd.DataFrame({"object": ["lines", "lines"]})
+    two = pd.DataFrame({"object": ["grf", "cells", "grf"]})
+    assert truth_labels(one) == [TRUTH] and truth_label(one, "lines") == TRUTH
+    assert truth_labels(two) == [f"{TRUTH}: cells", f"{TRUTH}: grf"]
+    assert truth_label(two, "grf") == f"{TRUTH}: grf"
+    assert truth_labels(pd.DataFrame({"name": ["a"]})) == [TRUTH]  # a store without the axis
