@@ -322,15 +322,23 @@ def _reference_lines(axes, summary: pd.DataFrame, column: str, label: str, style
     column = f"{column}_median" if f"{column}_median" in summary else f"{column}_mean"
     if column not in summary or summary[column].isna().all():
         return
-    groups = summary.groupby("N") if "N" in summary else [("", summary)]
-    for n, part in groups:
+    keys = [key for key in ("N", "object") if key in summary
+            and (key == "N" or summary[key].nunique() > 1)]  # object classes: their own scans
+    groups = summary.groupby(keys) if keys else [((), summary)]
+    for shade, (values, part) in enumerate(groups):
+        values = values if isinstance(values, tuple) else (values,)
         columns = [column] if where == "dose" else [column, where]
         line = part.groupby("dose")[columns].mean().dropna().sort_index()
+        name = " ".join(f"{key}={value}" if key == "N" else str(value)
+                        for key, value in zip(keys, values, strict=True))
         if len(line):
             axes.plot(line.index if where == "dose" else line[where], line[column], style,
-                      color="black", linewidth=1.1,
-                      label=f"{label} N={n}" if n != "" else label)
+                      color=_GREYS[shade % len(_GREYS)], linewidth=1.1,
+                      label=f"{label} {name}".strip())
     axes.legend(fontsize=6, loc="best")
+
+
+_GREYS = ("black", "dimgrey", "darkgrey")  # a reference line per (N, object class)
 
 
 def _efficiency_panel(axes, summary: pd.DataFrame, arms: Sequence[str],
@@ -342,19 +350,24 @@ def _efficiency_panel(axes, summary: pd.DataFrame, arms: Sequence[str],
         key = f"{name}_median" if f"{name}_median" in part else f"{name}_mean"
         return part[key] if key in part else pd.Series(np.nan, part.index)
 
+    drawn = computed = False
     for arm in arms:
         part = summary[summary["arm"] == arm].sort_values("dose")
         for name, style in (("amp", "-o"), ("phase", ":s")):
             efficiency = median(part, f"{name}_crb_efficiency")
+            computed |= not efficiency.isna().all()
             constant = median(part, f"{name}_mse_constant")
             informative = ~(median(part, f"{name}_mse_crb") >= constant)  # unknown: drawn
             shown = efficiency.where(informative)
             if not shown.isna().all():
                 axes.plot(part[where], shown, style, color=colours[arm], markersize=3)
+                drawn = True
     axes.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
     axes.set_yscale("log")
-    axes.text(0.02, 0.02, "solid: amplitude, dotted: phase; 1 = the limit", fontsize=6,
-              transform=axes.transAxes)
+    note = ("solid: amplitude, dotted: phase; 1 = the limit" if drawn else
+            "the bound lies above the best constant image at every dose: no efficiency"
+            if computed else "no Cramér–Rao bound in this sweep (eval.crb=false)")
+    axes.text(0.02, 0.02, note, fontsize=6 if drawn else 8, transform=axes.transAxes)
 
 
 def reconstruction_grid_figure(images: Mapping[tuple[float, str], np.ndarray],

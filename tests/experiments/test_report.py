@@ -238,3 +238,23 @@ def test_the_reconstruction_grid_has_one_truth_column_per_object_class() -> None
     assert truth_labels(two) == [f"{TRUTH}: cells", f"{TRUTH}: grf"]
     assert truth_label(two, "grf") == f"{TRUTH}: grf"
     assert truth_labels(pd.DataFrame({"name": ["a"]})) == [TRUTH]  # a store without the axis
+
+
+def test_reference_lines_are_per_object_class_and_a_missing_bound_is_said() -> None:
+    """Two object classes are two scans: each has its own best constant image (a line each,
+    named by its class); a sweep without the bound says so on the efficiency panel."""
+    from ptycho import viz
+
+    rows = [{"arm": f"N32 lsqml {kind}", "N": 32, "object": kind, "dose": dose,
+             "amp_mse_mean": 1e-3, "amp_mse_constant_mean": constant}
+            for kind, constant in (("cells", 4e-3), ("grf", 2e-3)) for dose in (1e3, 1e4)]
+    summary = pd.DataFrame(rows)
+    figure = viz.dose_response_figure(summary, summary.assign(n_failed=0)[["arm", "dose",
+                                                                          "n_failed"]])
+    panels = {ax.get_ylabel(): ax for ax in figure.axes}
+    lines = {line.get_label(): line for line in panels["amplitude MSE"].get_lines()}
+    assert float(lines["best constant image N=32 cells"].get_ydata()[0]) == 4e-3
+    assert float(lines["best constant image N=32 grf"].get_ydata()[0]) == 2e-3
+    efficiency = panels["Cramér–Rao efficiency (bound / MSE), where informative"]
+    assert [text.get_text() for text in efficiency.texts] == [
+        "no Cramér–Rao bound in this sweep (eval.crb=false)"]
