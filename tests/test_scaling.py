@@ -217,7 +217,12 @@ def test_a_sweep_against_a_tracking_server_is_visible_through_its_rest_api(
 
 # --- faults ---------------------------------------------------------------------------------
 
-LONG_JOB = ["experiment=smoke", "train.epochs=400", "train.early_stopping_patience=400"]
+# Long enough that no job can finish before the test's signal reaches it, even when one worker
+# starts training well before the other (CI once saw a 400-epoch job, 0.1 s an epoch, finish
+# before the signal came); the tests kill these jobs, so the length costs nothing.
+LONG_EPOCHS = 5000
+LONG_JOB = ["experiment=smoke", f"train.epochs={LONG_EPOCHS}",
+            f"train.early_stopping_patience={LONG_EPOCHS}"]
 
 
 def training_runs(uri: str, count: int):
@@ -261,12 +266,13 @@ def test_a_termination_signal_to_the_sweep_marks_its_jobs_and_the_sweep_killed(
 
 
 def signal_the_long_job(launcher: str, signum: signal.Signals, store: Path) -> tuple[int, str]:
-    """A 2-job sweep (2 and 400 epochs) under ``launcher``; ``signum`` to the long job's process
-    once it trains. Returns the sweep's exit code and log."""
-    sweep = start(["-m", "experiment=smoke", "train.epochs=2,400",
-                   "train.early_stopping_patience=400", f"hydra/launcher={launcher}"], store)
+    """A 2-job sweep (2 and ``LONG_EPOCHS`` epochs) under ``launcher``; ``signum`` to the long
+    job's process once it trains. Returns the sweep's exit code and log."""
+    sweep = start(["-m", "experiment=smoke", f"train.epochs=2,{LONG_EPOCHS}",
+                   f"train.early_stopping_patience={LONG_EPOCHS}",
+                   f"hydra/launcher={launcher}"], store)
     try:
-        victim = wait_for(lambda: training_run(sqlite(store), epochs=400), 240,
+        victim = wait_for(lambda: training_run(sqlite(store), epochs=LONG_EPOCHS), 240,
                           "the long job in training")
         os.kill(int(victim.data.tags["process_id"]), signum)
         code = sweep.wait(timeout=240)
@@ -285,7 +291,7 @@ def test_a_signal_to_one_job_process_kills_that_job_and_the_sweep_reports_it(
     assert code == 1, log[-3000:]
     parents, children = split(all_runs(sqlite(store)))
     status = {int(c.data.params["train.epochs"]): c.info.status for c in children}
-    assert status == {2: "FINISHED", 400: "KILLED"}, log[-3000:]
+    assert status == {2: "FINISHED", LONG_EPOCHS: "KILLED"}, log[-3000:]
     assert parents[0].info.status == "KILLED"
     assert "KILLED" in log and "terminated by SIGTERM" in log  # the summary table says so
     pids = {c.data.tags["process_id"] for c in children}  # submitit_local: a process per job
@@ -335,11 +341,11 @@ def test_isolate_gives_every_job_a_fresh_process_whose_death_fails_only_its_run(
     """``isolate=true`` in one reused worker (local_parallel, one job at a time): each job runs
     in a child process of its own that ends with it; a child killed outright (as by the
     out-of-memory killer) fails its run, and the sweep goes on to its summary."""
-    sweep = start(["-m", "experiment=smoke", "train.epochs=2,400",
-                   "train.early_stopping_patience=400", "hydra/launcher=local_parallel",
+    sweep = start(["-m", "experiment=smoke", f"train.epochs=2,{LONG_EPOCHS}",
+                   f"train.early_stopping_patience={LONG_EPOCHS}", "hydra/launcher=local_parallel",
                    "hydra.launcher.n_jobs=1", "isolate=true"], store)
     try:
-        victim = wait_for(lambda: training_run(sqlite(store), epochs=400), 240,
+        victim = wait_for(lambda: training_run(sqlite(store), epochs=LONG_EPOCHS), 240,
                           "the long job in training")
         child = int(victim.data.tags["process_id"])
         assert child != sweep.pid  # the work runs in a child of the job process
@@ -353,7 +359,7 @@ def test_isolate_gives_every_job_a_fresh_process_whose_death_fails_only_its_run(
     parents, children = split(all_runs(sqlite(store)))
     by_epochs = {int(c.data.params["train.epochs"]): c for c in children}
     assert by_epochs[2].info.status == "FINISHED"
-    died = by_epochs[400]
+    died = by_epochs[LONG_EPOCHS]
     assert died.info.status == "FAILED"
     assert "killed by SIGKILL" in died.data.tags["error"], died.data.tags["error"]
     assert parents[0].info.status == "FAILED"
@@ -375,7 +381,7 @@ def test_under_local_isolated_a_job_killed_outright_is_summarised_and_the_sweep_
     parents, children = split(all_runs(sqlite(store)))
     status = {int(c.data.params["train.epochs"]): c for c in children}
     assert status[2].info.status == "FINISHED"
-    dead = status[400]
+    dead = status[LONG_EPOCHS]
     assert dead.info.status == "FAILED" and dead.data.tags["status_reason"] == "died"
     assert "produced no result" in dead.data.tags["error"]
     assert "produced no result" in log and "FINISHED" in log  # the summary table was printed
