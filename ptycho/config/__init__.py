@@ -37,6 +37,7 @@ from ptycho.config.sections import (
     ProbeKind,
     ScanConfig,
     ScanKind,
+    Schedule,
     Simulator,
     StitchWeighting,
     Stopping,
@@ -49,8 +50,8 @@ __all__ = [
     "ARM_DEPENDENT", "MAX_DOSE", "NAMING_AXES", "SEARCH_OBJECTIVES", "Activation",
     "ArmSettings", "ConfigError", "DataConfig", "Design", "Device", "DtypePolicy", "EvalConfig",
     "JitCompile", "JobConfig", "Loss", "ObjectConfig", "ObjectKind", "PhaseAlignment",
-    "PhaseMode", "PhaseSync", "ProbeConfig", "ProbeKind", "ScanConfig", "ScanKind", "Simulator",
-    "StitchWeighting", "Stopping", "TrackingConfig", "TrainConfig", "arm_label",
+    "PhaseMode", "PhaseSync", "ProbeConfig", "ProbeKind", "ScanConfig", "ScanKind", "Schedule",
+    "Simulator", "StitchWeighting", "Stopping", "TrackingConfig", "TrainConfig", "arm_label",
     "check_tracking_uri", "config_hash", "format_dose", "run_name", "settings_class",
     "settings_classes", "validate"
 ]

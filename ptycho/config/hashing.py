@@ -17,6 +17,7 @@ beside the reconstruction's metrics."""
 ADDED_SETTINGS = (
     ("data.simulator", "bilinear", ("data.oversampling", "data.pixel_subsamples")),
     ("model.stopping", "fixed", ("model.heldout_fraction", "model.patience")),
+    ("train.schedule", "plateau", ("train.warmup_fraction",)),
 )
 """Settings added after jobs were logged (wave 3), with the value that computes what those jobs
 computed and the settings that only matter otherwise: at that value all of them are left out

@@ -141,6 +141,17 @@ class DtypePolicy(StrEnum):
     mixed_bfloat16 = "mixed_bfloat16"
 
 
+class Schedule(StrEnum):
+    """The learning-rate schedule: ``plateau`` halves the rate when the monitored loss stops
+    improving and stops early (wave 1); ``cosine`` warms up linearly over
+    ``warmup_fraction`` of the steps, then decays along a cosine to ``min_learning_rate`` at
+    the last epoch, so a fixed budget of epochs is spent on purpose (docs/results/
+    2026-12-07-pace.md). Early stopping keeps the best weights under either."""
+
+    plateau = "plateau"
+    cosine = "cosine"
+
+
 class JitCompile(StrEnum):
     """``auto``: XLA on a GPU, TensorFlow's oneDNN path on a CPU (1.5× faster there, measured);
     ``true``/``false`` force it."""
@@ -379,6 +390,9 @@ class TrainConfig(Section):
     plateau_factor: float = 0.5
     plateau_patience: int = 2
     min_learning_rate: float = 1e-4
+    schedule: Schedule = Schedule.plateau
+    warmup_fraction: float = 0.05
+    """``cosine``: share of the steps spent warming up from a tenth of ``learning_rate``."""
     early_stopping_patience: int = 5
     """Best weights restored. More than twice ``plateau_patience``: a lowered learning rate gets
     epochs to pay off (measured: with 3, the quickstart's g=1 NLL job at 1e4 stopped at epoch 11
@@ -402,6 +416,7 @@ class TrainConfig(Section):
         check_number("plateau_factor", self.plateau_factor, low=0, low_open=True, high=1)
         check_number("plateau_patience", self.plateau_patience, low=0, integer=True)
         check_number("min_learning_rate", self.min_learning_rate, low=0)
+        check_number("warmup_fraction", self.warmup_fraction, low=0, high=0.5)
         check_number("early_stopping_patience", self.early_stopping_patience, low=0, integer=True)
 
 
@@ -426,9 +441,12 @@ class EvalConfig(Section):
     """Inference batch (groups)."""
     n_diffraction: int = 4
     """Patterns shown in the diffraction figure (not part of the config hash)."""
-    crb: bool = True
+    crb: bool = False
     """Compute the Cramér–Rao bound of the test scan (docs/physics.md §11): ``amp_mse_crb``,
-    ``phase_mse_crb`` and the efficiencies ``*_crb_efficiency`` (not part of the config hash)."""
+    ``phase_mse_crb`` and the efficiencies ``*_crb_efficiency`` (not part of the config hash).
+    Off by default, so a single run or a 1-epoch check does not pay for it; the study presets
+    that plot it (quickstart, dose_response) turn it on, and a sweep computes it once per scan
+    (it does not depend on the dose)."""
     crb_samples: int = 16
     """Hutchinson probes per part where the bound is matrix-free (above
     ``ptycho.evaluation.limit.DENSE_LIMIT`` parameters)."""

@@ -42,7 +42,9 @@ DENSE_LIMIT = 4096
 """Up to this many real parameters (twice the free pixels) the bound is computed densely."""
 MIN_PROBES = 4
 """Hutchinson probes per part at least (``cg``)."""
-LIMIT_VERSION = 2
+ROUND_PROBES = 2
+"""Hutchinson probes added per part and round after the first :data:`MIN_PROBES`."""
+LIMIT_VERSION = 3
 """Bumped when what :func:`estimate_limit` computes changes (invalidates cached limits)."""
 
 
@@ -176,31 +178,47 @@ def _relative_stderr(values: list[float]) -> float:
     return float(np.std(values, ddof=1) / np.sqrt(len(values)) / abs(np.mean(values)))
 
 
-def _cg(apply: Callable[[np.ndarray], np.ndarray], rhs: np.ndarray, precondition: np.ndarray, *,
-        tolerance: float, max_iterations: int) -> tuple[np.ndarray, int]:
-    """Preconditioned conjugate gradients for ``apply(x) = rhs`` in the real inner product of
-    complex vectors. Written here because the operator is complex-carried but real-symmetric,
-    which scipy's solvers (complex-Hermitian) do not express. Returns ``(x, iterations)``."""
+def _block_cg(apply: Callable[[np.ndarray], np.ndarray], rhs: np.ndarray,
+              precondition: np.ndarray, *, tolerance: float,
+              max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Preconditioned conjugate gradients for ``apply(x) = rhs`` on a batch of right-hand sides
+    ``(B, n)`` at once (each column its own recurrence; one batched product per iteration), in
+    the real inner product of complex vectors. Written here because the operator is
+    complex-carried but real-symmetric, which scipy's solvers (complex-Hermitian, one vector)
+    do not express. Returns ``(x (B, n), iterations (B,))``: a column stops moving once its
+    relative residual is below ``tolerance``."""
+
+    def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.sum((np.conj(a) * b).real, axis=1)
+
     x = np.zeros_like(rhs)
     residual = rhs.copy()
     z = residual / precondition
     direction = z.copy()
-    rz = float(np.vdot(residual, z).real)
-    target = tolerance * float(np.linalg.norm(rhs))
-    for iteration in range(1, max_iterations + 1):
+    rz = dot(residual, z)
+    target = tolerance * np.linalg.norm(rhs, axis=1)
+    iterations = np.zeros(len(rhs), int)
+    active = np.linalg.norm(residual, axis=1) > target
+    for _ in range(max_iterations):
+        if not active.any():
+            break
+        # The whole batch each time, converged columns included: one shape, one compilation.
         image = apply(direction)
-        step = rz / float(np.vdot(direction, image).real)
-        x += step * direction
-        residual -= step * image
-        if np.linalg.norm(residual) <= target:
-            return x, iteration
+        step = np.where(active, rz / np.where(active, dot(direction, image), 1.0), 0.0)
+        x += step[:, None] * direction
+        residual -= step[:, None] * image
+        iterations[active] += 1
+        active &= np.linalg.norm(residual, axis=1) > target
         z = residual / precondition
-        rz_next = float(np.vdot(residual, z).real)
-        direction = z + (rz_next / rz) * direction
+        rz_next = dot(residual, z)
+        ratio = np.where(rz > 0, rz_next / np.where(rz > 0, rz, 1.0), 0.0)
+        direction = z + ratio[:, None] * direction
         rz = rz_next
-    log.warning("limit: CG stopped at %d iterations (relative residual %.2g)", max_iterations,
-                np.linalg.norm(residual) / max(np.linalg.norm(rhs), 1e-300))
-    return x, max_iterations
+    if active.any():
+        log.warning("limit: CG stopped at %d iterations (relative residual %.2g)", max_iterations,
+                    float(np.max(np.linalg.norm(residual[active], axis=1)
+                                 / np.maximum(np.linalg.norm(rhs[active], axis=1), 1e-300))))
+    return x, iterations
 
 
 def estimate_limit(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
@@ -259,7 +277,9 @@ def estimate_limit(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
     shift = float(np.median(diagonal))  # μ: the gauge direction's stand-in eigenvalue
 
     def regularised(x: np.ndarray) -> np.ndarray:
-        return apply(x) + shift * gauge * np.vdot(gauge, x).real
+        """The information plus ``μ`` along the gauge, on a batch ``(B, n)``."""
+        along = np.sum((np.conj(gauge) * x).real, axis=-1, keepdims=True)
+        return apply(x) + shift * gauge * along
 
     use_dense = method == "dense" or (method == "auto" and 2 * count <= DENSE_LIMIT)
     if method not in ("auto", "dense", "cg"):
@@ -284,35 +304,52 @@ def estimate_limit(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
             maps[f"{part}_variance_stderr"] = np.zeros(shape)
     else:
         rng = np.random.default_rng(seed)
-        amp_forward = _amplitude_forward(np.abs(obj[rows, cols]))
-        for part, adjoint, forward, direction in (
-                ("amp", amp_adjoint, amp_forward, amp_dir),
-                ("phase", phase_adjoint, phase_adjoint, phase_dir)):  # a projection: Lᵀ = L
-            values: list[float] = []
-            diagonals: list[np.ndarray] = []
-            for k in range(samples):
-                if k >= MIN_PROBES and _relative_stderr(values) < target_stderr:
-                    break  # precise enough: large regions average over many pixels per probe
-                z = rng.choice([-1.0, 1.0], region_count)
-                h = representer(adjoint(z), direction)
-                x, iterations = _cg(regularised, h, diagonal + 1e-12 * diagonal.max(),
-                                    tolerance=tolerance, max_iterations=max_iterations)
-                worst = max(worst, iterations)
+        parts = {"amp": (amp_adjoint, _amplitude_forward(np.abs(obj[rows, cols])), amp_dir),
+                 "phase": (phase_adjoint, phase_adjoint, phase_dir)}  # a projection: Lᵀ = L
+        values: dict[str, list[float]] = {part: [] for part in parts}
+        diagonals: dict[str, list[np.ndarray]] = {part: [] for part in parts}
+        while True:
+            # Probes in rounds, both parts' in one batched solve: MIN_PROBES each first, then
+            # ROUND_PROBES more for a part whose standard error is still above the target.
+            batch: list[tuple[str, np.ndarray, np.ndarray]] = []
+            for part, (adjoint, _, direction) in parts.items():
+                done = values[part]
+                if len(done) >= samples or (len(done) >= MIN_PROBES
+                                            and _relative_stderr(done) < target_stderr):
+                    continue
+                for _ in range(min(ROUND_PROBES if done else MIN_PROBES, samples - len(done))):
+                    z = rng.choice([-1.0, 1.0], region_count)
+                    batch.append((part, z, representer(adjoint(z), direction)))
+            if not batch:
+                break
+            # Padded with zero columns (solved at once) to one width: one compilation.
+            width = max(len(batch), len(parts) * MIN_PROBES)
+            rhs = np.zeros((width, count), np.complex128)
+            rhs[:len(batch)] = [h for _, _, h in batch]
+            solutions, iterations = _block_cg(
+                regularised, rhs, diagonal + 1e-12 * diagonal.max(), tolerance=tolerance,
+                max_iterations=max_iterations)
+            worst = max(worst, int(iterations.max()))
+            for (part, z, h), x, count_cg in zip(batch, solutions, iterations,
+                                                 strict=False):  # padding dropped
+                _, forward, direction = parts[part]
                 # Hutchinson's diagonal (Bekas, Kokiopoulou & Saad 2007): z ⊙ (L T I⁺ Tᵀ Lᵀ z);
                 # its mean over the region is exactly this probe's trace sample below
                 x = x - gauge * np.vdot(gauge, x).real
                 scored_error = np.zeros(region_count)
                 scored_error[lit_index] = (np.conj(direction[lit_index])
                                            * x[region_index[lit_index]]).real
-                diagonals.append(z * forward(scored_error))
-                values.append(float(np.vdot(h, x).real) / region_count)
+                diagonals[part].append(z * forward(scored_error))
+                values[part].append(float(np.vdot(h, x).real) / region_count)
                 log.info("limit: %s probe %d (at most %d): %.4g (%d CG iterations)", part,
-                         k + 1, samples, values[-1], iterations)
-            used = max(used, len(values))
-            results[part] = (float(np.mean(values)),
-                             float(np.std(values, ddof=1) / np.sqrt(len(values)))
-                             if len(values) > 1 else float("nan"))
-            stack = np.array(diagonals)
+                         len(values[part]), samples, values[part][-1], count_cg)
+        for part in parts:
+            done = values[part]
+            used = max(used, len(done))
+            results[part] = (float(np.mean(done)),
+                             float(np.std(done, ddof=1) / np.sqrt(len(done)))
+                             if len(done) > 1 else float("nan"))
+            stack = np.array(diagonals[part])
             maps[f"{part}_variance"] = stack.mean(axis=0).reshape(shape)
             maps[f"{part}_variance_stderr"] = (
                 stack.std(axis=0, ddof=1) / np.sqrt(len(stack)) if len(stack) > 1

@@ -26,13 +26,13 @@ from ptycho.physics.likelihood import (
     poisson_nll_per_photon,
     profiled_poisson_nll_per_photon,
 )
-from ptycho.physics.operator import Ptychography, patch_taps
+from ptycho.physics.operator import PatchBlocks, Ptychography
 from ptycho.physics.propagation import far_field, far_field_adjoint, illuminate, intensity
 
 __all__ = [
-    "Ptychography", "block_average", "dose_scale", "exact_intensities", "expected_counts",
-    "expected_counts_at_dose", "extract_patches", "far_field", "far_field_adjoint",
-    "fourier_upsample", "illuminate", "intensity", "merge_patches", "overlap_add",
-    "patch_taps", "place_patches", "poisson_counts", "poisson_fisher", "poisson_nll",
+    "PatchBlocks", "Ptychography", "block_average", "dose_scale", "exact_intensities",
+    "expected_counts", "expected_counts_at_dose", "extract_patches", "far_field",
+    "far_field_adjoint", "fourier_upsample", "illuminate", "intensity", "merge_patches",
+    "overlap_add", "place_patches", "poisson_counts", "poisson_fisher", "poisson_nll",
     "poisson_nll_per_photon", "profiled_poisson_nll_per_photon", "resample_matrix", "translate"
 ]

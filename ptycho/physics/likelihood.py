@@ -74,7 +74,7 @@ def poisson_fisher(operator: Ptychography, obj: np.ndarray,
     free_index = np.flatnonzero(np.asarray(free).ravel())
     size = int(np.prod(operator.object_shape))
 
-    @tf.function(jit_compile=False, reduce_retracing=True)
+    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
     def apply(delta: tf.Tensor) -> tf.Tensor:
         """``(B, n)`` complex64 perturbations → ``(B, n)`` information times them."""
         batch = tf.shape(delta)[0]

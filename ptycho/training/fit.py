@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from ptycho.checks import check_positive_int, validation_count
-from ptycho.config import TrainConfig
+from ptycho.config import Schedule, TrainConfig
 from ptycho.training.losses import get_loss
 
 __all__ = ["FitResult", "TrainingDiverged", "fit", "validation_split"]
@@ -248,7 +248,8 @@ def fit(model: keras.Model, inputs: dict[str, np.ndarray], targets: np.ndarray, 
     val_ds = None if not val_idx.size else _batches(  # every held-out group counts (the last
         {k: v[val_idx] for k, v in inputs.items()}, targets[val_idx],  # batch may be smaller)
         min(settings.batch_size, val_idx.size), seed=None, drop_remainder=False)
-    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
+    steps_per_epoch = train_idx.size // settings.batch_size
+    model.compile(optimizer=keras.optimizers.Adam(_learning_rates(settings, steps_per_epoch)),
                   loss=_scaled(get_loss(loss), loss_scale), jit_compile=bool(jit_compile))
     # Create the optimizer's slots eagerly: created on the first traced step they become
     # cond-initialised variables whose graphs TensorFlow keeps for the life of the process
@@ -256,10 +257,9 @@ def fit(model: keras.Model, inputs: dict[str, np.ndarray], targets: np.ndarray, 
     model.optimizer.build(model.trainable_variables)
     timer, guard, progress = _StepTimer(), _Guard(), _Progress(settings.epochs, on_epoch)
     monitor = "val_loss" if val_ds is not None else "loss"
-    steps_per_epoch = train_idx.size // settings.batch_size
-    log.info("training %s: %d groups (%d validation), %d steps/epoch, up to %d epochs, XLA %s",
-             model.name, len(targets), val_idx.size, steps_per_epoch, settings.epochs,
-             "on" if jit_compile else "off")
+    log.info("training %s: %d groups (%d validation), %d steps/epoch, up to %d epochs, %s "
+             "schedule, XLA %s", model.name, len(targets), val_idx.size, steps_per_epoch,
+             settings.epochs, settings.schedule, "on" if jit_compile else "off")
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs, verbose=0,
               callbacks=[timer, guard, *_schedule(settings, monitor), progress],
@@ -302,13 +302,33 @@ def _split(n_groups: int, settings: TrainConfig, validation: np.ndarray | None,
     return train_idx, val_idx
 
 
+def _learning_rates(settings: TrainConfig, steps_per_epoch: int
+                    ) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """Adam's learning rate: constant for ``plateau`` (the callback lowers it), else Keras's
+    cosine decay with a linear warm-up from a tenth of ``learning_rate`` over
+    ``warmup_fraction`` of the steps, reaching ``min_learning_rate`` at the last step."""
+    if settings.schedule == Schedule.plateau:
+        return settings.learning_rate
+    total = max(settings.epochs * steps_per_epoch, 1)
+    warmup = round(settings.warmup_fraction * total)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.1 * settings.learning_rate if warmup else settings.learning_rate,
+        decay_steps=max(total - warmup, 1),
+        alpha=min(settings.min_learning_rate / settings.learning_rate, 1.0),
+        warmup_target=settings.learning_rate if warmup else None, warmup_steps=warmup)
+
+
 def _schedule(settings: TrainConfig, monitor: str) -> list[keras.callbacks.Callback]:
-    """Reduce-on-plateau and early stopping (best weights restored) on ``monitor``."""
+    """Early stopping (best weights restored) on ``monitor``, after reduce-on-plateau for the
+    ``plateau`` schedule."""
+    stopping = keras.callbacks.EarlyStopping(
+        monitor=monitor, patience=settings.early_stopping_patience,
+        min_delta=settings.min_delta, restore_best_weights=True)
+    if settings.schedule != Schedule.plateau:
+        return [stopping]
     return [
         keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, factor=settings.plateau_factor, patience=settings.plateau_patience,
             min_delta=settings.min_delta, min_lr=settings.min_learning_rate, verbose=0),
-        keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=settings.early_stopping_patience,
-            min_delta=settings.min_delta, restore_best_weights=True),
+        stopping,
     ]

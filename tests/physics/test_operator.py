@@ -46,6 +46,27 @@ def test_the_adjoint_is_the_adjoint_and_the_taps_are_the_separable_cut() -> None
     np.testing.assert_array_equal(operator.patches(obj).numpy(), whole.numpy())
 
 
+def test_the_block_cut_is_the_separable_cut_and_its_spread_is_its_adjoint() -> None:
+    """:class:`~ptycho.physics.PatchBlocks` cuts what ``extract_patches`` cuts (positions partly
+    off the object included, where both read zeros), spreads by the exact adjoint, and keeps
+    batch items apart."""
+    obj, _, positions = _scan(3)
+    positions = np.concatenate([positions, [[2.0, 3.5], [41.7, 38.2]]])  # hanging off the edges
+    blocks = physics.PatchBlocks(positions, N, SHAPE)
+    separable = physics.extract_patches(obj[None], positions[None].astype(np.float32), N)[0]
+    pair = tf.constant(np.stack([obj, np.conj(obj) * 2]))
+    cut = blocks.cut(pair).numpy()
+    np.testing.assert_allclose(cut[0], separable.numpy(), atol=2e-6)
+    np.testing.assert_allclose(cut[1], 2 * np.conj(separable.numpy()), atol=4e-6)
+    rng = np.random.default_rng(4)
+    patches = (rng.standard_normal((2, len(positions), N, N))
+               + 1j * rng.standard_normal((2, len(positions), N, N))).astype(np.complex64)
+    spread = blocks.spread(tf.constant(patches)).numpy()
+    assert _inner(cut, patches) == pytest.approx(_inner(pair.numpy(), spread), rel=1e-5)
+    np.testing.assert_allclose(spread[1], blocks.spread(tf.constant(patches[1:])).numpy()[0],
+                               atol=1e-5)
+
+
 def test_simulation_draws_from_the_operator_at_its_dose() -> None:
     obj, probe, positions = _scan(2)
     operator = physics.Ptychography(probe, positions, SHAPE)

@@ -201,3 +201,67 @@ def test_the_counts_correct_offsets_that_the_overlaps_get_wrong() -> None:
     assert likelihood.extra["overlap_sync_phase_ssim"] == pytest.approx(scores["overlap"])
     assert likelihood.extra["phase_sync_nll_gain_per_photon"] > 0
     assert scores["likelihood"] > scores["overlap"] + 0.05  # measured: 0.977 vs 0.812
+
+
+def _shrunk(data: _Scan, probe: np.ndarray) -> np.ndarray:
+    """The patches as a g=1 network leaves them (see the test above): phase contrast shrunk
+    where the probe is faint, each with a random constant."""
+    light = np.abs(probe) ** 2 / np.abs(probe).max() ** 2
+    phase = np.angle(data.patches)
+    mean = np.angle((light * data.patches).sum(axis=(1, 2)))[:, None, None]
+    relative = np.angle(np.exp(1j * (phase - mean)))
+    shrunk = np.abs(data.patches) * np.exp(1j * (mean + (0.3 + 0.7 * light) * relative))
+    return (shrunk * np.exp(-1j * _scrambled(data, seed=0)[1])[:, None, None]).astype(
+        np.complex64)
+
+
+def test_the_likelihoods_gradient_is_the_derivative_of_its_value() -> None:
+    """The hand-written gradient (one adjoint product) against central differences of the
+    value, along random directions; and the map's adjoint is its adjoint."""
+    data = _Scan(16, 48, 40, seed=4, whole_pixels=False)
+    probe = disc_probe(16)
+    counts = _counts(data, probe, 1e5, seed=2)
+    fields = synchronise._StitchedFields(
+        _shrunk(data, probe), data.positions, probe, counts, data.obj.shape, keep=6,
+        weight=np.abs(probe) ** 2, patterns=np.arange(len(data.positions)))
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(-np.pi, np.pi, len(data.positions))
+    _, gradient = fields.value_and_gradient(theta)
+    for _ in range(3):
+        direction = rng.standard_normal(len(theta))
+        step = 1e-3
+        ahead = fields.value_and_gradient(theta + step * direction)[0]
+        behind = fields.value_and_gradient(theta - step * direction)[0]
+        assert (ahead - behind) / (2 * step) == pytest.approx(gradient @ direction, rel=2e-3)
+    z = np.exp(1j * rng.uniform(-np.pi, np.pi, len(theta))).astype(np.complex64)
+    far = (rng.standard_normal(counts.shape) + 1j * rng.standard_normal(counts.shape)).astype(
+        np.complex64)
+    left = np.vdot(far.astype(np.complex128), fields.forward(z).numpy())
+    right = np.vdot(fields.adjoint(far).numpy().astype(np.complex128), z)
+    assert left == pytest.approx(right, rel=1e-4)
+
+
+def test_the_likelihood_synchronisation_converges_where_longer_runs_end() -> None:
+    """From the overlap offsets, on patches like a network's: the test stops it with a
+    converged flag, the NLL falls at every iteration, and a run ten times as strict ends at
+    nearly the same NLL and the same offsets (what the stopping rule gives up is small)."""
+    N = 32
+    data = _Scan(N, 96, 300, seed=2, whole_pixels=False)
+    probe = disc_probe(N)
+    patches = _shrunk(data, probe)
+    counts = _counts(data, probe, 1e5, seed=1)
+    start = phase_offsets(patches, data.positions, np.abs(probe) ** 2)
+    settings = dict(keep=10, weight=np.abs(probe) ** 2, initial=start)
+    found, info = likelihood_offsets(patches, data.positions, probe, counts, data.obj.shape,
+                                     **settings)
+    strict, reference = likelihood_offsets(patches, data.positions, probe, counts,
+                                           data.obj.shape, relative_tolerance=1e-5,
+                                           max_iterations=1000, **settings)
+    values = [row[1] for row in info["trace"]]
+    print({k: v for k, v in info.items() if k != "trace"}, reference["iterations"])
+    assert info["converged"] == 1.0 and info["iterations"] < 200
+    assert np.all(np.diff(values) <= 1e-12)  # L-BFGS's line search only accepts decreases
+    assert info["gradient_norm"] < 0.05 * info["trace"][0][2]
+    given_up = reference["nll_gain_per_photon"] - info["nll_gain_per_photon"]
+    assert 0 <= given_up < 0.02 * reference["nll_gain_per_photon"]
+    assert np.abs(_circular_residual(found, strict)).max() < 0.1  # measured 0.066 rad

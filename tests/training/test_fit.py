@@ -94,6 +94,24 @@ def test_fit_reports_what_ran() -> None:
     assert result.xla is False
 
 
+def test_the_cosine_schedule_warms_up_then_decays_to_its_floor_by_the_last_epoch() -> None:
+    """``schedule=cosine``: the rate at each epoch's end rises over the warm-up, then falls
+    every epoch to ``min_learning_rate`` at the last; no plateau callback changes it."""
+    runtime.reset(0)
+    pair = tiny_pair(16, n_train=40)
+    models, inputs, targets = tiny_pinn(pair, 1)
+    seen = []
+    settings = TrainConfig(epochs=5, batch_size=8, validation_fraction=0.0, learning_rate=1e-3,
+                           min_learning_rate=1e-4, schedule="cosine", warmup_fraction=0.2,
+                           early_stopping_patience=10)
+    fit(models.train, inputs, targets, loss="mae", settings=settings, jit_compile=False,
+        seed=0, on_epoch=lambda e, logs: seen.append(logs["learning_rate"]))
+    assert len(seen) == 5
+    assert seen[0] == pytest.approx(1e-3, rel=0.05)  # 5 of 25 steps: warm-up done at epoch 1
+    assert all(later < earlier for earlier, later in zip(seen, seen[1:], strict=False))
+    assert seen[-1] == pytest.approx(1e-4, rel=1e-3)
+
+
 @pytest.mark.parametrize(("validation_fraction", "n_val"), [(0.25, 10), (0.1, 4)])
 def test_validation_loss_is_taken_over_every_held_out_group(
     validation_fraction: float, n_val: int
