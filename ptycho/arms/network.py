@@ -129,11 +129,13 @@ def reconstruct_with_network(network: Network, data: ArmInput, job: JobConfig,
     e = job.eval
     probe = _probe(models, scored.probe)
     patches = predict_patches(models, scored, test_groups, input_scale, batch_size=e.batch_size)
+    predicted = time.perf_counter()
     stitched = synchronise_and_stitch(
         patches.patches, patches.positions, scored.object_shape, probe=probe,
         keep_fraction=e.keep_fraction, phase_sync=str(e.phase_sync),
         stitch_weighting=str(e.stitch_weighting), counts=scored.counts[patches.indices],
         patterns=patches.indices)
+    synchronised = time.perf_counter()
     expected, patterns = network.expected(models, scored, test_groups, patches, input_scale,
                                           e.batch_size)
     return Reconstruction(
@@ -146,6 +148,10 @@ def reconstruct_with_network(network: Network, data: ArmInput, job: JobConfig,
             "time_compile_s": result.compile_time_s,
             "time_train_s": result.train_time_s,
             "time_reconstruct_s": time.perf_counter() - start,
+            # its parts: the network's patches, their phases and stitch, the expected counts
+            "time_predict_s": predicted - start,
+            "time_stitch_s": synchronised - predicted,
+            "time_expected_s": time.perf_counter() - synchronised,
             "train_patterns_per_s": result.patterns_per_s,
             "params_count": float(models.params_count),
             "validation_patterns": float(len(split.validation_patterns)),

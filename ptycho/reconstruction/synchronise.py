@@ -51,7 +51,8 @@ class Stitched:
         metrics: ``phase_sync_offset_std`` (the offsets' circular spread, radians); with
             ``likelihood`` also ``phase_sync_nll_gain_per_photon`` (nats the counts gained over
             the overlap offsets), ``phase_sync_iterations``, ``phase_sync_converged`` (1 or 0),
-            ``phase_sync_gradient_norm`` and ``phase_sync_seconds`` (:func:`likelihood_offsets`).
+            ``phase_sync_gradient_norm`` and ``phase_sync_seconds`` (:func:`likelihood_offsets`);
+            ``phase_sync_overlap_seconds``: :func:`phase_offsets`' time.
     """
 
     obj: np.ndarray
@@ -114,8 +115,9 @@ def synchronise_and_stitch(
 
     if mode == PhaseSync.none:
         return Stitched(stitched(None))
+    began = time.perf_counter()
     offsets = phase_offsets(patches, positions, intensity)
-    alternatives, metrics = {}, {}
+    alternatives, metrics = {}, {"phase_sync_overlap_seconds": time.perf_counter() - began}
     if mode == PhaseSync.likelihood:
         alternatives["overlap_sync"] = stitched(offsets)
         offsets, info = likelihood_offsets(patches, positions, probe, counts, object_shape,

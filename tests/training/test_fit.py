@@ -3,6 +3,7 @@ models of different N and gridsize trained in one process matching fresh process
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -108,7 +109,7 @@ def test_the_cosine_schedule_warms_up_then_decays_to_its_floor_by_the_last_epoch
         seed=0, on_epoch=lambda e, logs: seen.append(logs["learning_rate"]))
     assert len(seen) == 5
     assert seen[0] == pytest.approx(1e-3, rel=0.05)  # 5 of 25 steps: warm-up done at epoch 1
-    assert all(later < earlier for earlier, later in zip(seen, seen[1:], strict=False))
+    assert all(later < earlier for earlier, later in itertools.pairwise(seen))
     assert seen[-1] == pytest.approx(1e-4, rel=1e-3)
 
 
