@@ -5,8 +5,8 @@ Written for the day a device is lent (one short, prepared run), and runnable on 
 with ``--cpu`` (smaller sizes, so the script itself is tested by ``tests/test_gpu_check.py``):
 
     python bench/gpu_check.py                     # on the GPU machine: the full check, 540 s
-    python bench/gpu_check.py --cpu               # here: N=16/32 throughput, a 2-job study,
-                                                  #   the bound of an N=32 scan (~2 min)
+    python bench/gpu_check.py --cpu               # here: N=16 throughput, a 2-job study,
+                                                  #   the bound of an N=16 scan (~1.5 min)
     python bench/gpu_check.py --time-limit 300    # stop starting steps once 300 s are spent
 
 Each step runs in a fresh subprocess with what is left of the time limit as its own timeout,
@@ -37,12 +37,12 @@ FULL = {
     "bound_N": 128,
 }
 CPU = {
-    "throughput": ["--sizes", "16", "32", "--gridsizes", "1", "2", "--xla", "on",
-                   "--steps", "4", "--batch", "8"],
-    "study": ["experiment=quickstart", "N=16", "data.n_train=64", "data.object.size=48",
-              "train.epochs=2", "model.iterations=10", "dose=1e4", "seed=0",
-              "model=pinn,lsqml", "eval.crb=true"],
-    "bound_N": 32,
+    "throughput": ["--sizes", "16", "--gridsizes", "1", "2", "--xla", "on", "--steps", "3",
+                   "--batch", "8"],
+    "study": ["experiment=quickstart", "N=16", "gridsize=1", "data.n_train=64",
+              "data.object.size=48", "train.epochs=1", "model.iterations=5", "dose=1e4",
+              "seed=0", "model=pinn,lsqml", "eval.crb=true"],
+    "bound_N": 16,
 }
 
 BOUND = """
@@ -143,7 +143,7 @@ def main() -> int:
             f"hydra.sweep.dir={Path(scratch) / 'sweep'}"], deadline, env))
         steps.append(_run("bound", [
             python, "-c", BOUND, str(ROOT / "conf"), f"N={plan['bound_N']}",
-            *(["data.n_train=128", "data.object.size=64"] if args.cpu else [])],
+            *(["data.n_train=64", "data.object.size=48"] if args.cpu else [])],
             deadline, env))
     report = {"mode": "cpu" if args.cpu else "full", "time_limit_s": args.time_limit,
               "steps": steps}

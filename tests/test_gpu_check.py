@@ -23,8 +23,7 @@ def test_the_gpu_check_runs_on_a_cpu_and_reports_every_step(tmp_path: Path) -> N
     assert all(step["status"] == "ok" for step in steps.values())
     assert steps["device"]["results"][0]["gpus"] == []  # this VM has none
     throughput = steps["throughput"]["results"]
-    assert {(row["N"], row["gridsize"]) for row in throughput} == {(16, 1), (16, 2), (32, 1),
-                                                                   (32, 2)}
+    assert {(row["N"], row["gridsize"]) for row in throughput} == {(16, 1), (16, 2)}
     bound = steps["bound"]["results"][0]
-    assert bound["N"] == 32 and bound["bound_s"] > 0 and bound["amp_mse_crb"] > 0
+    assert bound["N"] == 16 and bound["bound_s"] > 0 and bound["amp_mse_crb"] > 0
     assert "study" in done.stdout and "written:" in done.stdout

@@ -284,22 +284,18 @@ def likelihood_offsets(
 
         ``min_θ Σ_k Σ_q [s² I_kq(θ) − n_kq log(s² I_kq(θ))]``,  ``I_k(θ) = |A O_θ|²_k``,
 
-    the photon scale ``s²`` profiled out, so a network's amplitude scale does not matter. Each
-    pattern's footprint is stitched mostly from its neighbours' well-lit centres, so the counts
-    weigh the offsets where the patches are reliable. Only the ``K`` constants are fitted (the
-    patches are left as the network made them) against ``K·N²`` counts.
+    the photon scale ``s²`` profiled out (a network's amplitude scale does not matter). Only
+    the ``K`` constants are fitted, against ``K·N²`` counts; the patches stay the network's.
 
-    The far fields are linear in ``z = e^{iθ}`` (:class:`_StitchedFields`): the value and its
-    gradient are one product with that map and one with its adjoint, compiled by XLA. L-BFGS
-    (scipy) minimises it from ``initial`` in variables scaled by an estimate of the Fisher
-    diagonal. It has converged when the last ``window`` iterations gained less than
-    ``relative_tolerance`` of the NLL gained since the start. The objective has a long flat
-    tail (each object pixel averages hundreds of patches, so most combinations of offsets
-    barely change it): on the quickstart the rule stops at 99% of the gain a 1000-iteration
-    run reaches, at paper scale at about 96%, and the tail moves no score by more than about
-    0.01 (docs/results/2026-12-07-pace.md). Gauss–Newton steps and a coarse-to-fine basis were
-    tried and measured no faster. Hand-written: no library stitches under a Poisson
-    likelihood.
+    The far fields are linear in ``z = e^{iθ}`` (:class:`_StitchedFields`): value and gradient
+    are one product with that map and one with its adjoint, compiled by XLA. L-BFGS (scipy)
+    runs from ``initial`` in variables scaled by an estimate of the Fisher diagonal, and has
+    converged when the last ``window`` iterations gained less than ``relative_tolerance`` of
+    the NLL gained since the start. The objective has a long flat tail (each object pixel
+    averages hundreds of patches): the rule stops at 99% of a 1000-iteration run's gain on the
+    quickstart, about 96% at paper scale, and the tail moves no score by more than about 0.01
+    (docs/results/2026-12-07-pace.md; Gauss–Newton steps and a coarse-to-fine basis were
+    measured no faster). Hand-written: no library stitches under a Poisson likelihood.
 
     Args:
         patches: ``(K, N, N)`` complex object patches (dimensionless transmission).
