@@ -292,8 +292,8 @@ def likelihood_offsets(
     runs from ``initial`` in variables scaled by an estimate of the Fisher diagonal, and has
     converged when the last ``window`` iterations gained less than ``relative_tolerance`` of
     the NLL gained since the start. The objective has a long flat tail (each object pixel
-    averages hundreds of patches): the rule stops at 99% of a 1000-iteration run's gain on the
-    quickstart, about 96% at paper scale, and the tail moves no score by more than about 0.01
+    averages hundreds of patches): the rule stops at 99.6% of a long run's gain on the
+    quickstart, 94% at paper scale, and the tail moves no score by more than about 0.01
     (docs/results/2026-12-07-pace.md; Gauss–Newton steps and a coarse-to-fine basis were
     measured no faster). Hand-written: no library stitches under a Poisson likelihood.
 
