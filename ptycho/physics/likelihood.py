@@ -39,12 +39,14 @@ def profiled_poisson_nll_per_photon(counts: tf.Tensor, intensities: tf.Tensor) -
     """``min_s² Σ(s² I − n log(s² I)) / Σn`` (``log n!`` dropped), float64: the NLL of counts
     ``n`` whose expected values are ``s² I`` for an unknown photon scale, at its best value
     ``s² = Σn / ΣI``, i.e. ``(Σn − Σn log(Σn/ΣI) − Σ n log I) / Σn``. A reconstruction's
-    amplitude scale then does not matter."""
-    counts = tf.cast(counts, tf.float64)
-    intensities = tf.cast(intensities, tf.float64)
-    total = tf.reduce_sum(counts)
-    light = tf.reduce_sum(intensities)
-    log_light = tf.reduce_sum(counts * tf.math.log(intensities + 1e-30))
+    amplitude scale then does not matter. The terms are formed in the intensities' own
+    precision (float32 is half the time of float64 in the phase synchronisation's loop), and
+    every sum is taken in float64."""
+    intensities = tf.convert_to_tensor(intensities)
+    counts = tf.cast(counts, intensities.dtype)
+    total = tf.reduce_sum(tf.cast(counts, tf.float64))
+    light = tf.reduce_sum(tf.cast(intensities, tf.float64))
+    log_light = tf.reduce_sum(tf.cast(counts * tf.math.log(intensities + 1e-30), tf.float64))
     return (total - total * tf.math.log(total / light) - log_light) / total
 
 
