@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ptycho.config import (
     ARM_DEPENDENT,
+    LIKELIHOOD_SYNC_EPOCHS,
     ConfigError,
     DataConfig,
     JitCompile,
@@ -279,6 +280,26 @@ def test_every_arms_default_hash_is_pinned() -> None:
         "baseline": "0509c39f3404c5b2", "epie": "a74a2407284f3595",
         "lsqml": "8a51b89be0af8308", "lsqml_tv": "c3d6d2a6bc70d05d", "pinn": "86594f81464ccc65",
         "rpie": "56319bfe6e9ee6a4"}
+
+
+def test_phase_sync_auto_is_resolved_by_the_training_length_and_hashes_as_its_choice() -> None:
+    """``auto`` (the default) is the likelihood synchronisation for a job that trains, the
+    overlap one for a short check; the run records and hashes the choice, so a default job
+    keeps the hash it had when ``likelihood`` was the default (pinned above), and an explicit
+    choice is kept whatever the length."""
+    assert str(composed().eval.phase_sync) == "auto"
+    assert str(validate({}).eval.phase_sync) == "likelihood"  # train.epochs 50
+    assert str(validate({"train": {"epochs": LIKELIHOOD_SYNC_EPOCHS}}).eval.phase_sync) == \
+        "likelihood"
+    short = validate({"train": {"epochs": LIKELIHOOD_SYNC_EPOCHS - 1}})
+    assert str(short.eval.phase_sync) == "overlap"
+    assert short.resolved()["eval"]["phase_sync"] == "overlap"
+    assert short.config_hash == validate({"train": {"epochs": LIKELIHOOD_SYNC_EPOCHS - 1},
+                                          "eval": {"phase_sync": "overlap"}}).config_hash
+    assert validate({}).config_hash == validate(
+        {"eval": {"phase_sync": "likelihood"}}).config_hash
+    forced = validate({"train": {"epochs": 1}, "eval": {"phase_sync": "likelihood"}})
+    assert str(forced.eval.phase_sync) == "likelihood"
 
 
 def test_each_arm_declares_what_it_uses_and_its_settings_are_its_own() -> None:

@@ -17,6 +17,7 @@ from ptycho.config.hashing import config_hash
 from ptycho.config.job import JobConfig, validate
 from ptycho.config.naming import NAMING_AXES, arm_label, format_dose, run_name
 from ptycho.config.sections import (
+    LIKELIHOOD_SYNC_EPOCHS,
     MAX_DOSE,
     SEARCH_OBJECTIVES,
     Activation,
@@ -47,7 +48,8 @@ from ptycho.config.sections import (
 )
 
 __all__ = [
-    "ARM_DEPENDENT", "MAX_DOSE", "NAMING_AXES", "SEARCH_OBJECTIVES", "Activation",
+    "ARM_DEPENDENT", "LIKELIHOOD_SYNC_EPOCHS", "MAX_DOSE", "NAMING_AXES", "SEARCH_OBJECTIVES",
+    "Activation",
     "ArmSettings", "ConfigError", "DataConfig", "Design", "Device", "DtypePolicy", "EvalConfig",
     "JitCompile", "JobConfig", "Loss", "ObjectConfig", "ObjectKind", "PhaseAlignment",
     "PhaseMode", "PhaseSync", "ProbeConfig", "ProbeKind", "ScanConfig", "ScanKind", "Schedule",

@@ -25,6 +25,7 @@ from ptycho.config.hashing import config_hash
 from ptycho.config.naming import arm_label, run_name
 from ptycho.config.protocol import tuning_status
 from ptycho.config.sections import (
+    LIKELIHOOD_SYNC_EPOCHS,
     MAX_DOSE,
     ConfigError,
     DataConfig,
@@ -32,6 +33,7 @@ from ptycho.config.sections import (
     EvalConfig,
     Loss,
     ObjectKind,
+    PhaseSync,
     Section,
     TrackingConfig,
     TrainConfig,
@@ -82,6 +84,10 @@ class JobConfig(Section):
                        "at N=16)")
         check_number("seed", self.seed, low=0, integer=True)
         object.__setattr__(self, "data", self.data.for_patch(self.N))
+        if self.eval.phase_sync == PhaseSync.auto:  # resolved here: runs record the choice
+            chosen = (PhaseSync.likelihood if self.train.epochs >= LIKELIHOOD_SYNC_EPOCHS
+                      else PhaseSync.overlap)
+            object.__setattr__(self, "eval", dataclasses.replace(self.eval, phase_sync=chosen))
         data = self.data
         if data.object.kind != ObjectKind.npz and data.object.size < self.N + 1:
             raise fail("data.object.size", data.object.size,

@@ -129,10 +129,21 @@ class Activation(StrEnum):
 class PhaseSync(StrEnum):
     """How a network's patches get the constant phase no pattern measures (docs/physics.md §8.1).
     ``overlap``: agreement of overlapping patches; ``likelihood``: from there, the constants under
-    which the stitched object best explains the measured counts; ``none``: as predicted."""
+    which the stitched object best explains the measured counts; ``none``: as predicted;
+    ``auto``: ``likelihood`` for a job that trains at least :data:`LIKELIHOOD_SYNC_EPOCHS`
+    epochs, ``overlap`` for a shorter check (resolved when the config is validated, so runs
+    record, and hash, the choice made)."""
     none = "none"
     overlap = "overlap"
     likelihood = "likelihood"
+    auto = "auto"
+
+
+LIKELIHOOD_SYNC_EPOCHS = 10
+"""``phase_sync=auto`` synchronises by the likelihood from this many training epochs. Its
+iterations cost about 1 to 4 epochs of training (N=32 g=1: 1.6 s against 1.9 s an epoch; N=128
+g=2: 122 s against 33 s; docs/results/2026-12-07-pace.md), so a shorter job (a 1-epoch check of
+the pipeline, whose patches are far from converged anyway) would spend most of its time there."""
 
 
 class DtypePolicy(StrEnum):
@@ -432,11 +443,13 @@ class EvalConfig(Section):
     """How overlapping patches are averaged in the stitch: ``probe`` weights each patch pixel by
     the probe intensity ``|P|²`` (the light that measured it), ``uniform`` weights the central
     part evenly (wave 1). The scored region is the same for both (docs/physics.md §8.1)."""
-    phase_sync: PhaseSync = PhaseSync.likelihood
+    phase_sync: PhaseSync = PhaseSync.auto
     """Before stitching a network's patches, set each patch's constant phase (which no
     diffraction pattern measures): ``overlap`` by agreement with its overlapping neighbours,
-    ``likelihood`` then by the measured counts of the whole scan (the default), ``none`` not at
-    all (docs/physics.md §8.1). Iterative arms reconstruct one object and do not need it."""
+    ``likelihood`` then by the measured counts of the whole scan, ``none`` not at all
+    (docs/physics.md §8.1); ``auto`` (the default): ``likelihood`` when ``train.epochs`` is at
+    least :data:`LIKELIHOOD_SYNC_EPOCHS` (10), else ``overlap``. Validation replaces ``auto`` by
+    its choice. Iterative arms reconstruct one object and do not need it."""
     batch_size: int = 64
     """Inference batch (groups)."""
     n_diffraction: int = 4

@@ -99,6 +99,9 @@ def synchronise_and_stitch(
     keep = check_stitch_geometry(positions, N=N, keep_fraction=keep_fraction)
     weighting = check_choice(stitch_weighting, StitchWeighting, "stitch_weighting")
     mode = check_choice(phase_sync, PhaseSync, "phase_sync")
+    if mode == PhaseSync.auto:  # the job's config resolves it (it depends on train.epochs)
+        raise ValueError("phase_sync='auto' is resolved by the job's config (JobConfig): pass "
+                         "'likelihood', 'overlap' or 'none'")
     if probe is None or np.shape(probe) != (N, N):
         raise ValueError(f"the stitch needs the ({N}, {N}) probe, got "
                          f"{None if probe is None else np.shape(probe)}")
