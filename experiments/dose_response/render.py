@@ -240,7 +240,8 @@ def summary_text(summary: pd.DataFrame, metrics: Sequence[str] = ("amp_ssim", "p
             median = row.get(f"{metric}_median", np.nan)
             low, high = row.get(f"{metric}_ci_low", np.nan), row.get(f"{metric}_ci_high", np.nan)
             kind = "range " if row.get("interval") == "range" else ""
-            interval = f" [{kind}{low:.3f}, {high:.3f}]" if np.isfinite(low) else ""
+            one = row.get(f"{metric}_n", row["n_finished"]) == 1  # a range of one is no range
+            interval = f" [{kind}{low:.3f}, {high:.3f}]" if np.isfinite(low) and not one else ""
             cells.append(f"{metric} {median:.3f}{interval}")
         lines.append("  ".join(cells))
     return "\n".join(lines)

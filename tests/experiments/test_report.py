@@ -89,6 +89,8 @@ def test_a_collapsed_run_is_counted_drawn_apart_and_kept_out_of_the_median(tmp_p
     assert row["amp_ssim_min"] == pytest.approx(0.60)  # the collapsed 0.01 is not in it
     assert row["amp_ssim_ci_low"] >= 0.60
     assert "degenerate 1" in summary_text(summarise(runs, ["amp_ssim"]), ["amp_ssim"])
+    one = summary_text(summarise(runs.iloc[:1], ["amp_ssim"]), ["amp_ssim"])
+    assert "n 1 " in one and "amp_ssim 0.600" in one and "[" not in one  # no range of one
     figure = viz.dose_response_figure(summarise(runs, ["amp_ssim"]), pd.DataFrame(
         {"arm": ["x"], "dose": [1e2], "n_failed": [0]}), metrics=[("amp_ssim", "SSIM")],
         degenerate=runs[runs["degenerate"]])
