@@ -29,7 +29,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow"
 
-## make study: the quickstart dose-response study (the PINN at g=1 and g=2, LSQML and LSQML-TV at 3 doses x 2 seeds: 24 jobs, 17 min on 2 CPU cores on 2026-12-07, up to 3x that on a slow day)
+## make study: the quickstart dose-response study (the PINN at g=1 and g=2, LSQML and LSQML-TV at 3 doses, seed 0: 12 jobs, about 8 min on 2 CPU cores, up to 3x that on a slow day)
 study: $(STAMP)
 	@start=$$(date +%s); \
 	$(PY) run.py -m experiment=quickstart; status=$$?; \
