@@ -76,6 +76,30 @@ def test_iterations_are_seeded_and_the_tolerance_stops_them() -> None:
     assert stopped.metrics["iterations_run"] == 2
 
 
+def test_an_engine_runs_torch_on_one_thread_and_repeats_its_numbers() -> None:
+    """pty-chi's CPU updates differed run to run on two threads in a whole job (the quickstart's
+    LSQML-TV at 1e4, seed 0, twice: amplitude FRC50 0.692 and 0.687, the same 18 iterations
+    chosen; identical under OMP_NUM_THREADS=1). This small reconstruction did not show it even
+    on two threads (16 iterations, 512 patterns, measured), so the test holds the arm to the
+    mechanism: torch on one thread while it runs, the count put back after, and the same
+    numbers twice."""
+    import torch
+
+    pair = make_datasets(simulation_spec(validate({"N": 32, "dose": 1e4,
+                                                   "data": {"object": {"size": 96},
+                                                            "n_train": 256}})))
+    scan = pair.test.scan
+    job = validate({"N": 32, "dose": 1e4, "data": {"object": {"size": 96}, "n_train": 256},
+                    "model": {"kind": "lsqml_tv", "iterations": 4, "tv_weight": 0.0151}})
+    threads = torch.get_num_threads()
+    seen: list[int] = []
+    first = arm("lsqml_tv").reconstruct(ArmInput(scan, scan), job,
+                                        lambda *_: seen.append(torch.get_num_threads()))
+    again = arm("lsqml_tv").reconstruct(ArmInput(scan, scan), job, None)
+    assert seen == [1] * 4 and torch.get_num_threads() == threads
+    np.testing.assert_array_equal(first.obj, again.obj)
+
+
 def test_the_heldout_rule_chooses_the_count_from_the_data_and_reruns_on_every_pattern() -> None:
     """``stopping=heldout``: a random tenth of the patterns is left out, the count is the
     iteration of the held-out NLL's minimum once ``patience`` iterations have not lowered it,
