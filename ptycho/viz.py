@@ -20,8 +20,8 @@ from ptycho.evaluation import Evaluation, FRCCurve
 
 __all__ = [
     "bias_variance_figure", "diffraction_figure", "dose_response_figure", "frc_figure",
-    "limit_figure", "mismatch_figure", "reconstruction_figure", "reconstruction_grid_figure",
-    "training_curves_figure"
+    "limit_figure", "mismatch_figure", "probe_figure", "reconstruction_figure",
+    "reconstruction_grid_figure", "training_curves_figure"
 ]
 
 
@@ -140,6 +140,35 @@ def diffraction_figure(measured: np.ndarray, predicted: np.ndarray, count: int =
         bar.ax.minorticks_off()
     figure.suptitle(title or "diffraction: measured counts (top) vs model λ (bottom), log scale",
                     fontsize=10)
+    return figure
+
+
+def probe_figure(probes: Mapping[str, np.ndarray], title: str = "") -> Figure:
+    """One column per probe: amplitude, phase (radians, shown where the amplitude is above 5% of
+    its peak) and its far field ``|fftshift(FFT2(P))|²/N²`` (the pupil, log scale).
+
+    Args:
+        probes: label → ``(N, N)`` complex probe (arbitrary amplitude units).
+    """
+    count = max(1, len(probes))
+    figure = _figure(3.0 * count, 8.4)
+    axes = np.atleast_2d(figure.subplots(3, count)).reshape(3, count)
+    for column, (label, probe) in enumerate(probes.items()):
+        probe = np.asarray(probe, np.complex128)
+        amplitude = np.abs(probe)
+        phase = np.where(amplitude > 0.05 * amplitude.max(), np.angle(probe), np.nan)
+        far = np.abs(np.fft.fftshift(np.fft.fft2(probe))) ** 2 / probe.size
+        high = float(far.max()) or 1.0
+        _show(figure, axes[0, column], amplitude, f"{label}: amplitude", "gray")
+        _show(figure, axes[1, column], phase, "phase (rad)", "twilight", vmin=-np.pi,
+              vmax=np.pi)
+        bar = figure.colorbar(
+            _show(figure, axes[2, column], np.maximum(far, high * 1e-6), "far field (log)",
+                  "magma", colorbar=False, norm=LogNorm(vmin=high * 1e-6, vmax=high)),
+            ax=axes[2, column], fraction=0.046, pad=0.02)
+        bar.ax.minorticks_off()
+    if title:
+        figure.suptitle(title, fontsize=10)
     return figure
 
 

@@ -356,3 +356,5 @@ def test_labels_keep_object_classes_simulators_and_the_protocol_apart() -> None:
                                                    "object": {"kind": "cells"}}})
     assert held.tuning == "held-out"
     assert held.arm == "N32 g1 poisson_nll pinn cells exact [held-out]"
+    focused = validate({"N": 32, "data": {"probe": {"kind": "focused"}, "simulator": "exact"}})
+    assert focused.arm == "N32 g1 poisson_nll pinn focused probe exact"

@@ -7,7 +7,9 @@ import json
 import typing
 from typing import Any
 
-__all__ = ["ADDED_SETTINGS", "NOT_HASHED", "config_hash"]
+from ptycho.config.sections import FOCUSED_PROBE_SETTINGS
+
+__all__ = ["ADDED_SETTINGS", "CONDITIONAL_SETTINGS", "NOT_HASHED", "config_hash"]
 
 NOT_HASHED = ("tracking", "resume", "dry_run", "isolate", "hydra", "data.cache", "data.cache_dir",
               "eval.n_diffraction", "eval.crb", "eval.crb_samples")
@@ -22,6 +24,14 @@ ADDED_SETTINGS = (
 """Settings added after jobs were logged (wave 3), with the value that computes what those jobs
 computed and the settings that only matter otherwise: at that value all of them are left out
 of the hash, so the earlier jobs' hashes (and resume) hold."""
+
+
+CONDITIONAL_SETTINGS = (
+    ("data.probe", "kind", "focused", FOCUSED_PROBE_SETTINGS),
+)
+"""Settings a section reads only when one of its keys has one value (``path``, ``key``,
+``value``, the settings): left out of the hash otherwise, so adding them (wave 3's focused
+probe) changed no earlier job's hash."""
 
 
 def config_hash(resolved: typing.Mapping[str, Any], unused: typing.Iterable[str] = ()) -> str:
@@ -42,5 +52,12 @@ def config_hash(resolved: typing.Mapping[str, Any], unused: typing.Iterable[str]
         if isinstance(node, dict) and node.get(leaf, neutral) == neutral:
             for name in (key, *dependent):
                 node.pop(name.split(".")[1], None)
+    for path, key, value, names in CONDITIONAL_SETTINGS:
+        node = relevant
+        for part in path.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and node.get(key) != value:
+            for name in names:
+                node.pop(name, None)
     blob = json.dumps(relevant, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

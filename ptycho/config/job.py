@@ -34,6 +34,7 @@ from ptycho.config.sections import (
     Loss,
     ObjectKind,
     PhaseSync,
+    ProbeKind,
     Section,
     TrackingConfig,
     TrainConfig,
@@ -84,6 +85,11 @@ class JobConfig(Section):
                        "at N=16)")
         check_number("seed", self.seed, low=0, integer=True)
         object.__setattr__(self, "data", self.data.for_patch(self.N))
+        probe = self.data.probe
+        if probe.kind == ProbeKind.focused and probe.aperture_radius >= self.N / 2:
+            raise fail("data.probe.aperture_radius", probe.aperture_radius,
+                       f"must be < N/2 = {self.N / 2:g} detector pixels (the aperture's image "
+                       "must fit on the detector)")
         if self.eval.phase_sync == PhaseSync.auto:  # resolved here: runs record the choice
             chosen = (PhaseSync.likelihood if self.train.epochs >= LIKELIHOOD_SYNC_EPOCHS
                       else PhaseSync.overlap)

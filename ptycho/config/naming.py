@@ -47,8 +47,9 @@ def run_name(resolved: typing.Mapping[str, Any], unused: typing.Container[str] =
 def arm_label(resolved: typing.Mapping[str, Any], unused: typing.Container[str] = ()) -> str:
     """What a dose-response curve is drawn for: ``N64 g2 poisson_nll pinn``, ``N64 lsqml``,
     ``… generalize`` when scored on a second object, ``… grf`` on another object class than
-    the lines, ``… exact`` on data of the exact simulator, ``… [held-out]`` (or ``[held-out
-    seed]``, ``[held-out object]``) on data the settings were not chosen on
+    the lines, ``… focused probe`` (or ``npz probe``) under another probe than the disc,
+    ``… exact`` on data of the exact simulator, ``… [held-out]`` (or ``[held-out seed]``,
+    ``[held-out object]``) on data the settings were not chosen on
     (:mod:`ptycho.config.protocol`): tag ``arm``, by which the report and the MLflow UI's
     charts group, so runs of other data or another protocol are never pooled."""
     used = _used(resolved, unused)
@@ -57,8 +58,11 @@ def arm_label(resolved: typing.Mapping[str, Any], unused: typing.Container[str] 
     kind = str(data.get("object", {}).get("kind", "lines"))
     status = tuning_status(kind, int(resolved.get("seed", 0)))
     simulator = str(data.get("simulator", "bilinear"))
+    probe = str(data.get("probe", {}).get("kind", "disc"))
     parts = [f"N{resolved['N']}", used.get("gridsize"), used.get("loss"),
              str(resolved["model"]["kind"]), None if design == "reconstruct" else design,
-             None if kind == "lines" else kind, None if simulator == "bilinear" else simulator,
+             None if kind == "lines" else kind,
+             None if probe == "disc" else f"{probe} probe",
+             None if simulator == "bilinear" else simulator,
              None if status == "tuned" else f"[{status}]"]
     return " ".join(part for part in parts if part)

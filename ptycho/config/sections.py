@@ -75,7 +75,11 @@ class PhaseMode(StrEnum):
 
 
 class ProbeKind(StrEnum):
+    """``disc``: a soft-edged disc with a quadratic phase; ``focused``: a circular aperture (or a
+    zone plate with a central stop) focused and defocused, with optional astigmatism and coma;
+    ``npz``: a user's probe."""
     disc = "disc"
+    focused = "focused"
     npz = "npz"
 
 
@@ -306,6 +310,25 @@ class ProbeConfig(Section):
     probe leaves the twin-image ambiguity o(r) ↔ conj(o(−r)) of a single pattern unresolved."""
     path: str = ""
     """NPZ file with a ``probeGuess`` (or ``probe``) ``(N, N)`` complex array (``npz`` only)."""
+    aperture_radius: float = 8.0
+    """``focused``: radius of the illuminating aperture's image on the detector, detector pixels
+    (the convergence semi-angle in units of a detector pixel's angle; < N/2). The focus (Airy
+    core) then has radius ``0.61·N/aperture_radius`` sample pixels."""
+    central_stop: float = 0.0
+    """``focused``: radius of a central stop (a zone plate's), fraction of the aperture's."""
+    defocus: float = 4.0
+    """``focused``: the pupil phase ``defocus·ρ²`` at the sample, radians at the aperture's edge
+    (``ρ = 1``): the sample sits that far from the focus. Its geometric footprint has radius
+    ``N·|defocus|/(π·aperture_radius)`` pixels (4 rad at 8 pixels: 0.16·N, the disc's size)."""
+    astigmatism_x: float = 0.0
+    """``focused``: the Zernike term ``ρ² cos 2θ`` (θ from the detector's column axis), radians
+    at the aperture's edge."""
+    astigmatism_diagonal: float = 0.0
+    """``focused``: ``ρ² sin 2θ``, radians at the aperture's edge."""
+    coma_x: float = 0.0
+    """``focused``: ``(3ρ³ − 2ρ) cos θ``, radians at the aperture's edge."""
+    coma_y: float = 0.0
+    """``focused``: ``(3ρ³ − 2ρ) sin θ``, radians at the aperture's edge."""
 
     def check(self) -> None:
         check_number("radius_fraction", self.radius_fraction, low=0, low_open=True, high=0.5)
@@ -313,9 +336,25 @@ class ProbeConfig(Section):
         check_number("phase_curvature", self.phase_curvature)
         if self.kind == ProbeKind.npz:
             _npz_file("path", self.path, "data.probe.kind=npz")
+        check_number("aperture_radius", self.aperture_radius, low=0, low_open=True)
+        check_number("central_stop", self.central_stop, low=0, high=1)
+        if self.central_stop >= 1:
+            raise fail("central_stop", self.central_stop, "must be < 1 (it would stop all light)")
+        for name in ("defocus", "astigmatism_x", "astigmatism_diagonal", "coma_x", "coma_y"):
+            check_number(name, getattr(self, name))
 
     def fingerprint(self) -> dict[str, object]:
-        return _fingerprint(self)
+        fields = _fingerprint(self)
+        if self.kind != ProbeKind.focused:  # not read: datasets made before them keep their key
+            for name in FOCUSED_PROBE_SETTINGS:
+                fields.pop(name, None)
+        return fields
+
+
+FOCUSED_PROBE_SETTINGS = ("aperture_radius", "central_stop", "defocus", "astigmatism_x",
+                          "astigmatism_diagonal", "coma_x", "coma_y")
+"""The settings only ``data.probe.kind=focused`` reads (left out of the dataset key and the
+config hash otherwise)."""
 
 
 @dataclass(frozen=True)
