@@ -81,7 +81,8 @@ METHODS = (
     "diffraction pattern measures that constant; `eval.phase_sync`): by default the constants "
     "under which the stitched object best explains the measured counts (Poisson likelihood, "
     "one number per patch; the patches themselves are the network's), started from those that "
-    "make overlapping patches agree; then averaged with weights |probe|^2 "
+    "make overlapping patches agree (a job of fewer than 10 training epochs stops at those: "
+    "`eval.phase_sync=auto`); then averaged with weights |probe|^2 "
     "(`eval.stitch_weighting`). No ground truth is used (docs/physics.md §8.1); the "
     "overlap-only scores are logged beside (`overlap_sync_*_ssim`). An iterative arm's object "
     "is scored on the same region as it is.",
