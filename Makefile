@@ -10,8 +10,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# --no-compile: byte-compiling every installed module (TensorFlow's, torch's) took about 50 s
-# of a fresh install (127 s -> 74 s, 2026-12-07); Python compiles what is imported, on first use.
+# --no-compile: byte-compiling every installed module (TensorFlow's, torch's) was about 50 s of
+# a fresh install (docs/results/); Python compiles what is imported, on first use.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --no-compile -e ".[dev,launchers,iterative]"
 	touch $(STAMP)
