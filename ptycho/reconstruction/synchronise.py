@@ -311,11 +311,10 @@ def likelihood_offsets(
     are one product with that map and one with its adjoint, compiled by XLA. L-BFGS (scipy)
     runs from ``initial`` in variables scaled by an estimate of the Fisher diagonal, and has
     converged when the last ``window`` iterations gained less than ``relative_tolerance`` of
-    the NLL gained since the start. The objective has a long flat tail (each object pixel
-    averages hundreds of patches): the rule stops at 99.6% of a long run's gain on the
-    quickstart, 94% at paper scale, and the tail moves no score by more than about 0.01
-    (docs/results/2026-12-07-pace.md; Gauss–Newton steps and a coarse-to-fine basis were
-    measured no faster). Hand-written: no library stitches under a Poisson likelihood.
+    the NLL gained since the start. The objective has a long flat tail: the rule stops at 99.6%
+    of a long run's gain on the quickstart, 94% at paper scale, and the tail moves no score by
+    more than about 0.01 (docs/results/2026-12-07-pace.md; Gauss–Newton and a coarse-to-fine
+    basis measured no faster). Hand-written: no library stitches under a Poisson likelihood.
 
     Args:
         patches: ``(K, N, N)`` complex object patches (dimensionless transmission).
