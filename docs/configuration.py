@@ -20,10 +20,13 @@ from pathlib import Path
 from ptycho.config import (
     ArmSettings,
     DataConfig,
+    DetectorConfig,
     EvalConfig,
     JobConfig,
     ObjectConfig,
+    PositionErrorConfig,
     ProbeConfig,
+    ProbeGuessConfig,
     ScanConfig,
     TrackingConfig,
     TrainConfig,
@@ -94,7 +97,13 @@ def render() -> str:
                                ("The object (`data/object=…`, `data.object.*`)", ObjectConfig,
                                 "data.object."),
                                ("The probe (`data.probe.*`)", ProbeConfig, "data.probe."),
-                               ("The scan (`data.scan.*`)", ScanConfig, "data.scan.")):
+                               ("The scan (`data.scan.*`)", ScanConfig, "data.scan."),
+                               ("The probe the reconstructors start from (`condition=…`, "
+                                "`data.probe_guess.*`)", ProbeGuessConfig, "data.probe_guess."),
+                               ("Position errors (`condition=…`, `data.position_error.*`)",
+                                PositionErrorConfig, "data.position_error."),
+                               ("The detector (`condition=…`, `data.detector.*`)",
+                                DetectorConfig, "data.detector.")):
         lines += _section(title, cls, prefix)
     lines += ["## The arm (`model=…`, `model.*`)", "",
               " ".join(inspect.cleandoc(ArmSettings.__doc__ or "").split()),

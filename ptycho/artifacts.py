@@ -25,7 +25,9 @@ def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResul
     """Write ``config.yaml``, ``metrics.json``, ``reconstruction.npz`` (with the arm's probe
     estimate as ``probe`` where it has one, the per-pixel Cramér–Rao maps as ``crb_*`` under
     ``eval.crb``), ``figures/*.png`` (reconstruction,
-    training curves, FRC, diffraction, and the error beside the bound: ``limit``) and, with
+    training curves, FRC, diffraction, the error beside the bound: ``limit``, and where the
+    experiment was not ideal the probes and positions given, refined and true: ``probe``,
+    ``positions``) and, with
     ``tracking.log_model``, what the arm keeps of itself (a trained model) as ``model/``, into
     ``folder``; returns it.
 
@@ -50,6 +52,8 @@ def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResul
         region=np.array([rows.start, rows.stop, cols.start, cols.stop]),
         **{f"crb_{name}": values for name, values in result.limit_maps.items()},
         **({} if probe is None else {"probe": np.asarray(probe, np.complex64)}),
+        **{f"probe_{name}": values for name, values in result.conditions.probes.items()},
+        **{f"positions_{name}": values for name, values in result.conditions.positions.items()},
     )
     figures = root / "figures"
     figures.mkdir(exist_ok=True)
@@ -58,8 +62,14 @@ def write_artifacts(folder: str | Path, config: JobConfig, result: PipelineResul
         "reconstruction": viz.reconstruction_figure(evaluation, title),
         "training_curves": viz.training_curves_figure(result.history, title),
         "frc": viz.frc_figure(evaluation.frc, title),
-        "diffraction": viz.diffraction_figure(measured, expected, len(measured), title),
+        "diffraction": viz.diffraction_figure(measured, expected, len(measured), title,
+                                              mask=result.mask),
     }
+    conditions = result.conditions
+    if conditions.probes:  # the probe the arm was given and its refinement, beside the truth
+        drawn["probe"] = viz.probe_figure(conditions.probes, title)
+    if conditions.positions:
+        drawn["positions"] = viz.positions_figure(conditions.positions, title)
     if result.limit_maps:
         drawn["limit"] = viz.limit_figure(evaluation, result.limit_maps, title)
     for name, figure in drawn.items():

@@ -32,15 +32,37 @@ from ptycho import physics, runtime
 from ptycho.arms import ArmInput, ProgressHook, Reconstruction, arm
 from ptycho.config import JobConfig, format_dose
 from ptycho.data import DatasetPair, DiffractionData, cache_key, load_or_simulate
+from ptycho.data.scan import position_error
 from ptycho.data.simulation import SimulationSpec
-from ptycho.evaluation import Evaluation, degenerate_reason, evaluate
+from ptycho.evaluation import Evaluation, align_probe, degenerate_reason, evaluate, probe_error
 from ptycho.evaluation.limit import fluence, load_or_estimate_limit
 from ptycho.reconstruction.stitch import scan_weight
 
-__all__ = ["PipelineResult", "nll_excess", "object_fit", "run_pipeline", "simulation_spec",
-           "wilks_excess"]
+__all__ = [
+    "Conditions", "PipelineResult", "compare_conditions", "detector_weights", "nll_excess",
+    "object_fit", "run_pipeline", "simulation_spec", "wilks_excess"
+]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Conditions:
+    """How far the reconstructors' probe and positions were from the truth, as given and after
+    refinement, each after its gauges (:func:`ptycho.evaluation.probe_error`,
+    :func:`ptycho.data.scan.position_error`).
+
+    Attributes:
+        metrics: ``probe_error_given``, ``probe_error`` (relative), ``position_error_given_rms``,
+            ``position_error_rms``, ``position_error_max`` (pixels); each only where the
+            experiment gave something other than the truth or the arm refined it.
+        probes: ``true``, ``given`` and ``refined`` (aligned to the truth) ``(N, N)`` complex64.
+        positions: ``true``, ``given`` and ``refined`` ``(M, 2)`` float64 ``(x, y)``.
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    probes: dict[str, np.ndarray] = field(default_factory=dict)
+    positions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +83,8 @@ class PipelineResult:
             float32); empty without ``eval.crb``.
         datasets: the scans the job saw, for the tracker (``name``, ``digest`` = the cache
             key, ``source``, ``context`` = training or evaluation, ``profile``).
+        conditions: the probes and positions given, refined and true, with their errors.
+        mask: ``(N, N)`` bool the detector's measured pixels (``None``: all), for figures.
     """
 
     metrics: dict[str, float]
@@ -71,6 +95,8 @@ class PipelineResult:
     tags: dict[str, str] = field(default_factory=dict)
     limit_maps: dict[str, np.ndarray] = field(default_factory=dict)
     datasets: tuple[dict[str, str], ...] = ()
+    conditions: Conditions = field(default_factory=Conditions)
+    mask: np.ndarray | None = None
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -109,7 +135,8 @@ def nll_excess(counts: np.ndarray, expected: np.ndarray, truth_expected: np.ndar
 
 
 def object_fit(operator: physics.Ptychography, obj: np.ndarray, counts: np.ndarray,
-               dose: float, truth_expected: np.ndarray) -> dict[str, float]:
+               dose: float, truth_expected: np.ndarray,
+               detector: physics.Detector | None = None) -> dict[str, float]:
     """How well the scored object explains the scan's counts: :func:`nll_excess` of the
     object through the forward model, for every arm alike, with the Wilks reference beside.
 
@@ -120,6 +147,7 @@ def object_fit(operator: physics.Ptychography, obj: np.ndarray, counts: np.ndarr
         dose: the job's dose: the object's scan is scaled to it as the truth's is (its
             amplitude scale is not the truth's), so a perfect reconstruction gives the truth's
             NLL exactly.
+        detector: what the detector does to the object's counts (``None``: ideal).
 
     Returns:
         ``object_nll_per_photon``, ``object_nll_excess_per_photon``, ``truth_nll_per_photon``
@@ -127,6 +155,7 @@ def object_fit(operator: physics.Ptychography, obj: np.ndarray, counts: np.ndarr
     """
     intensities = operator.intensities(np.asarray(obj, np.complex64))
     expected = physics.expected_counts(intensities, physics.dose_scale(intensities, dose))
+    expected = (detector or physics.Detector()).expected(expected)
     return {**nll_excess(counts, expected.numpy(), truth_expected, name="object"),
             "wilks_nll_excess_per_photon": wilks_excess(operator, counts)}
 
@@ -179,12 +208,16 @@ def run_pipeline(
     operator = physics.Ptychography(scored.probe, scored.positions, scored.obj.shape)
     intensities = operator.intensities(scored.obj)  # the true object's |A o|², once
     scale = float(physics.dose_scale(intensities, config.dose))  # the simulation's s²
-    truth_expected = physics.expected_counts(intensities, scale).numpy()  # its λ
+    signal = physics.expected_counts(intensities, scale)  # its λ reaching the detector
+    truth_expected = scored.detector.expected(signal).numpy()  # and as measured
     result = _score(config, scored, reconstruction, coverage, (operator, scale, truth_expected))
-    result.metrics.update(measured_dose=pair.train.measured_dose, time_simulate_s=time_simulate)
-    result = replace(result, cache_hit=cache_hit,
+    conditions = compare_conditions(scored, reconstruction)
+    result.metrics.update(measured_dose=pair.train.measured_dose, time_simulate_s=time_simulate,
+                          **conditions.metrics)
+    result = replace(result, cache_hit=cache_hit, conditions=conditions,
                      datasets=_datasets(config, pair, cache_dir))
-    return _with_limit(config, scored, result, scale, Path(cache) if cache else None)
+    return _with_limit(config, scored, result, scale, Path(cache) if cache else None,
+                       signal.numpy())
 
 
 def _score(config: JobConfig, scored: DiffractionData, reconstruction: Reconstruction,
@@ -210,20 +243,22 @@ def _score(config: JobConfig, scored: DiffractionData, reconstruction: Reconstru
     for name, image in reconstruction.alternatives.items():
         alternative = scoring(image).metrics
         metrics.update({f"{name}_{key}": alternative[key] for key in ("amp_ssim", "phase_ssim")})
-    measured = scored.counts[: e.n_diffraction]
+    measured = scored.scan.counts[: e.n_diffraction]
     shown = np.zeros_like(measured)
     if reconstruction.expected is not None:
         patterns = reconstruction.expected_patterns
-        metrics.update(nll_excess(scored.counts[patterns], reconstruction.expected,
+        metrics.update(nll_excess(scored.scan.counts[patterns], reconstruction.expected,
                                   truth_expected[patterns]))
         for p in range(len(measured)):  # each pattern's first prediction
             rows = np.flatnonzero(patterns == p)
             if rows.size:
                 shown[p] = reconstruction.expected[rows[0]]
-    own = operator if reconstruction.probe is None else physics.Ptychography(
-        reconstruction.probe, scored.positions, scored.obj.shape)
-    metrics.update(object_fit(own, reconstruction.obj, scored.counts, config.dose,
-                              truth_expected))
+    own = physics.Ptychography(  # the arm's own probe and positions (else those it was given)
+        scored.given_probe if reconstruction.probe is None else reconstruction.probe,
+        scored.given_positions if reconstruction.positions is None else reconstruction.positions,
+        scored.obj.shape)
+    metrics.update(object_fit(own, reconstruction.obj, scored.scan.counts, config.dose,
+                              truth_expected, scored.detector))
     reason = degenerate_reason(metrics)  # a collapse, not a dose effect: reports count it apart
     metrics["degenerate"] = float(reason is not None)
     tags = {**reconstruction.tags, "degenerate": "true" if reason else "false"}
@@ -235,22 +270,25 @@ def _score(config: JobConfig, scored: DiffractionData, reconstruction: Reconstru
                            evaluation.region))
     metrics["time_eval_s"] = time.perf_counter() - start
     return PipelineResult(metrics=metrics, evaluation=evaluation, reconstruction=reconstruction,
-                          diffraction=(measured, shown), cache_hit=False, tags=tags)
+                          diffraction=(measured, shown), cache_hit=False, tags=tags,
+                          mask=scored.detector.mask)
 
 
 def _with_limit(config: JobConfig, scored: DiffractionData, result: PipelineResult,
-                scale: float, cache_dir: Path | None) -> PipelineResult:
+                scale: float, cache_dir: Path | None, signal: np.ndarray) -> PipelineResult:
     """``result`` with the Cramér–Rao bound of the scored scan on its metrics (``eval.crb``):
     ``amp_mse_crb``, ``phase_mse_crb`` (and their standard errors, 0 when exact), the
     efficiencies ``*_crb_efficiency = bound / MSE`` (1: at the limit; above 1 only for a biased
     estimator or one that saw more photons than the scored scan) and ``time_crb_s``; ``scale``
-    is the scan's dose scale ``s²``."""
+    is the scan's dose scale ``s²``, ``signal`` ``(M, N, N)`` the true object's photons per
+    pixel reaching the detector (its mask and background weigh each pixel's information)."""
     metrics = result.metrics
     if not config.eval.crb:
         return result
     limit, hit = load_or_estimate_limit(
         scored.obj, scored.probe, scored.positions, result.evaluation.region, cache_dir,
-        phase_alignment=str(config.eval.phase_alignment), samples=config.eval.crb_samples)
+        phase_alignment=str(config.eval.phase_alignment), samples=config.eval.crb_samples,
+        weights=detector_weights(scored.detector, signal))
     bound = limit.at_scale(scale)
     for part in ("amp", "phase"):
         mse = metrics[f"{part}_mse"]
@@ -263,6 +301,46 @@ def _with_limit(config: JobConfig, scored: DiffractionData, result: PipelineResu
     metrics.update({k: v for k, v in bound.items() if np.isfinite(v)})
     result.tags["crb_method"] = limit.method
     return replace(result, limit_maps=limit.maps_at_scale(scale))
+
+
+def detector_weights(detector: physics.Detector, signal: np.ndarray) -> np.ndarray | None:
+    """Each pixel's share of the information an ideal detector would give
+    (:func:`ptycho.physics.poisson_fisher`): 0 where it does not measure, ``λ/(λ + b)`` under a
+    background ``b``; ``None`` for an ideal detector. ``signal``: ``(M, N, N)`` photons per
+    pixel ``λ`` reaching it."""
+    if detector.ideal:
+        return None
+    mask = detector.weights(signal.shape[-1])
+    if detector.background == 0.0:
+        return mask
+    return (mask * signal / (signal + detector.background)).astype(np.float32)
+
+
+def compare_conditions(scored: DiffractionData, reconstruction: Reconstruction) -> Conditions:
+    """:class:`Conditions` of the scored scan and what the arm made of its probe and positions."""
+    found = Conditions()
+    refined = reconstruction.probe is not None and not np.array_equal(
+        reconstruction.probe, scored.given_probe)
+    if scored.probe_start is not None or refined:
+        given = probe_error(scored.given_probe, scored.probe)
+        found.metrics["probe_error_given"] = given
+        found.probes.update(true=scored.probe, given=scored.given_probe)
+        found.metrics["probe_error"] = given
+        if refined:
+            aligned, error = align_probe(reconstruction.probe, scored.probe)
+            found.metrics["probe_error"] = error
+            found.probes["refined"] = aligned
+    if scored.nominal_positions is not None or reconstruction.positions is not None:
+        given = position_error(scored.given_positions, scored.positions)
+        found.metrics["position_error_given_rms"] = given["rms"]
+        found.positions.update(true=scored.positions, given=scored.given_positions)
+        final = given
+        if reconstruction.positions is not None:
+            final = position_error(reconstruction.positions, scored.positions)
+            found.positions["refined"] = reconstruction.positions
+        found.metrics["position_error_rms"] = final["rms"]
+        found.metrics["position_error_max"] = final["max"]
+    return found
 
 
 def _datasets(config: JobConfig, pair: DatasetPair,

@@ -111,28 +111,33 @@ def limit_figure(evaluation: Evaluation, maps: Mapping[str, np.ndarray], title: 
 
 
 def diffraction_figure(measured: np.ndarray, predicted: np.ndarray, count: int = 4,
-                       title: str = "") -> Figure:
+                       title: str = "", mask: np.ndarray | None = None) -> Figure:
     """Measured counts beside the model's expected counts for the first ``count`` patterns,
-    on one log colour scale per pair.
+    on one log colour scale per pair; pixels the detector does not measure left blank.
 
     Args:
         measured: ``(K, N, N)`` photon counts.
         predicted: ``(K, N, N)`` expected counts λ.
+        mask: ``(N, N)`` bool, ``True`` where the detector measures; ``None``: all.
     """
     measured = np.asarray(measured, np.float64)
     predicted = np.asarray(predicted, np.float64)
+    if mask is not None:  # NaN: drawn in the background colour, not as zero counts
+        measured = np.where(mask, measured, np.nan)
+        predicted = np.where(mask, predicted, np.nan)
     count = max(1, min(count, len(measured)))
     figure = _figure(3.0 * count, 6)
     axes = np.atleast_2d(figure.subplots(2, count)).reshape(2, count)
     for i in range(count):
-        positive = np.concatenate([measured[i][measured[i] > 0], predicted[i][predicted[i] > 0]])
+        positive = np.concatenate([measured[i][measured[i] > 0],
+                                   predicted[i][predicted[i] > 0]])
         high = float(positive.max()) if positive.size else 1.0
         low = max(high * 1e-6, 0.1)
         norm = LogNorm(vmin=low, vmax=max(high, low * 10))
         _show(figure, axes[0, i], np.maximum(measured[i], low), f"measured #{i}  Σ="
-              f"{measured[i].sum():.3g}", "magma", norm=norm, colorbar=False)
+              f"{np.nansum(measured[i]):.3g}", "magma", norm=norm, colorbar=False)
         artist = _show(figure, axes[1, i], np.maximum(predicted[i], low), f"predicted #{i}  Σ="
-                       f"{predicted[i].sum():.3g}", "magma", norm=norm, colorbar=False)
+                       f"{np.nansum(predicted[i]):.3g}", "magma", norm=norm, colorbar=False)
         # One bar per pair (they share the scale), without minor ticks: a log colour bar's
         # minor ticks cost more to lay out than the rest of the figure.
         bar = figure.colorbar(artist, ax=[axes[0, i], axes[1, i]], fraction=0.046, pad=0.02,
@@ -167,6 +172,37 @@ def probe_figure(probes: Mapping[str, np.ndarray], title: str = "") -> Figure:
                   "magma", colorbar=False, norm=LogNorm(vmin=high * 1e-6, vmax=high)),
             ax=axes[2, column], fraction=0.046, pad=0.02)
         bar.ax.minorticks_off()
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def positions_figure(positions: Mapping[str, np.ndarray], title: str = "",
+                     magnify: float = 5.0) -> Figure:
+    """Scan positions: the true ones as points, the error of each other set (given, refined)
+    as arrows from the truth, ``magnify`` times their length, after removing their mean (the
+    gauge a reconstruction cannot fix).
+
+    Args:
+        positions: label → ``(M, 2)`` ``(x, y)`` pixels; ``true`` among them.
+    """
+    true = np.asarray(positions["true"], np.float64)
+    others = [(label, np.asarray(value, np.float64)) for label, value in positions.items()
+              if label != "true"]
+    figure = _figure(4.2 * max(1, len(others)), 4.4)
+    axes = np.atleast_1d(figure.subplots(1, max(1, len(others))))
+    for ax, (label, estimate) in zip(axes, others, strict=False):
+        error = estimate - true
+        error = error - error.mean(axis=0)
+        rms = float(np.sqrt(np.mean(np.sum(error**2, axis=1))))
+        ax.scatter(true[:, 0], true[:, 1], s=4, color="0.5")
+        ax.quiver(true[:, 0], true[:, 1], magnify * error[:, 0], magnify * error[:, 1],
+                  angles="xy", scale_units="xy", scale=1, width=0.004, color="tab:red")
+        ax.set_title(f"{label} − true (×{magnify:g}), rms {rms:.2f} px", fontsize=9)
+        ax.set_aspect("equal")
+        ax.invert_yaxis()
+        ax.set_xlabel("x (px)")
+        ax.set_ylabel("y (px)")
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
@@ -225,6 +261,62 @@ def frc_figure(curves: Mapping[str, FRCCurve], title: str = "") -> Figure:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     axes.set_title(title or "Fourier ring correlation", fontsize=10)
+    return figure
+
+
+def conditions_figure(summary: pd.DataFrame, metrics: Sequence[tuple[str, str]] = (
+        ("amp_frc50_nyquist", "amplitude FRC50 (fraction of Nyquist)"),
+        ("phase_frc50_nyquist", "phase FRC50 (fraction of Nyquist)")),
+        title: str = "") -> Figure:
+    """One dose-response panel per experimental condition (columns) and metric (rows): a line
+    per arm (colour) and refinement (solid: none, dashed: refined) through the median over
+    replicates, and in each non-ideal panel the same arm's ideal curve in thin grey.
+
+    Args:
+        summary: one row per (arm, dose) with ``condition``, ``refinement`` and
+            ``<metric>_median`` columns (:func:`experiments.dose_response.analyse.summarise`).
+    """
+    table = summary.assign(base=summary["arm"].str.split(" · ").str[0],
+                           refinement=summary["refinement"].fillna(""),
+                           condition=summary["condition"].fillna("ideal").replace("", "ideal"))
+    conditions = ["ideal", *sorted(set(table["condition"]) - {"ideal"},
+                                   key=lambda name: (name.count("+"), name))]
+    bases = sorted(table["base"].unique())
+    colours = {base: f"C{i % 10}" for i, base in enumerate(bases)}
+    figure = _figure(4.0 * len(conditions), 3.4 * len(metrics))
+    axes = np.atleast_2d(figure.subplots(len(metrics), len(conditions), sharey="row",
+                                         squeeze=False))
+    for row, (metric, label) in enumerate(metrics):
+        column_name = f"{metric}_median"
+        for column, condition in enumerate(conditions):
+            ax = axes[row, column]
+            for (base, refinement), part in table.groupby(["base", "refinement"]):
+                part = part.sort_values("dose")
+                if column_name not in part:
+                    continue
+                ideal = part[part["condition"] == "ideal"]
+                if condition != "ideal" and not ideal.empty:
+                    ax.plot(ideal["dose"], ideal[column_name], color="0.75", linewidth=0.8,
+                            linestyle="--" if refinement else "-")
+                shown = part[part["condition"] == condition]
+                if not shown.empty:
+                    ax.plot(shown["dose"], shown[column_name], marker="o", markersize=3,
+                            color=colours[base], linestyle="--" if refinement else "-",
+                            label=f"{base}{' (' + refinement + ')' if refinement else ''}")
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(condition, fontsize=9)
+            if column == 0:
+                ax.set_ylabel(label, fontsize=8)
+            if row == len(metrics) - 1:
+                ax.set_xlabel("dose (photons per pattern)", fontsize=8)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    figure.suptitle(title or "dose response per condition (grey: the arm's ideal curve)",
+                    fontsize=10)
+    figure.subplots_adjust(bottom=0.18)
     return figure
 
 

@@ -54,8 +54,8 @@ PRESETS = sorted(path.stem for path in (Path(__file__).parents[1] / "conf" / "ex
 
 
 def test_the_presets_are_the_documented_ones() -> None:
-    assert PRESETS == ["dose_response", "heldout", "paper", "quickstart", "reference_small",
-                       "simulators", "smoke", "tune", "tune_lsqml_tv"]
+    assert PRESETS == ["dose_response", "heldout", "paper", "quickstart", "realistic",
+                       "reference_small", "simulators", "smoke", "tune", "tune_lsqml_tv"]
 
 
 @pytest.mark.parametrize("experiment", PRESETS)

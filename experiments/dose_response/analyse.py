@@ -34,6 +34,7 @@ from ptycho.evaluation import METRIC_KEYS
 __all__ = [
     "BIAS_VARIANCE_COLUMNS",
     "COMPARISON_COLUMNS",
+    "CONDITION_COLUMNS",
     "DEFAULT_THRESHOLDS",
     "EFFICIENCY_COLUMNS",
     "PAIRED_COLUMNS",
@@ -43,6 +44,7 @@ __all__ = [
     "analyse",
     "bias_variance",
     "comparisons",
+    "condition_costs",
     "dose_efficiency",
     "lower_is_better",
     "paired",
@@ -77,6 +79,8 @@ class Analysis:
         default_factory=lambda: pd.DataFrame(columns=PAIRED_COLUMNS))
     bias_variance: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame(columns=BIAS_VARIANCE_COLUMNS))
+    conditions: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=CONDITION_COLUMNS))
 
 
 def analyse(runs: pd.DataFrame, thresholds: Mapping[str, float] | None = None) -> Analysis:
@@ -95,7 +99,15 @@ def analyse(runs: pd.DataFrame, thresholds: Mapping[str, float] | None = None) -
                     else pd.DataFrame(columns=EFFICIENCY_COLUMNS)),
         comparisons=(pd.concat(compared, ignore_index=True) if compared
                      else pd.DataFrame(columns=COMPARISON_COLUMNS)),
-        paired=paired(runs))
+        paired=paired(runs),
+        conditions=(condition_costs(summary, runs) if _has_conditions(runs)
+                    else pd.DataFrame(columns=CONDITION_COLUMNS)))
+
+
+def _has_conditions(runs: pd.DataFrame) -> bool:
+    """Whether a sweep ran any condition other than the ideal (or any refinement)."""
+    return bool(("condition" in runs and (runs["condition"].fillna("ideal") != "ideal").any())
+                or ("refinement" in runs and (runs["refinement"].fillna("") != "").any()))
 
 
 def summarise(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
@@ -246,7 +258,8 @@ def _arm_pairs(runs: pd.DataFrame) -> Iterator[tuple[str, str, str]]:
     for i, arm in enumerate(names):
         for reference in names[i + 1:]:
             a, b = arms.loc[arm], arms.loc[reference]
-            if any(a[key] != b[key] for key in ("N", "data", "object", "simulator", "tuning")):
+            if any(a[key] != b[key] for key in ("N", "data", "object", "simulator", "tuning",
+                                                "condition", "refinement")):
                 continue  # one scan and one protocol: tuned and held-out runs never paired
             differs = [axis for axis in ("loss", "gridsize", "model")
                        if _used(a[axis]) and _used(b[axis]) and a[axis] != b[axis]]
@@ -358,3 +371,82 @@ def bias_variance(groups: Mapping[tuple[str, float, int], Sequence[Mapping[str, 
               **{key: float(np.mean([s[key] for s in splits])) for key in splits[0]}}
              for (arm, dose), splits in sorted(rows.items())]
     return pd.DataFrame(table, columns=BIAS_VARIANCE_COLUMNS)
+
+
+CONDITION_COLUMNS = ["base", "refinement", "condition", "metric", "reference_dose",
+                     "reference_quality", "values", "vs_ideal", "dose_needed", "bound",
+                     "dose_cost", "log10_cost", "log10_low", "log10_high", "statement"]
+CONDITION_METRIC = "amp_frc50_nyquist"
+"""The quality a condition's dose cost is measured in (the issue's amplitude FRC50)."""
+
+
+def _base(arm: str) -> str:
+    """An arm label without its condition and refinement (``… · probe perturbed · refined``)."""
+    return arm.split(" · ")[0]
+
+
+def condition_costs(summary: pd.DataFrame, runs: pd.DataFrame,
+                    metric: str = CONDITION_METRIC) -> pd.DataFrame:
+    """What each experimental condition costs each arm, against the same arm (same refinement)
+    under ideal conditions: one row per (arm, refinement, condition).
+
+    The reference quality is the ideal arm's median ``metric`` at the sweep's middle dose;
+    ``dose_needed`` is where the condition's median curve reaches it (log-dose interpolation,
+    :func:`~.statistics.crossing_dose`), ``dose_cost`` that over the dose the ideal needs (1
+    for the ideal itself; with replicates a bootstrap 95% interval of its log10), ``bound``
+    ``not reached`` where the condition never reaches it within the doses run (the cost is then
+    above the highest dose over the reference dose). ``values`` and ``vs_ideal`` list the
+    median at each dose and its difference from the ideal's.
+    """
+    column = f"{metric}_median"
+    if summary.empty or column not in summary or "condition" not in summary:
+        return pd.DataFrame(columns=CONDITION_COLUMNS)
+    table = summary.assign(base=summary["arm"].map(_base))
+    doses = sorted(table["dose"].dropna().unique().tolist())
+    reference_dose = doses[len(doses) // 2] if doses else math.nan
+    rows = []
+    for (base, refinement), part in table.groupby(["base", "refinement"], dropna=False):
+        ideal = part[part["condition"].isin(["ideal", ""])]
+        if ideal.empty:
+            continue
+        ideal_arm = str(ideal["arm"].iloc[0])
+        ideal_curve = ideal.set_index("dose")[column]
+        quality = float(ideal_curve.get(reference_dose, math.nan))
+        for condition, rows_of in part.groupby("condition", sort=False):
+            arm = str(rows_of["arm"].iloc[0])
+            curve = rows_of.sort_values("dose").set_index("dose")[column]
+            needed, bound = crossing_dose(curve.index.to_numpy(float), curve.to_numpy(float),
+                                          quality)
+            ratio = dose_ratio(_cells(runs, arm, metric), _cells(runs, ideal_arm, metric),
+                               quality)
+            cost = 10 ** ratio.log10_ratio if math.isfinite(ratio.log10_ratio) else math.nan
+            if arm == ideal_arm:
+                cost, bound = 1.0, "="
+            values = "; ".join(f"{dose:g}: {value:.3f}" for dose, value in curve.items())
+            versus = "; ".join(f"{dose:g}: {value - ideal_curve.get(dose, math.nan):+.3f}"
+                               for dose, value in curve.items())
+            rows.append({
+                "base": base, "refinement": refinement or "none", "condition": condition or
+                "ideal", "metric": metric, "reference_dose": reference_dose,
+                "reference_quality": quality, "values": values, "vs_ideal": versus,
+                "dose_needed": needed, "bound": bound, "dose_cost": cost,
+                "log10_cost": ratio.log10_ratio, "log10_low": ratio.log10_low,
+                "log10_high": ratio.log10_high,
+                "statement": _cost_statement(base, refinement, str(condition), metric, quality,
+                                             reference_dose, bound, cost, ratio, doses)})
+    return pd.DataFrame(rows, columns=CONDITION_COLUMNS)
+
+
+def _cost_statement(base: str, refinement: str, condition: str, metric: str, quality: float,
+                    reference_dose: float, bound: str, cost: float, ratio: DoseRatio,
+                    doses: Sequence[float]) -> str:
+    who = f"{base}{f' ({refinement})' if refinement and refinement != 'none' else ''}"
+    target = f"{metric} {quality:.3f} (ideal at {reference_dose:g})"
+    if condition in ("ideal", ""):
+        return f"{who}: reference {target}"
+    if bound == "not reached":
+        return (f"{who} under {condition}: does not reach {target} by {max(doses):g}: costs "
+                f"more than {max(doses) / reference_dose:g}x the dose")
+    if not math.isfinite(cost):
+        return f"{who} under {condition}: reaches {target} already at the lowest dose"
+    return f"{who} under {condition}: reaches {target} at {ratio.text()}x the ideal's dose"

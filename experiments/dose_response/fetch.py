@@ -37,11 +37,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AXES = ("N", "gridsize", "dose", "loss", "model", "data", "object", "simulator", "tuning", "seed",
-        "noise_seed")
+AXES = ("N", "gridsize", "dose", "loss", "model", "data", "object", "simulator", "tuning",
+        "condition", "refinement", "seed", "noise_seed")
 REPLICATES = ("seed", "noise_seed")
 """The replicate axes: an arm's runs at one dose that differ only in these are its replicates."""
-ARM = ("N", "gridsize", "loss", "model", "data", "object", "simulator", "tuning")
+ARM = ("N", "gridsize", "loss", "model", "data", "object", "simulator", "tuning", "condition",
+       "refinement")
 RESOLUTION_METRICS = tuple(f"{part}_{name}" for part in ("amp", "phase") for name in (
     "frc50_nyquist", "frc17_nyquist", "frc_halfbit_nyquist", "frc_onebit_nyquist",
     "resolution_px"))
@@ -117,6 +118,10 @@ def _axis_values(record: RunRecord, unused: set[str]) -> dict[str, object]:
         # whether the settings were chosen on this run's data (older runs: from their params)
         "tuning": record.tags.get("tuning") or tuning_status(
             params.get("data.object.kind", "lines"), int(float(params.get("seed", 0)))),
+        # the experiment's conditions and what the arm refined (runs before them: ideal, none)
+        "condition": record.tags.get("condition", "ideal"),
+        "refinement": "" if record.tags.get("refinement", "none") == "none"
+        else record.tags["refinement"],
         "seed": number("seed", int),
         # the Poisson draw's own seed; "data.noise_seed" None (the default) means the job's seed
         "noise_seed": (number("seed", int) if params.get("data.noise_seed", "None") == "None"

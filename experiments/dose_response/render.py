@@ -100,6 +100,12 @@ PAIRED_NOTE = ("arm − reference per seed, the seeds' mean with a seed-level in
 BIAS_VARIANCE_NOTE = ("per arm and dose, over the seeds whose object, scan and weights were "
                       "reconstructed from several noise seeds: MSE = bias² + variance; empty "
                       "without data.noise_seed replicates")
+CONDITIONS_NOTE = (
+    "each arm under each experimental condition against the same arm, same refinement, under "
+    "ideal conditions: the median amplitude FRC50 per dose, its difference from the ideal's, and "
+    "the dose the condition needs to reach the quality the ideal reaches at the middle dose, "
+    "over the dose the ideal needs (dose_cost; log10 with a bootstrap 95% interval over "
+    "replicates)")
 EFFICIENCY_NOTE = (
     "Lowest dose at which each arm's median reaches the threshold (log-dose interpolation); "
     "vs_lsqml: that dose over the dose LSQML (pty-chi, Poisson) needs at the same N, so below 1 "
@@ -115,7 +121,8 @@ def render(folder: Path, sweep: Sweep, analysis: Analysis,
     for name, table in (("runs", runs), ("summary", summary),
                         ("dose_efficiency", analysis.efficiency),
                         ("comparisons", analysis.comparisons), ("paired", analysis.paired),
-                        ("bias_variance", analysis.bias_variance)):
+                        ("bias_variance", analysis.bias_variance),
+                        ("conditions", analysis.conditions)):
         table.to_csv(folder / f"{name}.csv", index=False)
     title = f"{sweep.experiment}: sweep {sweep.parent.name}"
     collapsed = runs[(runs["status"] == "FINISHED") & runs["degenerate"].astype(bool)]
@@ -128,6 +135,8 @@ def render(folder: Path, sweep: Sweep, analysis: Analysis,
     arms = [*truth_labels(runs), *sorted(runs["arm"].unique().tolist())]
     viz.reconstruction_grid_figure(images, doses, arms, title=f"{title}: amplitude").savefig(
         folder / "reconstructions.png", dpi=100)
+    if not analysis.conditions.empty:
+        viz.conditions_figure(summary, title=title).savefig(folder / "conditions.png", dpi=100)
     if not analysis.bias_variance.empty:
         viz.bias_variance_figure(analysis.bias_variance, title=title).savefig(
             folder / "bias_variance.png", dpi=100)
@@ -151,6 +160,8 @@ def _sections(sweep: Sweep, analysis: Analysis, collapsed: pd.DataFrame) -> dict
                                                      if c in analysis.summary]],
             "efficiency": analysis.efficiency, "paired": paired_table(analysis.paired),
             "bias_variance": analysis.bias_variance,
+            "conditions": analysis.conditions.drop(columns=["statement"]),
+            "condition_statements": analysis.conditions["statement"].tolist(),
             "statements": analysis.comparisons["statement"].tolist(), "failed": failed,
             "degenerate": collapsed[["name", "arm", "dose", "seed", "degenerate_reason"]],
             "runs": runs.drop(columns=["error"])}
@@ -165,6 +176,7 @@ def _markdown_report(experiment: str, parts: dict) -> str:
         f"## Paired comparisons ({PAIRED_NOTE})", "", _markdown(parts["paired"]), "",
         f"## Bias and variance over noise seeds ({BIAS_VARIANCE_NOTE})", "",
         _markdown(parts["bias_variance"]), "",
+        *_conditions_markdown(parts),
         "## Dose efficiency", "", _markdown(parts["efficiency"]), "",
         "## Comparisons (dose ratios, bootstrap 95% intervals)", "",
         *(f"- {line}" for line in statements), "" if statements else "_(none)_", "",
@@ -173,6 +185,15 @@ def _markdown_report(experiment: str, parts: dict) -> str:
         "", "## Methods", "", *(f"- {line}" for line in METHODS), "",
         "![dose response](dose_response.png)", "", "![reconstructions](reconstructions.png)",
         ""])
+
+
+def _conditions_markdown(parts: dict) -> list[str]:
+    """The conditions' section (a sweep over ``condition``): their costs, in a table and words."""
+    if parts["conditions"].empty:
+        return []
+    return [f"## Conditions ({CONDITIONS_NOTE})", "", _markdown(parts["conditions"]), "",
+            *(f"- {line}" for line in parts["condition_statements"]), "",
+            "![conditions](conditions.png)", ""]
 
 
 def _html_report(folder: Path, experiment: str, parts: dict) -> str:
@@ -186,6 +207,11 @@ def _html_report(folder: Path, experiment: str, parts: dict) -> str:
     bias_figure = (_image_tag(folder / "bias_variance.png")
                    if (folder / "bias_variance.png").exists() else "")
     methods = "".join(f"<li>{escape(line)}</li>" for line in METHODS)
+    conditions = "" if parts["conditions"].empty else (
+        f"<h2>Conditions ({escape(CONDITIONS_NOTE)})</h2>"
+        f"{_image_tag(folder / 'conditions.png')}{table(parts['conditions'])}<ul>"
+        + "".join(f"<li>{escape(line)}</li>" for line in parts["condition_statements"])
+        + "</ul>")
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Dose-response report: {escape(experiment)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
@@ -199,6 +225,7 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;pad
 <h2>Paired comparisons ({escape(PAIRED_NOTE)})</h2>{table(parts["paired"])}
 <h2>Bias and variance over noise seeds ({escape(BIAS_VARIANCE_NOTE)})</h2>
 {table(parts["bias_variance"])}{bias_figure}
+{conditions}
 <h2>Dose efficiency</h2><p>{escape(EFFICIENCY_NOTE)}</p>{table(parts["efficiency"])}
 <h2>Comparisons (dose ratios, bootstrap 95% intervals)</h2><ul>{items or '<li>none</li>'}</ul>
 <h2>Degenerate runs (kept out of the medians and intervals)</h2>{table(parts["degenerate"])}

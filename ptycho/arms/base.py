@@ -57,6 +57,8 @@ class Reconstruction:
         alternatives: other objects it formed on the way (``(H, W)`` complex64 by name),
             scored beside ``obj`` with that name as prefix.
         probe: ``(N, N)`` complex64 its probe estimate (``None``: the given probe).
+        positions: ``(M, 2)`` float64 its estimate of the scored scan's positions (refined by
+            position correction; ``None``: the given, nominal ones).
         patches: the object patches it formed before stitching, with their positions and
             patterns (a network's predictions), or ``None`` (an engine forms the object whole).
         save: writes its own files into a folder (a trained model), or ``None``.
@@ -70,6 +72,7 @@ class Reconstruction:
     tags: dict[str, str] = field(default_factory=dict)
     alternatives: dict[str, np.ndarray] = field(default_factory=dict)
     probe: np.ndarray | None = None
+    positions: np.ndarray | None = None
     patches: Patches | None = None
     save: Callable[[Path], None] | None = None
 

@@ -30,9 +30,10 @@ def _targets(data: ArmInput, groups: Groups) -> np.ndarray:
 
 def _expected(models: Models, scored: Scan, groups: Groups, patches: Patches,
               input_scale: float, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """No physics head: its patches through the forward model at the measured dose."""
-    expected = physics.expected_counts_at_dose(patches.patches, scored.probe,
-                                               scored.measured_dose).numpy()
+    """No physics head: its patches through the forward model at the measured dose, then the
+    detector."""
+    expected = scored.detector.expected(physics.expected_counts_at_dose(
+        patches.patches, scored.probe, scored.signal_dose)).numpy()
     return expected, patches.indices
 
 

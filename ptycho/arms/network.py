@@ -133,8 +133,11 @@ def reconstruct_with_network(network: Network, data: ArmInput, job: JobConfig,
     stitched = synchronise_and_stitch(
         patches.patches, patches.positions, scored.object_shape, probe=probe,
         keep_fraction=e.keep_fraction, phase_sync=str(e.phase_sync),
-        stitch_weighting=str(e.stitch_weighting), counts=scored.counts[patches.indices],
-        patterns=patches.indices)
+        stitch_weighting=str(e.stitch_weighting),
+        # the likelihood reads the measured pixels, its background removed (approximately: a
+        # scale profiled out has no closed form under a background)
+        counts=scored.detector.signal(scored.counts[patches.indices]), patterns=patches.indices,
+        mask=scored.detector.mask)
     synchronised = time.perf_counter()
     expected, patterns = network.expected(models, scored, test_groups, patches, input_scale,
                                           e.batch_size)

@@ -20,9 +20,10 @@ def build(job: JobConfig, train: Scan, canvas: int) -> Models:
     settings = job.model
     return build_pinn(
         N=job.N, gridsize=job.gridsize, probe=train.probe, canvas_size=canvas,
-        log_scale=initial_log_scale(train.measured_dose, train.probe),
+        log_scale=initial_log_scale(train.signal_dose, train.probe),
         trainable_probe=settings.trainable_probe, bottleneck_filters=settings.bottleneck_filters,
-        merge_iterations=settings.merge_iterations, activation=str(settings.activation))
+        merge_iterations=settings.merge_iterations, activation=str(settings.activation),
+        detector=train.detector, probe_learning_rate_scale=settings.probe_learning_rate_scale)
 
 
 def _expected(models: Models, scored: Scan, groups: Groups, patches: Patches,

@@ -196,8 +196,10 @@ def initial_object(shape: tuple[int, int], noise: float, seed: int) -> np.ndarra
     return start.astype(np.complex64)
 
 
-def _expected_counts(task: Any, n_patterns: int, batch: int = 256) -> np.ndarray:
-    """The reconstruction's expected counts ``(M, N, N)`` float32, DC at ``(N/2, N/2)``."""
+def _expected_counts(task: Any, n_patterns: int, detector: physics.Detector,
+                     batch: int = 256) -> np.ndarray:
+    """The reconstruction's expected counts ``(M, N, N)`` float32, DC at ``(N/2, N/2)``, as the
+    ``detector`` measures them (masked, the background added)."""
     import torch
 
     parts = []
@@ -205,16 +207,20 @@ def _expected_counts(task: Any, n_patterns: int, batch: int = 256) -> np.ndarray
         for first in range(0, n_patterns, batch):
             indices = torch.arange(first, min(first + batch, n_patterns))
             parts.append(task.reconstructor.forward_model(indices).detach().cpu().numpy())
-    return np.fft.fftshift(np.concatenate(parts), axes=(-2, -1)).astype(np.float32)
+    expected = np.fft.fftshift(np.concatenate(parts), axes=(-2, -1)).astype(np.float32)
+    return detector.expected(expected).numpy()
 
 
 
 
 def _task(api: ModuleType, task_class: type, options: Any, settings: PtychiSettings, *,
           counts: np.ndarray, positions: np.ndarray, probe: np.ndarray,
-          initial_object: np.ndarray, device: str, seed: int) -> Any:
+          initial_object: np.ndarray, device: str, seed: int,
+          detector: physics.Detector | None = None) -> Any:
     """A pty-chi task for one reconstruction with ``options`` (the engine's own choices already
-    set, pty-chi's defaults otherwise), mapped to our conventions."""
+    set, pty-chi's defaults otherwise), mapped to our conventions. pty-chi has no background
+    model: it is given the counts less the known background (clipped at 0), and the detector's
+    mask as its ``valid_pixel_mask``."""
     options.data_options.fft_shift = True  # ours: DC at (N/2, N/2); pty-chi's: at (0, 0)
     options.object_options.optimizable = True
     options.object_options.pixel_size_m = 1.0
@@ -231,9 +237,11 @@ def _task(api: ModuleType, task_class: type, options: Any, settings: PtychiSetti
     # Reproducible numbers for a config (ptycho's rule), at some cost in speed on a GPU.
     options.reconstructor_options.allow_nondeterministic_algorithms = False
     position_y, position_x = ptychi_positions(positions)
-    return task_class(options, diffraction_data=counts, object_data=initial_object[None],
-                      probe_data=probe, probe_position_x_px=position_x,
-                      probe_position_y_px=position_y)
+    detector = detector or physics.Detector()
+    masked = {} if detector.mask is None else {"valid_pixel_mask": detector.mask}
+    return task_class(options, diffraction_data=detector.signal(counts),
+                      object_data=initial_object[None], probe_data=probe,
+                      probe_position_x_px=position_x, probe_position_y_px=position_y, **masked)
 
 
 def reconstruct_with_ptychi(engine_options: EngineOptions, data: ArmInput, job: JobConfig,
@@ -259,7 +267,8 @@ def _reconstruct(api: ModuleType, task_class: type, engine_options: EngineOption
     settings, scan = job.model, data.scored
     device = torch_device(settings.device)
     engine = _Engine(api, task_class, engine_options, settings, device, job.seed,
-                     flat_field_scale(scan.probe, scan.measured_dose), scan.object_shape)
+                     flat_field_scale(scan.probe, scan.signal_dose), scan.object_shape,
+                     scan.detector)
     history: dict[str, list[float]] = {"nll_per_photon": []}
     metrics: dict[str, float] = {}
     iterations = settings.iterations
@@ -273,7 +282,7 @@ def _reconstruct(api: ModuleType, task_class: type, engine_options: EngineOption
             start = time.perf_counter()
             task.run(n_epochs=1)
             elapsed += time.perf_counter() - start
-            expected = _expected_counts(task, len(scan))
+            expected = _expected_counts(task, len(scan), scan.detector)
             value = float(physics.poisson_nll_per_photon(scan.counts, expected))
             history["nll_per_photon"].append(value)
             if on_progress is not None:
@@ -289,15 +298,32 @@ def _reconstruct(api: ModuleType, task_class: type, engine_options: EngineOption
                 break
             previous = value
         obj = task.get_data_to_cpu("object", as_numpy=True)[0]
+        refined = _refined(task, settings, engine.scale, scan)
     done = len(history["nll_per_photon"])
     log.info("%s: %d iterations on %d patterns in %.1fs on %s, NLL/photon %.5g", settings.kind,
              done, len(scan), elapsed, device, history["nll_per_photon"][-1])
     return Reconstruction(
         obj=np.asarray(obj, np.complex64), expected=expected,
         expected_patterns=np.arange(len(scan)), history=history, tags={"device": device},
+        **refined,
         metrics={**metrics, "time_reconstruct_s": elapsed + metrics.get("time_choose_s", 0.0),
                  "iterations_run": float(done), "patterns_reconstructed": float(len(scan)),
                  "patterns_per_s_per_iteration": len(scan) * done / max(elapsed, 1e-9)})
+
+
+def _refined(task: Any, settings: PtychiSettings, scale: float, scan: Any) -> dict[str, Any]:
+    """What the engine refined besides the object, in our conventions: ``probe`` (``(N, N)``
+    complex64, pty-chi's first mode less the photon scale) with ``probe_update``, ``positions``
+    (``(M, 2)`` float64 ``(x, y)``) with ``position_correction``."""
+    refined: dict[str, Any] = {}
+    if settings.probe_update:
+        probe = task.get_data_to_cpu("probe", as_numpy=True)[0, 0]
+        refined["probe"] = (probe.astype(np.complex128) * (scan.N / scale)).astype(np.complex64)
+    if settings.position_correction:
+        refined["positions"] = np.stack(
+            [task.get_probe_positions_x(as_numpy=True), task.get_probe_positions_y(as_numpy=True)],
+            axis=1).astype(np.float64)
+    return refined
 
 
 class _Engine:
@@ -305,16 +331,17 @@ class _Engine:
 
     def __init__(self, api: ModuleType, task_class: type, engine_options: EngineOptions,
                  settings: PtychiSettings, device: str, seed: int, scale: float,
-                 object_shape: tuple[int, int]) -> None:
+                 object_shape: tuple[int, int], detector: physics.Detector) -> None:
         self.api, self.task_class, self.engine_options = api, task_class, engine_options
         self.settings, self.device, self.seed, self.scale = settings, device, seed, scale
+        self.detector = detector
         self.start = initial_object(object_shape, settings.object_init_noise, seed)
 
     def task(self, counts: np.ndarray, positions: np.ndarray, probe: np.ndarray) -> Any:
         return _task(self.api, self.task_class, self.engine_options(self.api, self.settings),
                      self.settings, counts=counts, positions=positions,
                      probe=ptychi_probe(probe, self.scale), device=self.device,
-                     initial_object=self.start, seed=self.seed)
+                     initial_object=self.start, seed=self.seed, detector=self.detector)
 
 
 def _choose_iterations(engine: _Engine, scan: Any,
@@ -342,7 +369,7 @@ def _choose_iterations(engine: _Engine, scan: Any,
             fitting.run(n_epochs=1)
             scoring.copy_data_from_task(fitting, ("object", "probe"))
             value = float(physics.poisson_nll_per_photon(
-                scan.counts[held], _expected_counts(scoring, len(held))))
+                scan.counts[held], _expected_counts(scoring, len(held), engine.detector)))
             curve.append(value)
             if on_progress is not None:
                 on_progress(iteration, {"heldout_nll_per_photon": value})

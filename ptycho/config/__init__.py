@@ -17,6 +17,7 @@ from ptycho.config.hashing import config_hash
 from ptycho.config.job import JobConfig, validate
 from ptycho.config.naming import NAMING_AXES, arm_label, format_dose, run_name
 from ptycho.config.sections import (
+    CONDITION_SECTIONS,
     LIKELIHOOD_SYNC_EPOCHS,
     MAX_DOSE,
     SEARCH_OBJECTIVES,
@@ -24,6 +25,7 @@ from ptycho.config.sections import (
     ConfigError,
     DataConfig,
     Design,
+    DetectorConfig,
     Device,
     DtypePolicy,
     EvalConfig,
@@ -34,8 +36,11 @@ from ptycho.config.sections import (
     PhaseAlignment,
     PhaseMode,
     PhaseSync,
+    PositionErrorConfig,
     ProbeConfig,
+    ProbeGuessConfig,
     ProbeKind,
+    ProbeStart,
     ScanConfig,
     ScanKind,
     Schedule,
@@ -48,12 +53,12 @@ from ptycho.config.sections import (
 )
 
 __all__ = [
-    "ARM_DEPENDENT", "LIKELIHOOD_SYNC_EPOCHS", "MAX_DOSE", "NAMING_AXES", "SEARCH_OBJECTIVES",
-    "Activation",
-    "ArmSettings", "ConfigError", "DataConfig", "Design", "Device", "DtypePolicy", "EvalConfig",
-    "JitCompile", "JobConfig", "Loss", "ObjectConfig", "ObjectKind", "PhaseAlignment",
-    "PhaseMode", "PhaseSync", "ProbeConfig", "ProbeKind", "ScanConfig", "ScanKind", "Schedule",
-    "Simulator", "StitchWeighting", "Stopping", "TrackingConfig", "TrainConfig", "arm_label",
-    "check_tracking_uri", "config_hash", "format_dose", "run_name", "settings_class",
-    "settings_classes", "validate"
+    "ARM_DEPENDENT", "CONDITION_SECTIONS", "LIKELIHOOD_SYNC_EPOCHS", "MAX_DOSE", "NAMING_AXES",
+    "SEARCH_OBJECTIVES", "Activation", "ArmSettings", "ConfigError", "DataConfig", "Design",
+    "DetectorConfig", "Device", "DtypePolicy", "EvalConfig", "JitCompile", "JobConfig", "Loss",
+    "ObjectConfig", "ObjectKind", "PhaseAlignment", "PhaseMode", "PhaseSync",
+    "PositionErrorConfig", "ProbeConfig", "ProbeGuessConfig", "ProbeKind", "ProbeStart",
+    "ScanConfig", "ScanKind", "Schedule", "Simulator", "StitchWeighting", "Stopping",
+    "TrackingConfig", "TrainConfig", "arm_label", "check_tracking_uri", "config_hash",
+    "format_dose", "run_name", "settings_class", "settings_classes", "validate"
 ]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import typing
 from typing import Any
 
-from ptycho.config.sections import FOCUSED_PROBE_SETTINGS
+from ptycho.config.sections import CONDITION_SECTIONS, FOCUSED_PROBE_SETTINGS, DataConfig
 
 __all__ = ["ADDED_SETTINGS", "CONDITIONAL_SETTINGS", "NOT_HASHED", "config_hash"]
 
@@ -20,6 +21,7 @@ ADDED_SETTINGS = (
     ("data.simulator", "bilinear", ("data.oversampling", "data.pixel_subsamples")),
     ("model.stopping", "fixed", ("model.heldout_fraction", "model.patience")),
     ("train.schedule", "plateau", ("train.warmup_fraction",)),
+    ("model.probe_learning_rate_scale", 1.0, ()),
 )
 """Settings added after jobs were logged (wave 3), with the value that computes what those jobs
 computed and the settings that only matter otherwise: at that value all of them are left out
@@ -32,6 +34,12 @@ CONDITIONAL_SETTINGS = (
 """Settings a section reads only when one of its keys has one value (``path``, ``key``,
 ``value``, the settings): left out of the hash otherwise, so adding them (wave 3's focused
 probe) changed no earlier job's hash."""
+
+
+def _ideal(name: str) -> dict[str, Any]:
+    """The condition section ``name`` at its defaults (an ideal experiment), as a resolved
+    config holds it: left out of the hash (:data:`ptycho.config.CONDITION_SECTIONS`)."""
+    return json.loads(json.dumps(dataclasses.asdict(getattr(DataConfig(), name)), default=str))
 
 
 def config_hash(resolved: typing.Mapping[str, Any], unused: typing.Iterable[str] = ()) -> str:
@@ -59,5 +67,11 @@ def config_hash(resolved: typing.Mapping[str, Any], unused: typing.Iterable[str]
         if isinstance(node, dict) and node.get(key) != value:
             for name in names:
                 node.pop(name, None)
+    data = relevant.get("data")
+    if isinstance(data, dict):
+        for name in CONDITION_SECTIONS:
+            ideal = _ideal(name)
+            if data.get(name, ideal) == ideal:
+                data.pop(name, None)
     blob = json.dumps(relevant, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -22,7 +22,7 @@ from ptycho.checks import check_dose, check_gridsize, check_patch_size, validati
 from ptycho.config.arms import ArmSettings, field_names, settings_class, settings_classes
 from ptycho.config.arms.pinn import PinnSettings
 from ptycho.config.hashing import config_hash
-from ptycho.config.naming import arm_label, run_name
+from ptycho.config.naming import arm_label, condition_label, refinement_label, run_name
 from ptycho.config.protocol import tuning_status
 from ptycho.config.sections import (
     LIKELIHOOD_SYNC_EPOCHS,
@@ -35,6 +35,7 @@ from ptycho.config.sections import (
     ObjectKind,
     PhaseSync,
     ProbeKind,
+    ProbeStart,
     Section,
     TrackingConfig,
     TrainConfig,
@@ -90,6 +91,13 @@ class JobConfig(Section):
             raise fail("data.probe.aperture_radius", probe.aperture_radius,
                        f"must be < N/2 = {self.N / 2:g} detector pixels (the aperture's image "
                        "must fit on the detector)")
+        if self.data.probe_guess.kind == ProbeStart.perturbed and probe.kind == ProbeKind.npz:
+            raise fail("data.probe_guess.kind", "perturbed", "needs a probe model to perturb "
+                       "(data.probe.kind=disc or focused), not an NPZ probe: use estimate")
+        if self.data.detector.beamstop_radius >= self.N / 2:
+            raise fail("data.detector.beamstop_radius", self.data.detector.beamstop_radius,
+                       f"must be < N/2 = {self.N / 2:g} detector pixels (it would mask the whole "
+                       "detector)")
         if self.eval.phase_sync == PhaseSync.auto:  # resolved here: runs record the choice
             chosen = (PhaseSync.likelihood if self.train.epochs >= LIKELIHOOD_SYNC_EPOCHS
                       else PhaseSync.overlap)
@@ -151,6 +159,16 @@ class JobConfig(Section):
     def arm(self) -> str:
         """The report's label of what a dose-response curve is drawn for (tag ``arm``)."""
         return arm_label(self.resolved(), self.unused)
+
+    @property
+    def condition(self) -> str:
+        """What in the experiment was not ideal (tag ``condition``)."""
+        return condition_label(self.resolved())
+
+    @property
+    def refinement(self) -> str:
+        """What the arm refines besides the object (tag ``refinement``; ``""``: nothing)."""
+        return refinement_label(self.resolved())
 
 
 def _plain_values(value: Any) -> Any:

@@ -7,7 +7,8 @@ from typing import Any
 
 from ptycho.config.protocol import tuning_status
 
-__all__ = ["NAMING_AXES", "arm_label", "format_dose", "run_name"]
+__all__ = ["NAMING_AXES", "arm_label", "condition_label", "format_dose", "refinement_label",
+           "run_name"]
 
 NAMING_AXES = ("N", "gridsize", "dose", "loss", "model", "model.kind", "seed")
 """Override keys the run name already shows."""
@@ -50,8 +51,10 @@ def arm_label(resolved: typing.Mapping[str, Any], unused: typing.Container[str] 
     the lines, ``… focused probe`` (or ``npz probe``) under another probe than the disc,
     ``… exact`` on data of the exact simulator, ``… [held-out]`` (or ``[held-out seed]``,
     ``[held-out object]``) on data the settings were not chosen on
-    (:mod:`ptycho.config.protocol`): tag ``arm``, by which the report and the MLflow UI's
-    charts group, so runs of other data or another protocol are never pooled."""
+    (:mod:`ptycho.config.protocol`), then the experiment's conditions and the arm's refinement
+    where there are any (``· probe perturbed + detector · refined``): tag ``arm``, by which
+    the report and the MLflow UI's charts group, so runs of other data or another protocol are
+    never pooled."""
     used = _used(resolved, unused)
     data = resolved.get("data", {})
     design = data.get("design", "reconstruct")
@@ -65,4 +68,38 @@ def arm_label(resolved: typing.Mapping[str, Any], unused: typing.Container[str] 
              None if probe == "disc" else f"{probe} probe",
              None if simulator == "bilinear" else simulator,
              None if status == "tuned" else f"[{status}]"]
-    return " ".join(part for part in parts if part)
+    condition, refinement = condition_label(resolved), refinement_label(resolved)
+    label = " ".join(part for part in parts if part)
+    if condition != "ideal" or refinement:
+        label += f" · {condition}" + (f" · {refinement}" if refinement else "")
+    return label
+
+
+CONDITION_PARTS = ("probe", "positions", "detector")
+"""The order of a condition label's parts."""
+
+
+def condition_label(resolved: typing.Mapping[str, Any]) -> str:
+    """What in the experiment was not ideal (tag ``condition``): ``ideal``, or the parts of
+    ``probe perturbed`` (or ``probe estimated``: what the reconstructors were given),
+    ``positions off`` and ``detector`` joined by `` + ``."""
+    data = resolved.get("data", {})
+    parts = []
+    guess = str(data.get("probe_guess", {}).get("kind", "exact"))
+    if guess != "exact":
+        parts.append("probe perturbed" if guess == "perturbed" else "probe estimated")
+    if any(float(value) for key, value in data.get("position_error", {}).items()):
+        parts.append("positions off")
+    if any(float(value) for key, value in data.get("detector", {}).items()):
+        parts.append("detector")
+    return " + ".join(parts) or "ideal"
+
+
+def refinement_label(resolved: typing.Mapping[str, Any]) -> str:
+    """What the arm refined besides the object (tag ``refinement``): ``refined probe``,
+    ``refined positions``, ``refined probe + positions``, or ``""``."""
+    model = resolved.get("model", {})
+    probe = bool(model.get("trainable_probe") or model.get("probe_update"))
+    positions = bool(model.get("position_correction"))
+    refined = [name for name, on in (("probe", probe), ("positions", positions)) if on]
+    return f"refined {' + '.join(refined)}" if refined else ""

@@ -83,6 +83,19 @@ class ProbeKind(StrEnum):
     npz = "npz"
 
 
+class ProbeStart(StrEnum):
+    """What the reconstructors are given as the probe (docs/physics.md §12.2)."""
+
+    exact = "exact"
+    """The probe the data were simulated with (an ideal experiment)."""
+    perturbed = "perturbed"
+    """The probe's model at the wrong defocus (``defocus_error``), and for a focused probe
+    without the truth's astigmatism and coma unless ``keep_aberrations``."""
+    estimate = "estimate"
+    """From the data alone: the amplitude of the mean diffraction pattern (the empty beam's far
+    field, roughly), with a flat far-field phase, brought to the sample."""
+
+
 class ScanKind(StrEnum):
     raster = "raster"
     random = "random"
@@ -375,6 +388,84 @@ class ScanConfig(Section):
         check_number("jitter", self.jitter, low=0)
 
 
+@dataclass(frozen=True)
+class ProbeGuessConfig(Section):
+    """What the reconstructors start from as the probe (not the data: the counts are the same
+    whatever the guess)."""
+
+    kind: ProbeStart = ProbeStart.exact
+    defocus_error: float = 1.0
+    """``perturbed``: radians added to the model's defocus at the aperture's edge (a focused
+    probe's ``defocus``, a disc's ``phase_curvature``)."""
+    keep_aberrations: bool = False
+    """``perturbed``, focused probe: keep the truth's astigmatism and coma (false: the guess
+    lacks them, as a model of the optics usually does)."""
+
+    def check(self) -> None:
+        check_number("defocus_error", self.defocus_error)
+
+
+@dataclass(frozen=True)
+class PositionErrorConfig(Section):
+    """How the true scan positions differ from the nominal ones the reconstructors are given
+    (docs/physics.md §12.3): ``true = centre + R(rotation)·(1 + scale)·(nominal − centre) +
+    drift·t + σ·ξ`` with ``t`` from 0 to 1 along the scan order and ``ξ`` seeded standard
+    normal per axis; the true positions are then kept inside the object."""
+
+    sigma: float = 0.0
+    """Random error per axis, pixels (Gaussian standard deviation)."""
+    scale: float = 0.0
+    """Relative scale error (0.01: the stage moves 1% further than commanded)."""
+    rotation: float = 0.0
+    """Rotation of the stage's axes against the detector's, degrees."""
+    drift_x: float = 0.0
+    """Drift accumulated along ``x`` from the first to the last position, pixels."""
+    drift_y: float = 0.0
+    """Drift accumulated along ``y`` over the scan, pixels."""
+
+    def check(self) -> None:
+        check_number("sigma", self.sigma, low=0)
+        check_number("scale", self.scale, low=-0.5, high=0.5)
+        check_number("rotation", self.rotation, low=-45, high=45)
+        check_number("drift_x", self.drift_x)
+        check_number("drift_y", self.drift_y)
+
+    @property
+    def exact(self) -> bool:
+        """The reconstructors are given the true positions."""
+        return not any(getattr(self, item.name) for item in dataclasses.fields(self))
+
+
+@dataclass(frozen=True)
+class DetectorConfig(Section):
+    """The detector (docs/physics.md §12.1): what it masks, its background and its flaws."""
+
+    beamstop_radius: float = 0.0
+    """A round beamstop over the pixels within this radius of the zero frequency, detector
+    pixels (< N/2); 0: none. Masked in every loss, likelihood, bound and figure."""
+    background: float = 0.0
+    """Expected background photons per pixel and pattern (Poisson), known to every arm."""
+    saturation: float = 0.0
+    """Counts at which a pixel saturates (clipped); 0: never. Not modelled by any arm."""
+    read_noise: float = 0.0
+    """Gaussian read noise, photons (standard deviation; rounded to whole counts); 0: none. Not
+    modelled by any arm."""
+
+    def check(self) -> None:
+        for name in ("beamstop_radius", "background", "saturation", "read_noise"):
+            check_number(name, getattr(self, name), low=0)
+
+    @property
+    def ideal(self) -> bool:
+        return not any(getattr(self, item.name) for item in dataclasses.fields(self))
+
+
+CONDITION_SECTIONS = ("probe_guess", "position_error", "detector")
+"""The ``data`` sections of an experiment's conditions (wave 3): at their defaults (an ideal
+experiment) they are left out of the dataset key and the config hash, so the jobs logged before
+them keep both."""
+
+
 def _fingerprint(section: Any) -> dict[str, object]:
     fields = {item.name: getattr(section, item.name) for item in dataclasses.fields(section)}
     if section.kind == "npz":
@@ -389,6 +480,12 @@ class DataConfig(Section):
     object: ObjectConfig = field(default_factory=ObjectConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     scan: ScanConfig = field(default_factory=ScanConfig)
+    probe_guess: ProbeGuessConfig = field(default_factory=ProbeGuessConfig)
+    """The probe the reconstructors start from (``kind=exact``: the true one)."""
+    position_error: PositionErrorConfig = field(default_factory=PositionErrorConfig)
+    """How far the true positions are from the nominal ones the reconstructors get."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """Beamstop, background, saturation, read noise (defaults: an ideal photon counter)."""
     n_train: int = 512
     """Diffraction patterns of the measured scan (the test scan, with ``generalize``, has as
     many)."""

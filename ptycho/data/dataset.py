@@ -18,8 +18,12 @@ import numpy as np
 from ptycho import physics
 from ptycho.checks import check_dose, check_patch_size
 from ptycho.data.scan import check_positions
+from ptycho.physics.detector import Detector
 
-__all__ = ["DiffractionData", "Scan", "extract_object_patches", "simulate", "simulate_exact"]
+__all__ = [
+    "DetectorModel", "DiffractionData", "Scan", "extract_object_patches", "simulate",
+    "simulate_exact"
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +52,35 @@ class Scan(_Patterns):
     never the object (the truth of a simulation stays in :class:`DiffractionData`).
 
     Attributes:
-        counts: ``(M, N, N)`` float32 photon counts per pixel, DC at ``(N/2, N/2)``.
-        positions: ``(M, 2)`` float64 ``(x, y)`` patch centres, pixels of the object grid.
-        probe: ``(N, N)`` complex64 illumination (the probe guess; known for simulated data).
+        counts: ``(M, N, N)`` float32 photon counts per pixel, DC at ``(N/2, N/2)``, 0 where
+            the detector does not measure.
+        positions: ``(M, 2)`` float64 ``(x, y)`` patch centres, pixels of the object grid: the
+            nominal ones (the true ones only in an ideal experiment).
+        probe: ``(N, N)`` complex64 the probe the reconstructors start from (the true one only
+            with ``data.probe_guess.kind=exact``).
         object_shape: ``(H, W)`` of the object grid the positions refer to.
+        detector: its mask and background (known to every arm).
     """
 
     counts: np.ndarray
     positions: np.ndarray
     probe: np.ndarray
     object_shape: tuple[int, int]
+    detector: Detector = field(default_factory=Detector)
+
+    @cached_property
+    def signal_dose(self) -> float:
+        """Photons per pattern the sample scattered onto the whole detector, estimated from the
+        counts: the measured dose less the background, over the share of an empty beam's far
+        field that the measured pixels see (the measured dose for an ideal detector)."""
+        if self.detector.ideal:
+            return self.measured_dose
+        measured = self.detector.weights(self.N).sum()
+        signal = self.measured_dose - self.detector.background * float(measured)
+        if not signal > 0:
+            raise ValueError(f"the counts hold no photons above the background "
+                             f"({self.detector.background:g} per pixel): no signal to scale by")
+        return signal / self.detector.measured_fraction(self.probe)
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,6 +96,11 @@ class DiffractionData(_Patterns):
         patches: ``(M, N, N)`` complex64 ground-truth object patches at ``positions``.
         dose: requested mean photons per pattern (the simulation's; checked where it enters).
         metadata: JSON-serialisable provenance (the simulation spec, seeds, format version).
+        nominal_positions: ``(M, 2)`` float64 the positions the reconstructors are given
+            (``None``: the true ``positions``).
+        probe_start: ``(N, N)`` complex64 the probe the reconstructors start from (``None``:
+            the true ``probe``).
+        detector: the detector's mask and background (default: an ideal photon counter).
     """
 
     counts: np.ndarray
@@ -82,6 +110,9 @@ class DiffractionData(_Patterns):
     patches: np.ndarray
     dose: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    nominal_positions: np.ndarray | None = None
+    probe_start: np.ndarray | None = None
+    detector: Detector = field(default_factory=Detector)
 
     def __post_init__(self) -> None:
         counts = np.asarray(self.counts)
@@ -99,18 +130,53 @@ class DiffractionData(_Patterns):
         obj = np.asarray(self.obj)
         if obj.ndim != 2 or obj.dtype != np.complex64:
             raise ValueError(f"obj must be a 2-D complex64 array, got {obj.shape} {obj.dtype}")
+        if self.nominal_positions is not None:
+            _expect(self.nominal_positions, "nominal_positions", (n_patterns, 2), np.float64)
+        if self.probe_start is not None:
+            _expect(self.probe_start, "probe_start", (N, N), np.complex64)
+        self.detector.weights(N)  # a mask of another size is refused here
         json.dumps(self.metadata)  # must be serialisable: it is stored in NPZ files and caches
+
+    @property
+    def given_positions(self) -> np.ndarray:
+        """``(M, 2)`` the positions the reconstructors are given (nominal)."""
+        return self.positions if self.nominal_positions is None else self.nominal_positions
+
+    @property
+    def given_probe(self) -> np.ndarray:
+        """``(N, N)`` the probe the reconstructors start from."""
+        return self.probe if self.probe_start is None else self.probe_start
 
     @cached_property
     def scan(self) -> Scan:
-        """The measurement without its truth: what a reconstruction is given."""
-        return Scan(self.counts, self.positions, self.probe, self.obj.shape)
+        """The measurement without its truth: what a reconstruction is given (the nominal
+        positions, the probe guess, the counts with unmeasured pixels 0, the detector)."""
+        return Scan(self.detector.zero_unmeasured(self.counts), self.given_positions,
+                    self.given_probe, self.obj.shape, self.detector)
 
     def subset(self, index: np.ndarray) -> DiffractionData:
-        """The patterns at ``index`` (same probe, object and dose)."""
-        return DiffractionData(counts=self.counts[index], positions=self.positions[index],
-                               probe=self.probe, obj=self.obj, patches=self.patches[index],
-                               dose=self.dose, metadata=self.metadata)
+        """The patterns at ``index`` (same probe, object, dose and detector)."""
+        return DiffractionData(
+            counts=self.counts[index], positions=self.positions[index], probe=self.probe,
+            obj=self.obj, patches=self.patches[index], dose=self.dose, metadata=self.metadata,
+            nominal_positions=(None if self.nominal_positions is None
+                               else self.nominal_positions[index]),
+            probe_start=self.probe_start, detector=self.detector)
+
+
+@dataclass(frozen=True)
+class DetectorModel:
+    """A simulated detector: what every arm knows of it (:attr:`known`, the mask and the
+    background) and the flaws none models (saturation, read noise; 0: none)."""
+
+    known: Detector = field(default_factory=Detector)
+    saturation: float = 0.0
+    read_noise: float = 0.0
+
+    def detect(self, expected: np.ndarray, seed: int) -> np.ndarray:
+        """``(M, N, N)`` float32 counts of the signal ``expected`` (photons per pixel)."""
+        return physics.detect(expected, self.known, seed=seed, saturation=self.saturation,
+                              read_noise=self.read_noise)
 
 
 def _expect(array: np.ndarray, name: str, shape: tuple[int, ...], dtype: type) -> None:
@@ -129,7 +195,8 @@ def extract_object_patches(obj: np.ndarray, positions: np.ndarray, N: int) -> np
 
 
 def simulate(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, *, dose: float,
-             seed: int, metadata: dict[str, Any] | None = None) -> DiffractionData:
+             seed: int, metadata: dict[str, Any] | None = None,
+             detector: DetectorModel | None = None) -> DiffractionData:
     """Simulate noisy diffraction: ``k ~ Poisson(s² |fftshift(FFT(P · o_j))/N|²)``.
 
     Args:
@@ -139,6 +206,8 @@ def simulate(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, *, dose:
         dose: expected photons per pattern averaged over the dataset, positive and finite.
         seed: Poisson noise seed (same seed, same counts, bit for bit).
         metadata: provenance stored with the data.
+        detector: the detector (:class:`DetectorModel`; ``None``: an ideal photon counter).
+            The dose is the photons scattered onto the whole detector, before its mask.
 
     Returns:
         A validated :class:`DiffractionData`.
@@ -158,15 +227,18 @@ def simulate(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, *, dose:
     positions = check_positions(positions, obj.shape, N)
     patches = extract_object_patches(obj, positions, N)
     expected = physics.expected_counts_at_dose(patches, probe, dose)
-    counts = physics.poisson_counts(expected, seed).numpy()
+    detector = detector or DetectorModel()
+    counts = detector.detect(expected.numpy(), seed)
     log.debug("simulated %d patterns N=%d dose=%g", len(counts), N, dose)
     return DiffractionData(counts=counts, positions=positions, probe=probe, obj=obj,
-                           patches=patches, dose=dose, metadata=dict(metadata or {}))
+                           patches=patches, dose=dose, metadata=dict(metadata or {}),
+                           detector=detector.known)
 
 
 def simulate_exact(fine_obj: np.ndarray, fine_probe: np.ndarray, positions: np.ndarray, *,
                    oversampling: int, pixel_subsamples: int, dose: float, seed: int,
-                   metadata: dict[str, Any] | None = None) -> DiffractionData:
+                   metadata: dict[str, Any] | None = None,
+                   detector: DetectorModel | None = None) -> DiffractionData:
     """Simulate noisy diffraction with the finer forward model no reconstructor shares
     (:mod:`ptycho.physics.exact`): ``k ~ Poisson(s² I_exact)``.
 
@@ -175,7 +247,7 @@ def simulate_exact(fine_obj: np.ndarray, fine_probe: np.ndarray, positions: np.n
         fine_probe: ``(N·K, N·K)`` complex probe on the same grid.
         positions: ``(M, 2)`` ``(x, y)`` reconstruction pixels, each patch inside the object.
         pixel_subsamples: far-field points per detector pixel side (odd).
-        dose, seed, metadata: as :func:`simulate`.
+        dose, seed, metadata, detector: as :func:`simulate`.
 
     Returns:
         A validated :class:`DiffractionData` on the reconstruction grid: its object and probe
@@ -192,9 +264,10 @@ def simulate_exact(fine_obj: np.ndarray, fine_probe: np.ndarray, positions: np.n
                                             oversampling=oversampling,
                                             pixel_subsamples=pixel_subsamples)
     expected = physics.expected_counts(intensities, physics.dose_scale(intensities, dose))
-    counts = physics.poisson_counts(expected, seed).numpy()
+    detector = detector or DetectorModel()
+    counts = detector.detect(expected.numpy(), seed)
     log.debug("simulated %d patterns N=%d dose=%g (exact, K=%d, L=%d)", len(counts), N, dose,
               oversampling, pixel_subsamples)
     return DiffractionData(counts=counts, positions=positions, probe=probe, obj=obj,
                            patches=extract_object_patches(obj, positions, N), dose=dose,
-                           metadata=dict(metadata or {}))
+                           metadata=dict(metadata or {}), detector=detector.known)

@@ -12,7 +12,12 @@ probeGuess     (N, N)               complex64  probe
 objectGuess    (H, W)               complex64  object
 Y              (M, N, N) optional   complex64  ground-truth object patches
 counts         (M, N, N) optional   float32    photon counts (ours; else diffraction²)
-_metadata      () optional          str        JSON: dose, measured_dose, provenance (ours)
+_metadata      () optional          str        JSON: dose, measured_dose, background (photons
+                                               per pixel), provenance (ours)
+xcoords_nominal (M,) optional       float64    the positions the reconstructors are given,
+ycoords_nominal (M,) optional       float64    when the true ones (xcoords) differ (ours)
+probe_start    (N, N) optional      complex64  the probe the reconstructors start from (ours)
+mask           (N, N) optional      bool       True where the detector measures (ours)
 =============  ===================  =========  ==============================================
 
 Loading uses ``allow_pickle=False``. A file that is not an NPZ is refused with
@@ -31,6 +36,7 @@ import numpy as np
 from ptycho.checks import check_dose
 from ptycho.data.arrays import open_npz
 from ptycho.data.dataset import DiffractionData, extract_object_patches
+from ptycho.physics.detector import Detector
 
 __all__ = ["REQUIRED_KEYS", "load_npz", "save_npz"]
 
@@ -42,13 +48,24 @@ def save_npz(path: str | Path, data: DiffractionData) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"dose": data.dose, "measured_dose": data.measured_dose, **data.metadata}
+    conditions: dict[str, np.ndarray] = {}
+    if data.nominal_positions is not None:
+        conditions["xcoords_nominal"] = data.nominal_positions[:, 0].astype(np.float64)
+        conditions["ycoords_nominal"] = data.nominal_positions[:, 1].astype(np.float64)
+    if data.probe_start is not None:
+        conditions["probe_start"] = data.probe_start.astype(np.complex64)
+    if data.detector.mask is not None:
+        conditions["mask"] = data.detector.mask
+    if data.detector.background:
+        metadata["background"] = data.detector.background
     with path.open("wb") as handle:
         np.savez(handle, diffraction=np.sqrt(data.counts).astype(np.float32),
                  xcoords=data.positions[:, 0].astype(np.float64),
                  ycoords=data.positions[:, 1].astype(np.float64),
                  probeGuess=data.probe.astype(np.complex64),
                  objectGuess=data.obj.astype(np.complex64), Y=data.patches.astype(np.complex64),
-                 counts=data.counts.astype(np.float32), _metadata=np.array(json.dumps(metadata)))
+                 counts=data.counts.astype(np.float32), _metadata=np.array(json.dumps(metadata)),
+                 **conditions)
     return path
 
 
@@ -134,4 +151,31 @@ def load_npz(path: str | Path) -> DiffractionData:
     dose = check_dose(metadata.pop("dose", measured), "NPZ _metadata dose")
     metadata.pop("measured_dose", None)
     return DiffractionData(counts=counts, positions=positions, probe=probe.astype(np.complex64),
-                           obj=obj, patches=patches, dose=dose, metadata=metadata)
+                           obj=obj, patches=patches, dose=dose, metadata=metadata,
+                           **_conditions(files, n_patterns, N, metadata.pop("background", 0.0)))
+
+
+def _conditions(files: dict[str, np.ndarray], n_patterns: int, N: int,
+                background: float) -> dict[str, object]:
+    """The optional keys of an experiment's conditions: nominal positions, the probe the
+    reconstructors start from, the detector's mask and background."""
+    found: dict[str, object] = {}
+    if "xcoords_nominal" in files or "ycoords_nominal" in files:
+        xs = _checked(files, "xcoords_nominal", 1, "fiu")
+        ys = _checked(files, "ycoords_nominal", 1, "fiu")
+        if xs.shape != (n_patterns,) or ys.shape != (n_patterns,):
+            raise ValueError(f"NPZ keys 'xcoords_nominal' and 'ycoords_nominal' must have shape "
+                             f"({n_patterns},), got {xs.shape} and {ys.shape}")
+        found["nominal_positions"] = np.stack([xs, ys], axis=1).astype(np.float64)
+    if "probe_start" in files:
+        start = _checked(files, "probe_start", 2, "c")
+        if start.shape != (N, N):
+            raise ValueError(f"NPZ key 'probe_start' must have shape ({N}, {N}), "
+                             f"got {start.shape}")
+        found["probe_start"] = start.astype(np.complex64)
+    mask = files.get("mask")
+    if mask is not None and (mask.shape != (N, N) or mask.dtype != bool):
+        raise ValueError(f"NPZ key 'mask' must be a ({N}, {N}) bool array, got {mask.dtype} "
+                         f"{mask.shape}")
+    found["detector"] = Detector(mask, float(background))
+    return found

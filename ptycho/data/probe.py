@@ -15,11 +15,12 @@ import numpy as np
 from scipy import ndimage
 
 from ptycho.checks import check_patch_size
-from ptycho.config import ProbeConfig
+from ptycho.config import ProbeConfig, ProbeGuessConfig, ProbeKind, ProbeStart
 from ptycho.data.arrays import read_npz_array
 from ptycho.physics.exact import fourier_upsample
 
-__all__ = ["disc_probe", "focused_probe", "load_probe_npz", "make_probe"]
+__all__ = ["disc_probe", "estimate_probe", "focused_probe", "guessed_probe_settings",
+           "load_probe_npz", "make_probe"]
 
 _EDGE_SUBSAMPLES = 8
 """Points per pupil pixel side at which the aperture's transmission is averaged (its edge
@@ -143,3 +144,53 @@ def make_probe(spec: ProbeConfig, N: int, oversampling: int = 1) -> np.ndarray:
         return disc_probe(N, spec)
     finer = dataclasses.replace(spec, edge_sigma=spec.edge_sigma * oversampling)
     return _disc(N * oversampling, finer, oversampling)
+
+
+def guessed_probe_settings(guess: ProbeGuessConfig, spec: ProbeConfig) -> ProbeConfig:
+    """The settings of a ``perturbed`` probe guess: ``spec`` at the wrong defocus
+    (``defocus_error`` radians more: a focused probe's ``defocus``, a disc's
+    ``phase_curvature``), a focused one without its astigmatism and coma unless
+    ``keep_aberrations``.
+
+    Raises:
+        ValueError: an NPZ probe, which has no model to perturb (use ``estimate``).
+    """
+    if guess.kind != ProbeStart.perturbed:
+        raise ValueError(f"guessed_probe_settings is for data.probe_guess.kind=perturbed, got "
+                         f"{guess.kind!r}")
+    if spec.kind == ProbeKind.npz:
+        raise ValueError("data.probe_guess.kind=perturbed needs a probe model (disc or focused) "
+                         "to perturb, got data.probe.kind=npz: use data.probe_guess.kind=estimate")
+    if spec.kind == ProbeKind.disc:
+        return dataclasses.replace(spec, phase_curvature=spec.phase_curvature + guess.defocus_error)
+    aberrations = {} if guess.keep_aberrations else {
+        "astigmatism_x": 0.0, "astigmatism_diagonal": 0.0, "coma_x": 0.0, "coma_y": 0.0}
+    return dataclasses.replace(spec, defocus=spec.defocus + guess.defocus_error, **aberrations)
+
+
+def estimate_probe(counts: np.ndarray, mask: np.ndarray | None = None,
+                   background: float = 0.0) -> np.ndarray:
+    """A probe from the data alone: ``(N, N)`` complex64, peak amplitude 1.
+
+    The mean pattern of a weakly scattering object is about the empty beam's far-field
+    intensity ``|FFT(P)|²``: its square root (background removed) is taken as the pupil's
+    amplitude with a flat phase (the focus: the data say nothing of the defocus), and brought
+    to the sample by the inverse DFT. Pixels under the ``mask`` (``False``) are filled with the
+    median amplitude of the measured pixels within two pixels of them (a beamstop sits inside
+    the bright disc of the pupil).
+
+    Args:
+        counts: ``(M, N, N)`` photons per pixel, DC at ``(N/2, N/2)``.
+        mask: ``(N, N)`` bool, ``True`` where a pixel measures; ``None``: all.
+        background: expected background photons per pixel, removed first.
+    """
+    counts = np.asarray(counts, np.float64)
+    amplitude = np.sqrt(np.maximum(counts.mean(axis=0) - background, 0.0))
+    if mask is not None and not np.all(mask):
+        near = ndimage.binary_dilation(~mask, iterations=2) & mask
+        fill = float(np.median(amplitude[near])) if near.any() else float(amplitude[mask].mean())
+        amplitude = np.where(mask, amplitude, fill)
+    if not amplitude.max() > 0:
+        raise ValueError("estimate_probe: the counts hold no photons above the background")
+    probe = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(amplitude)))
+    return (probe / np.abs(probe).max()).astype(np.complex64)

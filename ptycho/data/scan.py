@@ -11,10 +11,12 @@ import math
 import numpy as np
 
 from ptycho.checks import check_patch_size, check_positive_int
-from ptycho.config import ScanConfig
+from ptycho.config import PositionErrorConfig, ScanConfig
 
-__all__ = ["check_positions", "make_positions", "random_positions", "raster_positions",
-           "valid_range"]
+__all__ = [
+    "check_positions", "make_positions", "perturb_positions", "position_error", "random_positions",
+    "raster_positions", "valid_range"
+]
 
 def valid_range(object_shape: tuple[int, int], N: int, margin: float = 0.0) -> np.ndarray:
     """``[[x_min, x_max], [y_min, y_max]]`` (float64) of valid patch centres.
@@ -91,3 +93,39 @@ def check_positions(positions: np.ndarray, object_shape: tuple[int, int], N: int
             f"(first: index {first}, (x, y) = {tuple(positions[first])})"
         )
     return positions
+
+
+def perturb_positions(nominal: np.ndarray, error: PositionErrorConfig,
+                      object_shape: tuple[int, int], N: int, *, seed: int) -> np.ndarray:
+    """The true positions of a scan commanded to ``nominal``: ``(M, 2)`` float64 ``(x, y)``.
+
+    ``centre + R(rotation)·(1 + scale)·(nominal − centre) + drift·t + σ·ξ``, ``centre`` the
+    nominal scan's mean, ``t = j/(M−1)`` along the scan order, ``ξ`` seeded standard normal per
+    axis; then clipped to the valid region (a stage cannot put the probe off the object here).
+    The nominal positions come back unchanged when ``error`` is all zero.
+    """
+    nominal = np.asarray(nominal, np.float64)
+    if error.exact:
+        return nominal
+    centre = nominal.mean(axis=0)
+    angle = np.deg2rad(error.rotation)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    true = centre + (1.0 + error.scale) * (nominal - centre) @ rotation.T
+    progress = np.linspace(0.0, 1.0, len(nominal))[:, None]
+    true = true + progress * np.array([error.drift_x, error.drift_y])
+    if error.sigma > 0:
+        true = true + error.sigma * np.random.default_rng(seed).standard_normal(nominal.shape)
+    bounds = valid_range(object_shape, N)
+    return np.clip(true, bounds[:, 0], bounds[:, 1])
+
+
+def position_error(estimate: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """How far ``estimate (M, 2)`` positions are from the ``true`` ones, in pixels, after the
+    one gauge a reconstruction cannot fix (a common shift of every position moves the object
+    with them): ``rms`` of the per-position distance once the mean difference is removed,
+    ``max`` of it, and the removed ``shift``'s length."""
+    difference = np.asarray(estimate, np.float64) - np.asarray(true, np.float64)
+    shift = difference.mean(axis=0)
+    distance = np.hypot(*(difference - shift).T)
+    return {"rms": float(np.sqrt(np.mean(distance**2))), "max": float(distance.max()),
+            "shift": float(np.hypot(*shift))}

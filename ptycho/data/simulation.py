@@ -14,6 +14,7 @@ Poisson noise; train and test get independent streams of each (``numpy.random.Se
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from ptycho import physics
 from ptycho.checks import check_dose, check_patch_size
-from ptycho.config import DataConfig, ObjectConfig, ScanConfig
-from ptycho.data.dataset import DiffractionData, simulate, simulate_exact
+from ptycho.config import CONDITION_SECTIONS, DataConfig, ObjectConfig, ProbeStart, ScanConfig
+from ptycho.data.dataset import DetectorModel, DiffractionData, simulate, simulate_exact
 from ptycho.data.npz import load_npz, save_npz
 from ptycho.data.objects import make_object
-from ptycho.data.probe import make_probe
-from ptycho.data.scan import make_positions
+from ptycho.data.probe import estimate_probe, guessed_probe_settings, make_probe
+from ptycho.data.scan import make_positions, perturb_positions
 
 __all__ = ["CACHE_FORMAT", "DatasetPair", "SimulationSpec", "cache_key", "load_or_simulate",
            "make_datasets"]
@@ -95,7 +97,19 @@ class SimulationSpec:
                 "scan": {k: getattr(self.scan, k) for k in self.scan.__dataclass_fields__},
                 **({} if self.data.simulator == "bilinear" else {"simulator": {
                     "kind": str(self.data.simulator), "oversampling": self.data.oversampling,
-                    "pixel_subsamples": self.data.pixel_subsamples}})}
+                    "pixel_subsamples": self.data.pixel_subsamples}}),
+                **self._conditions()}
+
+    def _conditions(self) -> dict[str, Any]:
+        """The experiment's conditions that are not ideal (an ideal one adds nothing: the
+        datasets simulated before conditions existed keep their key)."""
+        conditions = {}
+        for name in CONDITION_SECTIONS:
+            section = getattr(self.data, name)
+            if section != type(section)():
+                conditions[name] = {k: (str(v) if isinstance(v, str) else v)
+                                    for k, v in dataclasses.asdict(section).items()}
+        return conditions
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,30 +137,59 @@ def _seeds(entropy: int, salt: int, count: int) -> list[int]:
 
 
 def make_datasets(spec: SimulationSpec) -> DatasetPair:
-    """Simulate the train and test sets of ``spec`` (no cache)."""
+    """Simulate the train and test sets of ``spec`` (no cache), with the experiment's
+    conditions: true positions off the nominal ones, the detector, the probe guess."""
     obj_seed, train_scan_seed, test_scan_seed, test_obj_seed = _seeds(spec.seed, 0x0B1EC7, 4)
     train_noise_seed, test_noise_seed = _seeds(spec.effective_noise_seed, 0x9015E, 2)
+    error_seeds = _seeds(spec.seed, 0x9051, 2)  # the position errors' own streams
     data = spec.data
     K = data.oversampling if data.simulator == "exact" else 1
     probe = make_probe(data.probe, spec.N, K)
+    detector = _detector(data, spec.N)
     fingerprint = spec.fingerprint()
     scans = [("train", make_object(spec.obj, obj_seed, K), train_scan_seed, train_noise_seed)]
     if data.design == "generalize":
         scans.append(("test", make_object(spec.obj, test_obj_seed, K), test_scan_seed,
                       test_noise_seed))
     sets = []
-    for split, split_obj, scan_seed, noise_seed in scans:
+    for (split, split_obj, scan_seed, noise_seed), error_seed in zip(scans, error_seeds,
+                                                                     strict=False):
         shape = (split_obj.shape[0] // K, split_obj.shape[1] // K)  # the reconstruction grid
-        positions = make_positions(spec.scan, spec.n_train, shape, spec.N, seed=scan_seed)
+        nominal = make_positions(spec.scan, spec.n_train, shape, spec.N, seed=scan_seed)
+        positions = perturb_positions(nominal, data.position_error, shape, spec.N,
+                                      seed=error_seed)
         metadata = {"split": split, "spec": fingerprint}
         if K == 1 and data.simulator != "exact":
-            sets.append(simulate(split_obj, probe, positions, dose=spec.dose, seed=noise_seed,
-                                 metadata=metadata))
+            made = simulate(split_obj, probe, positions, dose=spec.dose, seed=noise_seed,
+                            metadata=metadata, detector=detector)
         else:
-            sets.append(simulate_exact(split_obj, probe, positions, oversampling=K,
-                                       pixel_subsamples=data.pixel_subsamples, dose=spec.dose,
-                                       seed=noise_seed, metadata=metadata))
+            made = simulate_exact(split_obj, probe, positions, oversampling=K,
+                                  pixel_subsamples=data.pixel_subsamples, dose=spec.dose,
+                                  seed=noise_seed, metadata=metadata, detector=detector)
+        if not data.position_error.exact:
+            made = dataclasses.replace(made, nominal_positions=nominal)
+        if data.probe_guess.kind != ProbeStart.exact:
+            made = dataclasses.replace(made, probe_start=_probe_start(data, made, spec.N, K))
+        sets.append(made)
     return DatasetPair(train=sets[0], test=sets[-1])
+
+
+def _detector(data: DataConfig, N: int) -> DetectorModel:
+    settings = data.detector
+    mask = physics.beamstop_mask(N, settings.beamstop_radius)
+    return DetectorModel(physics.Detector(mask, settings.background), settings.saturation,
+                         settings.read_noise)
+
+
+def _probe_start(data: DataConfig, made: DiffractionData, N: int, K: int) -> np.ndarray:
+    """The probe the reconstructors start from (``data.probe_guess``), sampled as the truth
+    they are scored against is (block-averaged from the finer grid, peak 1, for ``exact``)."""
+    if data.probe_guess.kind == ProbeStart.estimate:
+        return estimate_probe(made.counts, made.detector.mask, made.detector.background)
+    guess = make_probe(guessed_probe_settings(data.probe_guess, data.probe), N, K)
+    if K > 1:
+        guess = physics.block_average(guess, K)
+    return (guess / np.abs(guess).max()).astype(np.complex64)
 
 
 def _sha256(path: Path) -> str:

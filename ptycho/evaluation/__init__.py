@@ -19,9 +19,11 @@ from ptycho.evaluation.metrics import (
     image_metrics,
     psnr_legacy255,
 )
+from ptycho.evaluation.probe import align_probe, probe_error, transform_probe
 
 __all__ = [
     "METRIC_KEYS", "PHASE_ALIGNMENTS", "Evaluation", "FRCCurve", "align_amplitude", "align_phase",
-    "collapse_metrics", "degenerate_reason", "evaluate", "frc", "frc_crossing", "image_metrics",
-    "psnr_legacy255", "register", "scanned_region", "wrap"
+    "align_probe", "collapse_metrics", "degenerate_reason", "evaluate", "frc", "frc_crossing",
+    "image_metrics", "probe_error", "psnr_legacy255", "register", "scanned_region",
+    "transform_probe", "wrap"
 ]

@@ -120,12 +120,12 @@ def free_pixels(operator: Ptychography, *, threshold: float = 1e-3) -> np.ndarra
 
 
 def fisher_matrix(operator: Ptychography, obj: np.ndarray, free: np.ndarray, *,
-                  batch: int = 32) -> np.ndarray:
+                  batch: int = 32, weights: np.ndarray | None = None) -> np.ndarray:
     """The dense ``(2n, 2n)`` float64 Fisher matrix at ``s² = 1`` over the ``n`` free pixels,
     parameters ordered ``(Re δ_1..n, Im δ_1..n)``; built column by column from
     :func:`~ptycho.physics.poisson_fisher` (for small problems: ``2n`` applications, ``batch``
-    at a time)."""
-    apply = poisson_fisher(operator, obj, free)
+    at a time); ``weights``: the detector's (:func:`~ptycho.physics.poisson_fisher`)."""
+    apply = poisson_fisher(operator, obj, free, weights)
     count = int(np.count_nonzero(free))
     matrix = np.empty((2 * count, 2 * count))
     basis = np.concatenate([np.eye(count), 1j * np.eye(count)])  # (2n, n): Re then Im
@@ -225,7 +225,8 @@ def estimate_limit(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
                    region: tuple[slice, slice], *, phase_alignment: str = "plane",
                    samples: int = 16, target_stderr: float = 0.01, seed: int = 0,
                    free_threshold: float = 1e-3, method: str = "auto", tolerance: float = 1e-2,
-                   max_iterations: int = 2000) -> LimitEstimate:
+                   max_iterations: int = 2000,
+                   weights: np.ndarray | None = None) -> LimitEstimate:
     """The Cramér–Rao bound on the pipeline's ``amp_mse`` and ``phase_mse`` at ``s² = 1``.
 
     Args:
@@ -244,6 +245,9 @@ def estimate_limit(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
             against 1e-4 (measured on the quickstart's and an N=128 scan), far below the
             probes' 1% standard error, in a third of the iterations.
         max_iterations: CG iterations per solve at most.
+        weights: the detector's share of each pixel's information (``(N, N)`` or
+            ``(M, N, N)``, :func:`~ptycho.physics.poisson_fisher`); ``None``: an ideal detector.
+            Under a background they depend on the dose: the bound is then for one ``s²``.
     """
     start = time.perf_counter()
     obj = np.asarray(obj, np.complex128)
@@ -274,7 +278,7 @@ def estimate_limit(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
         np.add.at(h, region_index[~known], (weights * direction)[~known])
         return h - gauge * np.vdot(gauge, h).real  # off the gauge
 
-    apply = poisson_fisher(operator, obj, free)
+    apply = poisson_fisher(operator, obj, free, weights)
     diagonal = 2.0 * lit[free]
     shift = float(np.median(diagonal))  # μ: the gauge direction's stand-in eigenvalue
 
@@ -292,7 +296,7 @@ def estimate_limit(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
     lit_index = np.flatnonzero(region_index >= 0)  # region pixels that are parameters
     worst = used = 0
     if use_dense:
-        matrix = fisher_matrix(operator, obj, free)
+        matrix = fisher_matrix(operator, obj, free, weights=weights)
         real_gauge = np.concatenate([gauge.real, gauge.imag])
         inverse = np.linalg.inv(matrix + shift * np.outer(real_gauge, real_gauge))
         for part, adjoint, direction in (("amp", amp_adjoint, amp_dir),
@@ -363,9 +367,11 @@ def estimate_limit(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
 
 def limit_cache_key(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
                     region: tuple[slice, slice], **settings: object) -> str:
-    """sha256 (hex, 24 chars) of everything :func:`estimate_limit` depends on."""
+    """sha256 (hex, 24 chars) of everything :func:`estimate_limit` depends on (the detector's
+    ``weights`` by content; without them the key is what it was before they existed)."""
     digest = hashlib.sha256()
-    for array in (obj, probe, positions):
+    weights = settings.pop("weights", None)
+    for array in (obj, probe, positions) + (() if weights is None else (weights,)):
         array = np.ascontiguousarray(array)
         digest.update(f"{array.dtype}{array.shape}".encode())
         digest.update(array.tobytes())

@@ -15,12 +15,14 @@ import numpy as np
 from ptycho.checks import check_gridsize, check_patch_size, check_positive_int
 from ptycho.models.layers import (
     ComplexPatches,
+    DetectorResponse,
     FarFieldIntensity,
     IntensityScale,
     OverlapConstraint,
     ProbeIllumination,
 )
 from ptycho.models.networks import build_generator
+from ptycho.physics import Detector
 
 __all__ = [
     "MODEL_KINDS", "ModelSpec", "Models", "build_baseline", "build_models", "build_pinn",
@@ -48,6 +50,13 @@ class ModelSpec:
     (overlap-add) for models saved before the merge had steps."""
     activation: str = "relu"
     """The generator's hidden activation; ``relu`` for models saved before it was recorded."""
+    detector: bool = False
+    """The PINN's counts pass through a :class:`DetectorResponse` (a mask or a background);
+    its mask is a weight, loaded with the others."""
+    background: float = 0.0
+    """The detector's background, photons per pixel (with ``detector``)."""
+    probe_learning_rate_scale: float = 1.0
+    """The probe's learning rate relative to the network's (``trainable_probe``)."""
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -113,7 +122,9 @@ def _generator(spec: ModelSpec) -> tuple[keras.KerasTensor, keras.KerasTensor, k
 
 def build_pinn(*, N: int, gridsize: int, probe: np.ndarray | None, bottleneck_filters: int,
                activation: str, merge_iterations: int, canvas_size: int = 0,
-               log_scale: float = 0.0, trainable_probe: bool = False) -> Models:
+               log_scale: float = 0.0, trainable_probe: bool = False,
+               detector: Detector | None = None,
+               probe_learning_rate_scale: float = 1.0) -> Models:
     """Fresh physics-informed network (docs/physics.md §6).
 
     Args:
@@ -128,12 +139,26 @@ def build_pinn(*, N: int, gridsize: int, probe: np.ndarray | None, bottleneck_fi
         merge_iterations: conjugate-gradient steps of the overlap constraint's least-squares
             merge (:func:`ptycho.physics.merge_patches`); 0: normalised overlap-add.
         activation: the generator's hidden activation (:class:`ptycho.config.Activation`).
+        detector: the detector's mask and background, applied to the expected counts
+            (``None`` or an ideal one: no layer, the counts as they reach the detector).
+        probe_learning_rate_scale: the probe's learning rate relative to the network's
+            (:class:`~ptycho.models.layers.ProbeIllumination`).
     """
+    measured = detector is not None and not detector.ideal
     spec = ModelSpec(
         kind="pinn", N=N, gridsize=gridsize, bottleneck_filters=bottleneck_filters,
         canvas_size=int(canvas_size) if gridsize > 1 else 0, trainable_probe=trainable_probe,
         log_scale=float(log_scale), merge_iterations=int(merge_iterations),
-        activation=str(activation))
+        activation=str(activation), detector=measured,
+        background=detector.background if measured else 0.0,
+        probe_learning_rate_scale=float(probe_learning_rate_scale))
+    return _assemble_pinn(spec, probe, detector.mask if measured else None)
+
+
+def _assemble_pinn(spec: ModelSpec, probe: np.ndarray | None,
+                   mask: np.ndarray | None) -> Models:
+    """The PINN of ``spec``: its probe weights start at ``probe``, its detector's mask
+    (``spec.detector``) at ``mask`` (``None``: all pixels, until weights are loaded)."""
     channels = spec.gridsize**2
     diffraction, amplitude, phase = _generator(spec)
     patches = ComplexPatches(name="object_patches")(amplitude, phase)
@@ -144,9 +169,12 @@ def build_pinn(*, N: int, gridsize: int, probe: np.ndarray | None, bottleneck_fi
         patches = OverlapConstraint(spec.N, spec.gridsize, spec.canvas_size, spec.merge_iterations,
                                     name="overlap_constraint")(patches, offsets)
     exit_wave = ProbeIllumination(spec.N, trainable_probe=spec.trainable_probe, probe=probe,
+                                  learning_rate_scale=spec.probe_learning_rate_scale,
                                   name="probe_illumination")(patches)
     far_intensity = FarFieldIntensity(name="far_field")(exit_wave)
     counts = IntensityScale(spec.log_scale, name="intensity_scale")(far_intensity)
+    if spec.detector:
+        counts = DetectorResponse(spec.N, mask, spec.background, name="detector")(counts)
     train = keras.Model(inputs if len(inputs) > 1 else diffraction, counts,
                         name=f"pinn_N{spec.N}_g{spec.gridsize}")
     inference = keras.Model(diffraction, [amplitude, phase], name="pinn_inference")
@@ -169,10 +197,6 @@ def build_baseline(*, N: int, gridsize: int, bottleneck_filters: int, activation
 def build_models(spec: ModelSpec, probe: np.ndarray | None = None) -> Models:
     """Fresh models from a :class:`ModelSpec` (used when loading a saved model)."""
     if spec.kind == "pinn":
-        return build_pinn(
-            N=spec.N, gridsize=spec.gridsize, probe=probe, canvas_size=spec.canvas_size,
-            log_scale=spec.log_scale, trainable_probe=spec.trainable_probe,
-            bottleneck_filters=spec.bottleneck_filters, merge_iterations=spec.merge_iterations,
-            activation=spec.activation)
+        return _assemble_pinn(spec, probe, None)
     return build_baseline(N=spec.N, gridsize=spec.gridsize,
                           bottleneck_filters=spec.bottleneck_filters, activation=spec.activation)

@@ -22,8 +22,8 @@ from ptycho import physics
 from ptycho.checks import check_gridsize, check_patch_size
 
 __all__ = [
-    "ComplexPatches", "FarFieldIntensity", "IntensityScale", "OverlapConstraint",
-    "ProbeIllumination"
+    "ComplexPatches", "DetectorResponse", "FarFieldIntensity", "IntensityScale",
+    "OverlapConstraint", "ProbeIllumination"
 ]
 
 _PHYSICS_DTYPE = "float32"
@@ -115,25 +115,34 @@ class ProbeIllumination(_PhysicsLayer):
         trainable_probe: whether training refines the probe.
         probe: ``(N, N)`` complex initial probe; ``None`` (e.g. when rebuilding before loading
             weights) starts from zeros. Not part of the config: the probe lives in the weights.
+        learning_rate_scale: the probe's learning rate relative to the network's (> 0): the
+            weights hold ``P / scale`` and the layer multiplies them back, so each Adam step
+            (a fixed size in the weights) moves the probe ``scale`` times as far.
 
     Call:
         object patches ``(B, N, N, C)`` complex64 → exit waves ``(B, N, N, C)`` complex64.
     """
 
     def __init__(self, N: int, trainable_probe: bool = False, probe: np.ndarray | None = None,
-                 **kwargs: Any) -> None:
+                 learning_rate_scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.N = check_patch_size(N)
         if not isinstance(trainable_probe, bool):
             raise ValueError(f"trainable_probe must be a bool, got {trainable_probe!r}")
         self.trainable_probe = trainable_probe
+        if not (isinstance(learning_rate_scale, int | float) and learning_rate_scale > 0
+                and math.isfinite(learning_rate_scale)):
+            raise ValueError(f"learning_rate_scale must be a finite float > 0, got "
+                             f"{learning_rate_scale!r}")
+        self.learning_rate_scale = float(learning_rate_scale)
         if probe is not None:
             probe = np.asarray(probe)
             if probe.shape != (self.N, self.N) or not np.all(np.isfinite(probe)):
                 raise ValueError(
                     f"probe must be a finite ({self.N}, {self.N}) array, got shape {probe.shape}"
                 )
-        initial = np.zeros((self.N, self.N), np.complex64) if probe is None else probe
+        initial = (np.zeros((self.N, self.N), np.complex64) if probe is None
+                   else probe / self.learning_rate_scale)
         self.probe_real = self.add_weight(
             name="probe_real", shape=(self.N, self.N), trainable=trainable_probe, dtype="float32",
             initializer=keras.initializers.Constant(np.real(initial).astype(np.float32)))
@@ -143,14 +152,18 @@ class ProbeIllumination(_PhysicsLayer):
 
     def probe(self) -> tf.Tensor:
         """The current probe, ``(N, N)`` complex64."""
-        return tf.complex(tf.convert_to_tensor(self.probe_real),
-                          tf.convert_to_tensor(self.probe_imag))
+        probe = tf.complex(tf.convert_to_tensor(self.probe_real),
+                           tf.convert_to_tensor(self.probe_imag))
+        if self.learning_rate_scale == 1.0:
+            return probe
+        return probe * tf.constant(self.learning_rate_scale, tf.complex64)
 
     def call(self, obj_patches: tf.Tensor) -> tf.Tensor:
         return _channels_last(physics.illuminate(self.probe(), _channels_first(obj_patches)))
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "N": self.N, "trainable_probe": self.trainable_probe}
+        return {**super().get_config(), "N": self.N, "trainable_probe": self.trainable_probe,
+                "learning_rate_scale": self.learning_rate_scale}
 
 
 @keras.saving.register_keras_serializable(package="ptycho")
@@ -189,3 +202,38 @@ class IntensityScale(_PhysicsLayer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "log_scale": self.initial_log_scale}
+
+
+@keras.saving.register_keras_serializable(package="ptycho")
+class DetectorResponse(_PhysicsLayer):
+    """What the detector measures on average, ``m · (λ + b)`` (:class:`ptycho.physics.Detector`):
+    the mask ``m`` a fixed (non-trainable) weight saved with the model, the background ``b``
+    photons per pixel in its config. A masked pixel's expected count is then 0, constant, so it
+    adds nothing to the loss or its gradient.
+
+    Args:
+        N: pattern side, a power of two ≥ 16.
+        mask: ``(N, N)`` bool, ``True`` where a pixel measures; ``None`` (when rebuilding before
+            loading weights): every pixel.
+        background: expected background photons per measured pixel, ≥ 0.
+
+    Call:
+        expected counts ``(B, N, N, C)`` float32 → ``(B, N, N, C)`` float32.
+    """
+
+    def __init__(self, N: int, mask: np.ndarray | None = None, background: float = 0.0,
+                 **kwargs: Any) -> None:
+        super().__init__(trainable=False, **kwargs)
+        self.N = check_patch_size(N)
+        detector = physics.Detector(None if mask is None else np.asarray(mask, bool), background)
+        self.background = detector.background
+        self.mask = self.add_weight(
+            name="mask", shape=(self.N, self.N), trainable=False, dtype="float32",
+            initializer=keras.initializers.Constant(detector.weights(self.N)))
+
+    def call(self, expected: tf.Tensor) -> tf.Tensor:
+        measured = tf.cast(expected, tf.float32) + np.float32(self.background)
+        return measured * tf.convert_to_tensor(self.mask)[None, :, :, None]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "N": self.N, "background": self.background}

@@ -5,6 +5,7 @@ One implementation serves simulation (``ptycho.data``), training (``ptycho.model
 and phase synchronisation.
 """
 
+from ptycho.physics.detector import Detector, beamstop_mask, detect
 from ptycho.physics.dose import (
     dose_scale,
     expected_counts,
@@ -30,9 +31,10 @@ from ptycho.physics.operator import PatchBlocks, Ptychography
 from ptycho.physics.propagation import far_field, far_field_adjoint, illuminate, intensity
 
 __all__ = [
-    "PatchBlocks", "Ptychography", "block_average", "dose_scale", "exact_intensities",
-    "expected_counts", "expected_counts_at_dose", "extract_patches", "far_field",
-    "far_field_adjoint", "fourier_upsample", "illuminate", "intensity", "merge_patches",
-    "overlap_add", "place_patches", "poisson_counts", "poisson_fisher", "poisson_nll",
-    "poisson_nll_per_photon", "profiled_poisson_nll_per_photon", "resample_matrix", "translate"
+    "Detector", "PatchBlocks", "Ptychography", "beamstop_mask", "block_average", "detect",
+    "dose_scale", "exact_intensities", "expected_counts", "expected_counts_at_dose",
+    "extract_patches", "far_field", "far_field_adjoint", "fourier_upsample", "illuminate",
+    "intensity", "merge_patches", "overlap_add", "place_patches", "poisson_counts",
+    "poisson_fisher", "poisson_nll", "poisson_nll_per_photon", "profiled_poisson_nll_per_photon",
+    "resample_matrix", "translate"
 ]

@@ -50,8 +50,8 @@ def profiled_poisson_nll_per_photon(counts: tf.Tensor, intensities: tf.Tensor) -
     return (total - total * tf.math.log(total / light) - log_light) / total
 
 
-def poisson_fisher(operator: Ptychography, obj: np.ndarray,
-                   free: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+def poisson_fisher(operator: Ptychography, obj: np.ndarray, free: np.ndarray,
+                   weights: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """The Fisher information of Poisson counts ``λ = s² |A o|²`` at ``s² = 1``, as a function
     on the object's free pixels.
 
@@ -66,12 +66,19 @@ def poisson_fisher(operator: Ptychography, obj: np.ndarray,
         operator: the scan's operator.
         obj: ``(H, W)`` complex true object.
         free: ``(H, W)`` bool parameter pixels.
+        weights: the detector's share of each pixel's information, ``(N, N)`` or ``(M, N, N)``
+            float in ``[0, 1]``: 0 where it does not measure, ``λ/(λ + b)`` under a background
+            of ``b`` photons (``(∂λ)²/(λ + b)`` in place of ``(∂λ)²/λ``), which makes the
+            information depend on the dose; ``None``: 1 everywhere (an ideal detector).
     """
     true_field = operator.far_field(np.asarray(obj, np.complex64))
     magnitude = tf.abs(true_field)
     # 0 where the field vanishes: those pixels carry no information on a perturbation's phase
     phasor = tf.where(magnitude > 0, true_field / tf.cast(tf.maximum(magnitude, 1e-30),
                                                            tf.complex64), tf.zeros_like(true_field))
+    # u·w on the way back only: Aᴴ(u w Re(conj(u) Aδ)) stays symmetric in δ
+    weighted = phasor if weights is None else phasor * tf.cast(
+        tf.constant(np.asarray(weights, np.float32)), tf.complex64)
     forward, adjoint = operator.linear()
     free_index = np.flatnonzero(np.asarray(free).ravel())
     size = int(np.prod(operator.object_shape))
@@ -83,7 +90,7 @@ def poisson_fisher(operator: Ptychography, obj: np.ndarray,
         image = tf.transpose(tf.scatter_nd(free_index[:, None], tf.transpose(delta),
                                            [size, batch]))  # (B, H·W)
         whitened = tf.math.real(tf.math.conj(phasor) * forward(image))  # ∂λ/(2 s √λ)
-        placed = adjoint(phasor * tf.cast(whitened, tf.complex64))
+        placed = adjoint(weighted * tf.cast(whitened, tf.complex64))
         return 4.0 * tf.gather(placed, free_index, axis=1)
 
     def fisher(delta: np.ndarray) -> np.ndarray:

@@ -71,6 +71,7 @@ def synchronise_and_stitch(
     stitch_weighting: str,
     counts: np.ndarray | None = None,
     patterns: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> Stitched:
     """A network's patches → its object: each patch's constant phase set, then the stitch.
 
@@ -88,6 +89,8 @@ def synchronise_and_stitch(
         counts: ``(K, N, N)`` photons measured at each patch's position (``likelihood``).
         patterns: ``(K,)`` index of the measured pattern behind each patch (g > 1 groups share
             patterns, each counted once by the likelihood); ``None``: one per patch.
+        mask: ``(N, N)`` bool, ``True`` where the detector measures (the likelihood reads only
+            those pixels); ``None``: all.
 
     Raises:
         ValueError: bad shapes, a missing probe or counts, a scan too sparse to stitch.
@@ -125,7 +128,7 @@ def synchronise_and_stitch(
         alternatives["overlap_sync"] = stitched(offsets)
         offsets, info = likelihood_offsets(patches, positions, probe, counts, object_shape,
                                            keep=keep, weight=weight, initial=offsets,
-                                           patterns=patterns)
+                                           patterns=patterns, mask=mask)
         metrics.update({f"phase_sync_{key}": float(info[key]) for key in (
             "nll_gain_per_photon", "iterations", "converged", "gradient_norm", "seconds")})
     metrics["phase_sync_offset_std"] = float(circstd(offsets, high=np.pi, low=-np.pi))
@@ -290,9 +293,8 @@ def likelihood_offsets(
     weight: np.ndarray | None,
     initial: np.ndarray | None = None,
     patterns: np.ndarray | None = None,
-    max_iterations: int = 200,
-    relative_tolerance: float = 1e-2,
-    window: int = 10,
+    mask: np.ndarray | None = None,
+    max_iterations: int = 200, relative_tolerance: float = 1e-2, window: int = 10,
 ) -> tuple[np.ndarray, dict]:
     """Constant phases of the patches chosen by the measured counts (maximum likelihood).
 
@@ -326,6 +328,7 @@ def likelihood_offsets(
         initial: ``(K,)`` starting offsets (radians), e.g. :func:`phase_offsets`'; ``None``: 0.
         patterns: ``(K,)`` int index of the measured pattern behind each patch (a pattern in
             several groups, g > 1, counts once); ``None``: every patch is its own pattern.
+        mask: ``(N, N)`` bool measured pixels (the others add nothing); ``None``: all.
         max_iterations: L-BFGS iterations at most.
         relative_tolerance, window: the convergence test above.
 
@@ -349,7 +352,7 @@ def likelihood_offsets(
         raise ValueError(f"relative_tolerance must be in (0, 1), got {relative_tolerance}")
     began = time.perf_counter()
     fields = _StitchedFields(patches, positions, probe, counts, object_shape, keep=keep,
-                             weight=weight, patterns=patterns)
+                             weight=weight, patterns=patterns, mask=mask)
     theta, info = _minimise(fields, theta0, max_iterations, relative_tolerance, window)
     theta = np.angle(np.exp(1j * (theta - np.angle(np.exp(1j * theta).sum()))))
     info["seconds"] = time.perf_counter() - began
@@ -369,8 +372,11 @@ class _StitchedFields:
 
     def __init__(self, patches: np.ndarray, positions: np.ndarray, probe: np.ndarray,
                  counts: np.ndarray, object_shape: tuple[int, int], *, keep: int,
-                 weight: np.ndarray | None, patterns: np.ndarray) -> None:
+                 weight: np.ndarray | None, patterns: np.ndarray,
+                 mask: np.ndarray | None = None) -> None:
         N = patches.shape[1]
+        self.mask = tf.constant(np.ones((N, N), np.float32) if mask is None
+                                else np.asarray(mask, np.float32))
         values = stitch_values(N, keep, weight)[1]
         if weight is None:
             # The uniform stitch defines only the central parts; the forward model also needs
@@ -432,11 +438,12 @@ class _StitchedFields:
         (written out: one adjoint product instead of autodiff's graph)."""
         z = tf.cast(tf.complex(tf.cos(theta), tf.sin(theta)), tf.complex64)
         fields = self.forward(z)
-        intensities = tf.abs(fields) ** 2
+        intensities = tf.abs(fields) ** 2 * self.mask  # unmeasured pixels: I = 0, n = 0
         light = tf.reduce_sum(tf.cast(intensities, tf.float64))
         value = physics.profiled_poisson_nll_per_photon(self.counts, intensities)
         scale = tf.cast(self.photons / light, tf.float32)
-        weights = (scale - self.counts / (intensities + 1e-30)) / np.float32(self.photons)
+        weights = (scale - self.counts / (intensities + 1e-30)) * self.mask / np.float32(
+            self.photons)
         h = self.adjoint(tf.cast(weights, tf.complex64) * fields)
         return value, tf.cast(-2.0 * tf.math.imag(z * tf.math.conj(h)), tf.float64)
 
@@ -449,8 +456,8 @@ class _StitchedFields:
     def scale(self, theta: np.ndarray) -> float:
         """The profiled photon scale ``s²`` at ``θ``."""
         z = tf.constant(np.exp(1j * theta).astype(np.complex64))
-        return self.photons / float(tf.reduce_sum(tf.cast(tf.abs(self.forward(z)) ** 2,
-                                                          tf.float64)))
+        return self.photons / float(tf.reduce_sum(tf.cast(tf.abs(self.forward(z)) ** 2
+                                                          * self.mask, tf.float64)))
 
 
 def _minimise(fields: _StitchedFields, theta0: np.ndarray, max_iterations: int,

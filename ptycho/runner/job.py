@@ -308,6 +308,7 @@ def _tags(config: JobConfig, context: JobContext) -> dict[str, str]:
             "config_hash": config.config_hash, "overrides": json.dumps(list(context.overrides)),
             "swept": json.dumps(context.name_extras()), "model": str(config.model.kind),
             "arm": config.arm, "tuning": config.tuning, "loss": str(config.loss),
+            "condition": config.condition, "refinement": config.refinement or "none",
             "training_loss": config.training_loss,
             "job_index": str(context.job_index), **git_state(context.project_root),
             **package_versions(), **runtime.describe_devices(), **host_tags()}

@@ -159,3 +159,37 @@ def test_the_activation_is_built_and_saved_and_old_models_load_as_relu(tmp_path:
     with pytest.raises(ValueError, match=r"activation must be one of \['leaky_relu', 'relu'\], "
                                          r"got 'tanh'"):
         build_pinn(**{**PINN, "activation": "tanh"}, N=16, gridsize=1, probe=disc_probe(16))
+
+
+def test_detector_head_masks_counts_and_gradients_and_is_saved(tmp_path: Path) -> None:
+    """With a detector the PINN's counts are ``m·(λ + b)``: 0 at masked pixels, where counts
+    (whatever they hold) then move no weight; the mask is a weight, loaded with the model."""
+    from ptycho.physics import Detector, beamstop_mask
+    from ptycho.training.losses import poisson_nll
+
+    runtime.reset(0)
+    mask = beamstop_mask(16, 3)
+    detector = Detector(mask, background=0.25)
+    models = build_pinn(**PINN, N=16, gridsize=1, probe=disc_probe(16), log_scale=1.0,
+                        detector=detector)
+    assert models.spec.detector and models.spec.background == 0.25
+    diffraction = tf.random.stateless_uniform((4, 16, 16, 1), seed=(1, 2))
+    counts = models.train(diffraction).numpy()
+    assert np.all(counts[:, ~mask] == 0) and np.all(counts[:, mask] >= 0.25)
+    measured = np.random.default_rng(0).poisson(counts).astype(np.float32)
+    garbage = measured.copy()
+    garbage[:, ~mask] = 99.0
+    gradients = []
+    for target in (measured, garbage):
+        with tf.GradientTape() as tape:
+            loss = poisson_nll(target, models.train(diffraction))
+        gradients.append(tape.gradient(loss, models.train.trainable_weights))
+    for first, second in zip(*gradients, strict=True):
+        np.testing.assert_array_equal(first.numpy(), second.numpy())
+    folder = save_model(tmp_path / "model", models, input_scale=1.0)
+    loaded = load_model(folder).models
+    assert loaded.spec == models.spec
+    np.testing.assert_array_equal(loaded.train(diffraction).numpy(), counts)
+    ideal = build_pinn(**PINN, N=16, gridsize=1, probe=disc_probe(16), detector=Detector())
+    assert not ideal.spec.detector and "detector" not in [layer.name for layer in
+                                                          ideal.train.layers]
