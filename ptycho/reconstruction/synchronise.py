@@ -375,8 +375,10 @@ class _StitchedFields:
                  weight: np.ndarray | None, patterns: np.ndarray,
                  mask: np.ndarray | None = None) -> None:
         N = patches.shape[1]
-        self.mask = tf.constant(np.ones((N, N), np.float32) if mask is None
-                                else np.asarray(mask, np.float32))
+        # None for a detector that measures every pixel: the compiled graph (and its rounding)
+        # is then the one of the ideal experiment, number for number
+        self.mask = (None if mask is None or np.all(mask)
+                     else tf.constant(np.asarray(mask, np.float32)))
         values = stitch_values(N, keep, weight)[1]
         if weight is None:
             # The uniform stitch defines only the central parts; the forward model also needs
@@ -438,11 +440,11 @@ class _StitchedFields:
         (written out: one adjoint product instead of autodiff's graph)."""
         z = tf.cast(tf.complex(tf.cos(theta), tf.sin(theta)), tf.complex64)
         fields = self.forward(z)
-        intensities = tf.abs(fields) ** 2 * self.mask  # unmeasured pixels: I = 0, n = 0
+        intensities = self._measured(tf.abs(fields) ** 2)  # unmeasured pixels: I = 0, n = 0
         light = tf.reduce_sum(tf.cast(intensities, tf.float64))
         value = physics.profiled_poisson_nll_per_photon(self.counts, intensities)
         scale = tf.cast(self.photons / light, tf.float32)
-        weights = (scale - self.counts / (intensities + 1e-30)) * self.mask / np.float32(
+        weights = self._measured(scale - self.counts / (intensities + 1e-30)) / np.float32(
             self.photons)
         h = self.adjoint(tf.cast(weights, tf.complex64) * fields)
         return value, tf.cast(-2.0 * tf.math.imag(z * tf.math.conj(h)), tf.float64)
@@ -456,8 +458,12 @@ class _StitchedFields:
     def scale(self, theta: np.ndarray) -> float:
         """The profiled photon scale ``s²`` at ``θ``."""
         z = tf.constant(np.exp(1j * theta).astype(np.complex64))
-        return self.photons / float(tf.reduce_sum(tf.cast(tf.abs(self.forward(z)) ** 2
-                                                          * self.mask, tf.float64)))
+        return self.photons / float(tf.reduce_sum(tf.cast(
+            self._measured(tf.abs(self.forward(z)) ** 2), tf.float64)))
+
+    def _measured(self, pixels: tf.Tensor) -> tf.Tensor:
+        """``pixels (J, N, N)`` on the measured pixels, 0 on the others."""
+        return pixels if self.mask is None else pixels * self.mask
 
 
 def _minimise(fields: _StitchedFields, theta0: np.ndarray, max_iterations: int,
