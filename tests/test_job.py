@@ -346,3 +346,30 @@ def test_the_scored_objects_nll_is_the_predicted_one_on_a_perfect_reconstruction
     counts = rng.poisson(lam).astype(np.float64)
     saturated = nll_excess(counts, counts, lam, name="fit")["fit_nll_excess_per_photon"]
     assert saturated == pytest.approx(-lam.size / (2 * counts.sum()), rel=0.1)
+
+
+def test_a_job_under_a_beamlines_conditions_logs_its_errors_and_figures(store: Path) -> None:
+    """condition=all refine=on: the position and probe errors (given and refined) are logged as
+    metrics, the condition and refinement as tags, the probes, positions and their figures as
+    artifacts; the position errors are seeded (the same job gives the same errors)."""
+    overrides = ("condition=all", "refine=on", "train.epochs=2", "data.probe_guess.defocus_error=1.5")
+    job = context(store, overrides=overrides)
+    outcome = run_job(smoke(store, *overrides), job)
+    assert outcome.status == "FINISHED", outcome.error
+    (run,) = runs(store)
+    metrics, tags = run.data.metrics, run.data.tags
+    assert tags["condition"] == "probe perturbed + positions off + detector"
+    assert tags["refinement"] == "refined probe"  # the PINN has no position refinement
+    assert tags["arm"].endswith("· probe perturbed + positions off + detector · refined probe")
+    assert 0.2 < metrics["position_error_given_rms"] < 1.5  # σ = 0.5 px per axis, and more
+    assert metrics["position_error_rms"] == metrics["position_error_given_rms"]
+    assert 0.05 < metrics["probe_error_given"] < 1 and metrics["probe_error"] > 0
+    figures = {a.path for a in client(store).list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/probe.png", "figures/positions.png"} <= figures
+    path = client(store).download_artifacts(run.info.run_id, "reconstruction.npz", str(store))
+    with np.load(path) as saved:
+        true, given = saved["positions_true"], saved["positions_given"]
+        assert {"probe_true", "probe_given", "probe_refined"} <= set(saved.files)
+    again = run_job(smoke(store, *overrides, "resume=false"), context(store, overrides=overrides))
+    assert again.metrics["position_error_given_rms"] == metrics["position_error_given_rms"]
+    assert not np.allclose(true, given)

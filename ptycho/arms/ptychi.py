@@ -229,6 +229,9 @@ def _task(api: ModuleType, task_class: type, options: Any, settings: PtychiSetti
     options.object_options.position_origin_coords = POSITION_ORIGIN
     options.probe_options.optimizable = settings.probe_update
     options.probe_position_options.optimizable = settings.position_correction
+    options.probe_position_options.step_size = settings.position_step_size
+    options.probe_position_options.correction_options.update_magnitude_limit = (
+        settings.position_update_limit)
     options.reconstructor_options.num_epochs = settings.iterations
     options.reconstructor_options.batch_size = min(settings.batch_size, len(counts))
     options.reconstructor_options.default_device = (

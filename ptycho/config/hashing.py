@@ -21,7 +21,6 @@ ADDED_SETTINGS = (
     ("data.simulator", "bilinear", ("data.oversampling", "data.pixel_subsamples")),
     ("model.stopping", "fixed", ("model.heldout_fraction", "model.patience")),
     ("train.schedule", "plateau", ("train.warmup_fraction",)),
-    ("model.probe_learning_rate_scale", 1.0, ()),
 )
 """Settings added after jobs were logged (wave 3), with the value that computes what those jobs
 computed and the settings that only matter otherwise: at that value all of them are left out
@@ -30,10 +29,13 @@ of the hash, so the earlier jobs' hashes (and resume) hold."""
 
 CONDITIONAL_SETTINGS = (
     ("data.probe", "kind", "focused", FOCUSED_PROBE_SETTINGS),
+    ("model", "trainable_probe", True, ("probe_learning_rate_scale",)),
+    ("model", "position_correction", True, ("position_step_size", "position_update_limit")),
 )
 """Settings a section reads only when one of its keys has one value (``path``, ``key``,
 ``value``, the settings): left out of the hash otherwise, so adding them (wave 3's focused
-probe) changed no earlier job's hash."""
+probe, the probe's learning rate) changed no earlier job's hash, and a sweep over them without
+the key's value runs one job."""
 
 
 def _ideal(name: str) -> dict[str, Any]:

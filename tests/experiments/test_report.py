@@ -260,3 +260,41 @@ def test_reference_lines_are_per_object_class_and_a_missing_bound_is_said() -> N
     efficiency = panels["Cramér–Rao efficiency (bound / MSE), where informative"]
     assert [text.get_text() for text in efficiency.texts] == [
         "no Cramér–Rao bound in this sweep (eval.crb=false)"]
+
+
+def test_condition_costs_measure_each_condition_against_the_same_arms_ideal(tmp_path) -> None:
+    """The dose a condition costs: the ideal arm reaches 0.4 at 1e4 (the middle dose); the
+    same arm under positions off reaches it halfway (in log) between 1e4 and 1e6, i.e. at 10x
+    the dose; under the detector never; a refined arm is measured against its own ideal."""
+    from experiments.dose_response.analyse import condition_costs
+    from ptycho import viz
+
+    curves = {("pinn", "", "ideal"): [0.2, 0.4, 0.6], ("pinn", "", "positions off"): [0.1, 0.3, 0.5],
+              ("pinn", "", "detector"): [0.1, 0.2, 0.3],
+              ("pinn", "refined probe", "ideal"): [0.3, 0.5, 0.7],
+              ("pinn", "refined probe", "positions off"): [0.3, 0.5, 0.7]}
+    rows = []
+    for (base, refinement, condition), values in curves.items():
+        label = base + (f" · {condition}" if condition != "ideal" or refinement else "") + (
+            f" · {refinement}" if refinement else "")
+        for dose, value in zip([1e3, 1e4, 1e6], values, strict=True):
+            rows.append({"run_id": f"{label}{dose}", "arm": label, "N": 32, "gridsize": 1,
+                         "loss": "poisson_nll", "model": base, "condition": condition,
+                         "refinement": refinement, "dose": dose, "seed": 2,
+                         "status": "FINISHED", "degenerate": False, "amp_frc50_nyquist": value,
+                         "phase_frc50_nyquist": value / 2})
+    runs = pd.DataFrame(rows)
+    summary = summarise(runs, ["amp_frc50_nyquist", "phase_frc50_nyquist"])
+    table = condition_costs(summary, runs).set_index(["refinement", "condition"])
+    assert table.loc[("none", "ideal"), "dose_cost"] == 1.0
+    assert table.loc[("none", "ideal"), "reference_quality"] == pytest.approx(0.4)
+    assert table.loc[("none", "positions off"), "dose_cost"] == pytest.approx(10.0)
+    assert "-0.100" in table.loc[("none", "positions off"), "vs_ideal"]
+    assert table.loc[("none", "detector"), "bound"] == "not reached"
+    assert "more than 100x" in table.loc[("none", "detector"), "statement"]
+    refined = table.loc[("refined probe", "positions off")]
+    assert refined["reference_quality"] == pytest.approx(0.5)  # its own ideal's, at 1e4
+    assert refined["dose_cost"] == pytest.approx(1.0)
+    figure = viz.conditions_figure(summary)
+    assert len(figure.axes) == 2 * 3  # two metrics × (ideal, positions off, detector)
+    figure.savefig(tmp_path / "conditions.png")

@@ -93,6 +93,11 @@ class PtychiSettings(ArmSettings):
     """Refine the probe too (it starts from the given probe)."""
     position_correction: bool = False
     """Refine the scan positions too (they start from the given positions)."""
+    position_step_size: float = 0.3
+    """With ``position_correction``: pty-chi's step size of the position update (its default)."""
+    position_update_limit: float = 0.1
+    """With ``position_correction``: the most a position moves per iteration and axis, pixels
+    (pty-chi's default)."""
     device: Device = Device.auto
     """Where pty-chi runs: ``auto`` is the GPU when torch sees one, else the CPU."""
     stopping: Stopping = Stopping.fixed
@@ -113,4 +118,6 @@ class PtychiSettings(ArmSettings):
         check_number("batch_size", self.batch_size, low=1, integer=True)
         check_number("step_size", self.step_size, low=0, low_open=True)
         check_number("object_init_noise", self.object_init_noise, low=0)
+        check_number("position_step_size", self.position_step_size, low=0, low_open=True)
+        check_number("position_update_limit", self.position_update_limit, low=0, low_open=True)
 
