@@ -352,7 +352,8 @@ def test_a_job_under_a_beamlines_conditions_logs_its_errors_and_figures(store: P
     """condition=all refine=on: the position and probe errors (given and refined) are logged as
     metrics, the condition and refinement as tags, the probes, positions and their figures as
     artifacts; the position errors are seeded (the same job gives the same errors)."""
-    overrides = ("condition=all", "refine=on", "train.epochs=2", "data.probe_guess.defocus_error=1.5")
+    overrides = ("condition=all", "refine=on", "train.epochs=2",
+                 "data.probe_guess.defocus_error=1.5")
     job = context(store, overrides=overrides)
     outcome = run_job(smoke(store, *overrides), job)
     assert outcome.status == "FINISHED", outcome.error

@@ -269,7 +269,8 @@ def test_condition_costs_measure_each_condition_against_the_same_arms_ideal(tmp_
     from experiments.dose_response.analyse import condition_costs
     from ptycho import viz
 
-    curves = {("pinn", "", "ideal"): [0.2, 0.4, 0.6], ("pinn", "", "positions off"): [0.1, 0.3, 0.5],
+    curves = {("pinn", "", "ideal"): [0.2, 0.4, 0.6],
+              ("pinn", "", "positions off"): [0.1, 0.3, 0.5],
               ("pinn", "", "detector"): [0.1, 0.2, 0.3],
               ("pinn", "refined probe", "ideal"): [0.3, 0.5, 0.7],
               ("pinn", "refined probe", "positions off"): [0.3, 0.5, 0.7]}
