@@ -14,6 +14,7 @@ import pandas as pd
 
 from experiments.dose_response.fetch import (
     ARM,
+    CONDITION_METRICS,
     FIT_METRICS,
     FLUENCE_METRICS,
     LIMIT_METRICS,
@@ -48,11 +49,12 @@ __all__ = [
     "dose_efficiency",
     "lower_is_better",
     "paired",
+    "refinement_errors",
     "summarise",
 ]
 
 SUMMARY_METRICS = (*METRIC_KEYS, *RESOLUTION_METRICS, "measured_dose", *FLUENCE_METRICS,
-                   "time_train_s", *LIMIT_METRICS, *FIT_METRICS)
+                   "time_train_s", *LIMIT_METRICS, *FIT_METRICS, *CONDITION_METRICS)
 DEFAULT_THRESHOLDS = {"amp_frc50_nyquist": 0.4, "amp_ssim": 0.8}
 """The qualities the dose-efficiency table and the comparisons ask each arm to reach: the
 amplitude's FRC 0.5 crossing at 0.4 of Nyquist (a half-period of 2.5 object pixels, whatever N
@@ -81,6 +83,7 @@ class Analysis:
         default_factory=lambda: pd.DataFrame(columns=BIAS_VARIANCE_COLUMNS))
     conditions: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame(columns=CONDITION_COLUMNS))
+    refinement: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
 def analyse(runs: pd.DataFrame, thresholds: Mapping[str, float] | None = None) -> Analysis:
@@ -101,7 +104,8 @@ def analyse(runs: pd.DataFrame, thresholds: Mapping[str, float] | None = None) -
                      else pd.DataFrame(columns=COMPARISON_COLUMNS)),
         paired=paired(runs),
         conditions=(condition_costs(summary, runs) if _has_conditions(runs)
-                    else pd.DataFrame(columns=CONDITION_COLUMNS)))
+                    else pd.DataFrame(columns=CONDITION_COLUMNS)),
+        refinement=refinement_errors(summary) if _has_conditions(runs) else pd.DataFrame())
 
 
 def _has_conditions(runs: pd.DataFrame) -> bool:
@@ -450,3 +454,18 @@ def _cost_statement(base: str, refinement: str, condition: str, metric: str, qua
     if not math.isfinite(cost):
         return f"{who} under {condition}: reaches {target} already at the lowest dose"
     return f"{who} under {condition}: reaches {target} at {ratio.text()}x the ideal's dose"
+
+
+def refinement_errors(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per arm, refinement, condition and dose: the median probe and position errors as given
+    and as the arm left them (after their gauges); only the conditions and refinements that
+    have them (an ideal, unrefined arm has none)."""
+    columns = [f"{metric}_median" for metric in CONDITION_METRICS if f"{metric}_median" in summary]
+    if summary.empty or not columns or "condition" not in summary:
+        return pd.DataFrame(columns=["base", "refinement", "condition", "dose"])
+    table = summary.assign(base=summary["arm"].map(_base),
+                           refinement=summary["refinement"].replace("", "none"))
+    table = table.dropna(subset=columns, how="all")
+    table = table[["base", "refinement", "condition", "dose", *columns]]
+    table.columns = [column.removesuffix("_median") for column in table.columns]
+    return table.sort_values(["base", "refinement", "condition", "dose"]).reset_index(drop=True)

@@ -24,6 +24,7 @@ from ptycho.runner.tracking import RunRecord, Tracker
 __all__ = [
     "ARM",
     "AXES",
+    "CONDITION_METRICS",
     "EXTRA_METRICS",
     "TRUTH",
     "Sweep",
@@ -65,9 +66,14 @@ LEGACY_METRICS = {"predicted_nll_excess_per_photon": "nll_excess_per_photon",
 the object's)."""
 FLUENCE_METRICS = ("fluence", "fluence_p5")
 """Photons per object pixel² on the scored region (mean, 5th percentile): the sample's dose."""
+CONDITION_METRICS = ("probe_error_given", "probe_error", "position_error_given_rms",
+                     "position_error_rms")
+"""A non-ideal experiment's: the probe's and the positions' errors as given and as refined, after
+their gauges (docs/physics.md §12.4)."""
 EXTRA_METRICS = ("measured_dose", "time_train_s", "time_eval_s", "time_compile_s",
                  "time_reconstruct_s", "train_patterns_per_s", *RESOLUTION_METRICS,
-                 *FLUENCE_METRICS, *LIMIT_METRICS, *COLLAPSE_METRICS, *FIT_METRICS)
+                 *FLUENCE_METRICS, *LIMIT_METRICS, *COLLAPSE_METRICS, *FIT_METRICS,
+                 *CONDITION_METRICS)
 TRUTH = "ground truth"
 
 

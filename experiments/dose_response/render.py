@@ -106,6 +106,10 @@ CONDITIONS_NOTE = (
     "the dose the condition needs to reach the quality the ideal reaches at the middle dose, "
     "over the dose the ideal needs (dose_cost; log10 with a bootstrap 95% interval over "
     "replicates)")
+ERRORS_NOTE = (
+    "medians per dose: the relative error of the probe the arm was given and of the probe it "
+    "ended with, after a complex constant, a phase ramp and a translation; the RMS distance of "
+    "the given and the final positions from the true ones, after their mean difference (pixels)")
 EFFICIENCY_NOTE = (
     "Lowest dose at which each arm's median reaches the threshold (log-dose interpolation); "
     "vs_lsqml: that dose over the dose LSQML (pty-chi, Poisson) needs at the same N, so below 1 "
@@ -122,7 +126,8 @@ def render(folder: Path, sweep: Sweep, analysis: Analysis,
                         ("dose_efficiency", analysis.efficiency),
                         ("comparisons", analysis.comparisons), ("paired", analysis.paired),
                         ("bias_variance", analysis.bias_variance),
-                        ("conditions", analysis.conditions)):
+                        ("conditions", analysis.conditions),
+                        ("refinement_errors", analysis.refinement)):
         table.to_csv(folder / f"{name}.csv", index=False)
     title = f"{sweep.experiment}: sweep {sweep.parent.name}"
     collapsed = runs[(runs["status"] == "FINISHED") & runs["degenerate"].astype(bool)]
@@ -162,6 +167,7 @@ def _sections(sweep: Sweep, analysis: Analysis, collapsed: pd.DataFrame) -> dict
             "bias_variance": analysis.bias_variance,
             "conditions": analysis.conditions.drop(columns=["statement"]),
             "condition_statements": analysis.conditions["statement"].tolist(),
+            "refinement": analysis.refinement,
             "statements": analysis.comparisons["statement"].tolist(), "failed": failed,
             "degenerate": collapsed[["name", "arm", "dose", "seed", "degenerate_reason"]],
             "runs": runs.drop(columns=["error"])}
@@ -193,7 +199,8 @@ def _conditions_markdown(parts: dict) -> list[str]:
         return []
     return [f"## Conditions ({CONDITIONS_NOTE})", "", _markdown(parts["conditions"]), "",
             *(f"- {line}" for line in parts["condition_statements"]), "",
-            "![conditions](conditions.png)", ""]
+            "![conditions](conditions.png)", "", f"### Probe and position errors ({ERRORS_NOTE})",
+            "", _markdown(parts["refinement"]), ""]
 
 
 def _html_report(folder: Path, experiment: str, parts: dict) -> str:
@@ -211,7 +218,8 @@ def _html_report(folder: Path, experiment: str, parts: dict) -> str:
         f"<h2>Conditions ({escape(CONDITIONS_NOTE)})</h2>"
         f"{_image_tag(folder / 'conditions.png')}{table(parts['conditions'])}<ul>"
         + "".join(f"<li>{escape(line)}</li>" for line in parts["condition_statements"])
-        + "</ul>")
+        + f"</ul><h3>Probe and position errors ({escape(ERRORS_NOTE)})</h3>"
+        + table(parts["refinement"]))
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Dose-response report: {escape(experiment)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}

@@ -266,7 +266,7 @@ def test_condition_costs_measure_each_condition_against_the_same_arms_ideal(tmp_
     """The dose a condition costs: the ideal arm reaches 0.4 at 1e4 (the middle dose); the
     same arm under positions off reaches it halfway (in log) between 1e4 and 1e6, i.e. at 10x
     the dose; under the detector never; a refined arm is measured against its own ideal."""
-    from experiments.dose_response.analyse import condition_costs
+    from experiments.dose_response.analyse import condition_costs, refinement_errors
     from ptycho import viz
 
     curves = {("pinn", "", "ideal"): [0.2, 0.4, 0.6],
@@ -283,10 +283,16 @@ def test_condition_costs_measure_each_condition_against_the_same_arms_ideal(tmp_
                          "loss": "poisson_nll", "model": base, "condition": condition,
                          "refinement": refinement, "dose": dose, "seed": 2,
                          "status": "FINISHED", "degenerate": False, "amp_frc50_nyquist": value,
-                         "phase_frc50_nyquist": value / 2})
+                         "phase_frc50_nyquist": value / 2,
+                         "position_error_given_rms": 0.7 if condition != "ideal" else np.nan,
+                         "position_error_rms": 0.5 if condition != "ideal" else np.nan})
     runs = pd.DataFrame(rows)
-    summary = summarise(runs, ["amp_frc50_nyquist", "phase_frc50_nyquist"])
+    summary = summarise(runs, ["amp_frc50_nyquist", "phase_frc50_nyquist",
+                               "position_error_given_rms", "position_error_rms"])
     table = condition_costs(summary, runs).set_index(["refinement", "condition"])
+    errors = refinement_errors(summary)
+    assert set(errors["condition"]) == {"positions off", "detector"}  # the ideal has none
+    assert (errors["position_error_rms"] == 0.5).all() and len(errors) == 3 * 3
     assert table.loc[("none", "ideal"), "dose_cost"] == 1.0
     assert table.loc[("none", "ideal"), "reference_quality"] == pytest.approx(0.4)
     assert table.loc[("none", "positions off"), "dose_cost"] == pytest.approx(10.0)
