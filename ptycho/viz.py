@@ -312,11 +312,11 @@ def conditions_figure(summary: pd.DataFrame, metrics: Sequence[tuple[str, str]] 
             if row == len(metrics) - 1:
                 ax.set_xlabel("dose (photons per pattern)", fontsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        figure.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     figure.suptitle(title or "dose response per condition (grey: the arm's ideal curve)",
                     fontsize=10)
-    figure.subplots_adjust(bottom=0.18)
+    if handles:  # below the panels, clear of their axis labels
+        figure.tight_layout(rect=(0, 0.1, 1, 0.97))
+        figure.legend(handles, labels, loc="lower center", ncol=min(2, len(labels)), fontsize=8)
     return figure
 
 
