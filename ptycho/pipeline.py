@@ -39,7 +39,7 @@ from ptycho.evaluation.limit import fluence, load_or_estimate_limit
 from ptycho.reconstruction.stitch import scan_weight
 
 __all__ = [
-    "Conditions", "PipelineResult", "compare_conditions", "detector_weights", "nll_excess",
+    "Conditions", "PipelineResult", "compare_conditions", "nll_excess",
     "object_fit", "run_pipeline", "simulation_spec", "wilks_excess"
 ]
 
@@ -288,7 +288,7 @@ def _with_limit(config: JobConfig, scored: DiffractionData, result: PipelineResu
     limit, hit = load_or_estimate_limit(
         scored.obj, scored.probe, scored.positions, result.evaluation.region, cache_dir,
         phase_alignment=str(config.eval.phase_alignment), samples=config.eval.crb_samples,
-        weights=detector_weights(scored.detector, signal))
+        weights=scored.detector.information_weights(signal))
     bound = limit.at_scale(scale)
     for part in ("amp", "phase"):
         mse = metrics[f"{part}_mse"]
@@ -301,19 +301,6 @@ def _with_limit(config: JobConfig, scored: DiffractionData, result: PipelineResu
     metrics.update({k: v for k, v in bound.items() if np.isfinite(v)})
     result.tags["crb_method"] = limit.method
     return replace(result, limit_maps=limit.maps_at_scale(scale))
-
-
-def detector_weights(detector: physics.Detector, signal: np.ndarray) -> np.ndarray | None:
-    """Each pixel's share of the information an ideal detector would give
-    (:func:`ptycho.physics.poisson_fisher`): 0 where it does not measure, ``λ/(λ + b)`` under a
-    background ``b``; ``None`` for an ideal detector. ``signal``: ``(M, N, N)`` photons per
-    pixel ``λ`` reaching it."""
-    if detector.ideal:
-        return None
-    mask = detector.weights(signal.shape[-1])
-    if detector.background == 0.0:
-        return mask
-    return (mask * signal / (signal + detector.background)).astype(np.float32)
 
 
 def compare_conditions(scored: DiffractionData, reconstruction: Reconstruction) -> Conditions:

@@ -7,6 +7,7 @@ no display, nothing kept alive after the caller drops them. Saving is the caller
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -508,7 +509,7 @@ def reconstruction_grid_figure(images: Mapping[tuple[float, str], np.ndarray],
             else:
                 ax.imshow(image, cmap="gray", interpolation="nearest")
             if i == 0:
-                ax.set_title(arm, fontsize=7)
+                ax.set_title(textwrap.fill(arm, 30), fontsize=7)  # long condition labels
             if j == 0:
                 ax.set_ylabel(f"dose {format_dose(dose)}", fontsize=8)
     figure.suptitle(title or "reconstructed amplitude (rows: dose, columns: arm)", fontsize=10)

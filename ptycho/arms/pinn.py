@@ -23,7 +23,10 @@ def build(job: JobConfig, train: Scan, canvas: int) -> Models:
         log_scale=initial_log_scale(train.signal_dose, train.probe),
         trainable_probe=settings.trainable_probe, bottleneck_filters=settings.bottleneck_filters,
         merge_iterations=settings.merge_iterations, activation=str(settings.activation),
-        detector=train.detector, probe_learning_rate_scale=settings.probe_learning_rate_scale)
+        detector=train.detector,
+        # read only with trainable_probe (and hashed only then): a frozen probe stays bit-exact
+        probe_learning_rate_scale=(settings.probe_learning_rate_scale
+                                   if settings.trainable_probe else 1.0))
 
 
 def _expected(models: Models, scored: Scan, groups: Groups, patches: Patches,

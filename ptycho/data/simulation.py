@@ -107,8 +107,7 @@ class SimulationSpec:
         for name in CONDITION_SECTIONS:
             section = getattr(self.data, name)
             if section != type(section)():
-                conditions[name] = {k: (str(v) if isinstance(v, str) else v)
-                                    for k, v in dataclasses.asdict(section).items()}
+                conditions[name] = dataclasses.asdict(section)  # enums: JSON strings
         return conditions
 
 

@@ -83,6 +83,18 @@ class Detector:
             return measured
         return measured * tf.constant(self.weights(int(expected.shape[-1])))
 
+    def information_weights(self, signal: np.ndarray) -> np.ndarray | None:
+        """Each pixel's share of the Fisher information an ideal detector would give
+        (:func:`ptycho.physics.poisson_fisher`): 0 where it does not measure, ``λ/(λ + b)``
+        under the background ``b``; ``None`` for an ideal detector. ``signal``: ``(M, N, N)``
+        photons per pixel ``λ`` reaching it."""
+        if self.ideal:
+            return None
+        mask = self.weights(signal.shape[-1])
+        if self.background == 0.0:
+            return mask
+        return (mask * signal / (signal + self.background)).astype(np.float32)
+
     def zero_unmeasured(self, counts: np.ndarray) -> np.ndarray:
         """``counts (..., N, N)`` with the masked pixels 0 (the same array when none is)."""
         if self.mask is None:

@@ -69,8 +69,6 @@ def test_masked_pixel_adds_nothing_to_the_likelihoods() -> None:
 def test_fisher_information_counts_measured_pixels_with_background() -> None:
     """δᵀ I δ = Σ_measured (∂λ)²/(λ + b), ∂λ by central differences of the forward model, with
     the weights the pipeline passes (mask · λ/(λ + b) at s² = 1)."""
-    from ptycho.pipeline import detector_weights
-
     rng = np.random.default_rng(4)
     shape = (40, 40)
     obj = (0.8 + 0.2 * rng.random(shape)) * np.exp(0.5j * rng.random(shape))
@@ -79,7 +77,7 @@ def test_fisher_information_counts_measured_pixels_with_background() -> None:
     detector = Detector(MASK, background=0.05)
     signal = operator.intensities(obj.astype(np.complex64)).numpy().astype(np.float64)
     fisher = physics.poisson_fisher(operator, obj, free_pixels(operator),
-                                    detector_weights(detector, signal.astype(np.float32)))
+                                    detector.information_weights(signal.astype(np.float32)))
     free = free_pixels(operator)
     delta = (rng.standard_normal(int(free.sum())) + 1j * rng.standard_normal(int(free.sum())))
     quadratic = float(np.vdot(delta, fisher(delta)).real)
