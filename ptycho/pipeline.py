@@ -30,13 +30,14 @@ import numpy as np
 
 from ptycho import physics, runtime
 from ptycho.arms import ArmInput, ProgressHook, Reconstruction, arm
-from ptycho.config import JobConfig, format_dose
+from ptycho.config import DataSource, JobConfig, TruthFree, format_dose
 from ptycho.data import DatasetPair, DiffractionData, cache_key, load_or_simulate
 from ptycho.data.scan import position_error
-from ptycho.data.simulation import SimulationSpec
+from ptycho.data.simulation import DataSpec
 from ptycho.evaluation import Evaluation, align_probe, degenerate_reason, evaluate, probe_error
 from ptycho.evaluation.limit import fluence, load_or_estimate_limit
 from ptycho.reconstruction.stitch import scan_weight
+from ptycho.truth_free import agreement, data_spec, halfsplit_frc, reference_object
 
 __all__ = [
     "Conditions", "PipelineResult", "compare_conditions", "nll_excess",
@@ -104,9 +105,10 @@ class PipelineResult:
         return dict(self.reconstruction.history)
 
 
-def simulation_spec(config: JobConfig) -> SimulationSpec:
-    """What determines the job's data (and keys the dataset cache)."""
-    return SimulationSpec(N=config.N, dose=config.dose, seed=config.seed, data=config.data)
+def simulation_spec(config: JobConfig) -> DataSpec:
+    """What determines the job's data (and keys the dataset cache): a simulation, or a
+    measured scan thinned to the job's dose (:func:`ptycho.truth_free.data_spec`)."""
+    return data_spec(config)
 
 
 def nll_excess(counts: np.ndarray, expected: np.ndarray, truth_expected: np.ndarray, *,
@@ -191,7 +193,7 @@ def run_pipeline(
     runtime.configure_devices()  # first job of the process: GPU memory grows on demand
     runtime.reset(config.seed, str(config.train.dtype_policy))
     cache = cache_dir if config.data.cache else None
-    pair, cache_hit = load_or_simulate(simulation_spec(config), cache)
+    pair, cache_hit = load_or_simulate(data_spec(config), cache)
     time_simulate = time.perf_counter() - start
     scans = (f"{len(pair.train)} patterns, trained on and scored (design reconstruct)"
              if pair.reconstructs else
@@ -200,24 +202,106 @@ def run_pipeline(
              pair.train.measured_dose, "hit" if cache_hit else "miss", time_simulate)
     scored = pair.test
     # The region every arm is scored on; refuses a scan too sparse to stitch, before any work.
-    coverage = scan_weight(scored.positions, config.N, scored.obj.shape,
+    coverage = scan_weight(scored.positions, config.N, scored.object_shape,
                            keep_fraction=config.eval.keep_fraction)
     supervision = pair.train.patches if config.model.supervised else None
     reconstruction = arm(config.model.kind).reconstruct(
         ArmInput(pair.train.scan, scored.scan, supervision), config, on_progress)
-    operator = physics.Ptychography(scored.probe, scored.positions, scored.obj.shape)
-    intensities = operator.intensities(scored.obj)  # the true object's |A o|², once
-    scale = float(physics.dose_scale(intensities, config.dose))  # the simulation's s²
-    signal = physics.expected_counts(intensities, scale)  # its λ reaching the detector
-    truth_expected = scored.detector.expected(signal).numpy()  # and as measured
-    result = _score(config, scored, reconstruction, coverage, (operator, scale, truth_expected))
+    truth_free, reference = _truth_free(config, pair, reconstruction, coverage,
+                                        Path(cache) if cache else None)
+    if not scored.has_truth:
+        result = _score_without_truth(config, scored, reconstruction, reference)
+    else:
+        operator = physics.Ptychography(scored.probe, scored.positions, scored.object_shape)
+        intensities = operator.intensities(scored.obj)  # the true object's |A o|², once
+        scale = float(physics.dose_scale(intensities, config.dose))  # the simulation's s²
+        signal = physics.expected_counts(intensities, scale)  # its λ reaching the detector
+        truth_expected = scored.detector.expected(signal).numpy()  # and as measured
+        result = _score(config, scored, reconstruction, coverage,
+                        (operator, scale, truth_expected))
     conditions = compare_conditions(scored, reconstruction)
     result.metrics.update(measured_dose=pair.train.measured_dose, time_simulate_s=time_simulate,
-                          **conditions.metrics)
+                          **conditions.metrics, **truth_free, **_thinning(pair.train))
     result = replace(result, cache_hit=cache_hit, conditions=conditions,
                      datasets=_datasets(config, pair, cache_dir))
+    if not scored.has_truth:
+        return result
     return _with_limit(config, scored, result, scale, Path(cache) if cache else None,
                        signal.numpy())
+
+
+def _thinning(data: DiffractionData) -> dict[str, float]:
+    """A measured scan's full dose and the fraction of its photons the job kept."""
+    if "thinning_fraction" not in data.metadata:
+        return {}
+    return {"full_dose": float(data.metadata["full_dose"]),
+            "thinning_fraction": float(data.metadata["thinning_fraction"])}
+
+
+def _truth_free(config: JobConfig, pair: DatasetPair, reconstruction: Reconstruction,
+                coverage: np.ndarray, cache_dir: Path | None,
+                ) -> tuple[dict[str, float], Evaluation | None]:
+    """With ``eval.truth_free=on``: the half-split FRC and the agreement with the full-dose
+    reference (:mod:`ptycho.truth_free`), and the evaluation against the reference."""
+    if config.eval.truth_free != TruthFree.on:
+        return {}, None
+    metrics, _ = halfsplit_frc(config, pair.test, coverage)
+    if config.eval.reference == "none":
+        return metrics, None
+    full_dose = float(pair.train.metadata.get("full_dose", config.eval.reference_dose))
+    reference, hit, seconds = reference_object(config, full_dose, cache_dir)
+    agreed, compared = agreement(config, reconstruction.obj, reference, coverage)
+    metrics.update(agreed, reference_dose=full_dose, time_reference_s=seconds)
+    log.info("truth-free: against the %s reference (%s): amplitude SSIM %.3g, FRC ½ bit %.3g "
+             "of Nyquist", config.eval.reference, "cached" if hit else f"{seconds:.1f}s",
+             agreed["ref_amp_ssim"], agreed["ref_amp_frc_halfbit"])
+    label = f"reference ({config.eval.reference} at {full_dose:.3g} photons)"
+    return metrics, replace(compared, reference_name=label)
+
+
+def _score_without_truth(config: JobConfig, scored: DiffractionData,
+                         reconstruction: Reconstruction,
+                         reference: Evaluation | None) -> PipelineResult:
+    """A measured scan's scores: the arm's own metrics, the fit of its counts and of its object
+    to the measured counts (NLL per photon; no truth to subtract), and for the figures the
+    object beside the reference (else beside itself)."""
+    start = time.perf_counter()
+    metrics = dict(reconstruction.metrics)
+    counts = scored.scan.counts
+    if reconstruction.expected is not None:
+        patterns = reconstruction.expected_patterns
+        metrics["predicted_nll_per_photon"] = float(physics.poisson_nll_per_photon(
+            counts[patterns], reconstruction.expected))
+    own = physics.Ptychography(
+        scored.given_probe if reconstruction.probe is None else reconstruction.probe,
+        scored.given_positions if reconstruction.positions is None else reconstruction.positions,
+        scored.object_shape)
+    intensities = own.intensities(np.asarray(reconstruction.obj, np.complex64))
+    signal = physics.expected_counts(intensities,
+                                     physics.dose_scale(intensities, scored.scan.signal_dose))
+    metrics["object_nll_per_photon"] = float(physics.poisson_nll_per_photon(
+        counts, scored.detector.expected(signal).numpy()))
+    metrics["wilks_nll_excess_per_photon"] = wilks_excess(own, counts)
+    metrics["degenerate"] = 0.0  # decided against a truth: none here
+    evaluation = reference
+    if evaluation is None:
+        coverage = scan_weight(scored.positions, config.N, scored.object_shape,
+                               keep_fraction=config.eval.keep_fraction)
+        evaluation = replace(evaluate(reconstruction.obj, reconstruction.obj, coverage,
+                                      border=config.eval.border, phase_alignment="none",
+                                      subpixel_registration=False), reference_name="itself")
+    shown = np.zeros_like(counts[: config.eval.n_diffraction])
+    if reconstruction.expected is not None:
+        for p in range(len(shown)):
+            rows = np.flatnonzero(reconstruction.expected_patterns == p)
+            if rows.size:
+                shown[p] = reconstruction.expected[rows[0]]
+    metrics["time_eval_s"] = time.perf_counter() - start
+    return PipelineResult(metrics=metrics, evaluation=evaluation, reconstruction=reconstruction,
+                          diffraction=(counts[: config.eval.n_diffraction], shown),
+                          cache_hit=False, tags={**reconstruction.tags, "degenerate": "false",
+                                                 "truth": "none"},
+                          mask=scored.detector.mask)
 
 
 def _score(config: JobConfig, scored: DiffractionData, reconstruction: Reconstruction,
@@ -306,6 +390,8 @@ def _with_limit(config: JobConfig, scored: DiffractionData, result: PipelineResu
 def compare_conditions(scored: DiffractionData, reconstruction: Reconstruction) -> Conditions:
     """:class:`Conditions` of the scored scan and what the arm made of its probe and positions."""
     found = Conditions()
+    if not scored.has_truth:  # a measured scan: its probe and positions are the guesses
+        return found
     refined = reconstruction.probe is not None and not np.array_equal(
         reconstruction.probe, scored.given_probe)
     if scored.probe_start is not None or refined:
@@ -341,9 +427,16 @@ def _datasets(config: JobConfig, pair: DatasetPair,
     if cache_dir is None or not config.data.cache:
         source += " (not cached: data.cache=false)"
     stem = f"sim-N{config.N}-dose{format_dose(config.dose)}-s{config.seed}"
-    profile = json.dumps({"patterns": config.data.n_train, "N": config.N, "dose": config.dose,
-                          "measured_dose": pair.train.measured_dose,
-                          "object": config.data.object.size, "design": str(config.data.design)})
+    details = {"patterns": len(pair.train), "N": config.N, "dose": config.dose,
+               "measured_dose": pair.train.measured_dose,
+               "object": config.data.object.size, "design": str(config.data.design)}
+    if config.data.source == DataSource.file:  # the file by its content, and how it was thinned
+        stem = f"{Path(config.data.path).stem}-N{config.N}-dose{format_dose(config.dose)}"
+        source = f"{config.data.path} (sha256 {config.data.digest}; thinned: {source})"
+        details = {"patterns": len(pair.train), "N": config.N, "dose": config.dose,
+                   "measured_dose": pair.train.measured_dose, "file": config.data.path,
+                   "file_sha256": config.data.digest, **_thinning(pair.train)}
+    profile = json.dumps(details)
     train = {"name": f"{stem}-scan", "digest": key, "source": source, "context": "training",
              "profile": profile}
     if pair.reconstructs:  # the same scan, scored (MLflow keeps one context per dataset name)

@@ -58,21 +58,24 @@ def reconstruction_figure(evaluation: Evaluation, title: str = "") -> Figure:
     )
     for row, (name, truth, image, cmap, unit, key) in enumerate(rows):
         low, high = float(truth.min()), float(truth.max())
-        _show(figure, axes[row, 0], truth, f"{name} ground truth{unit}", cmap, vmin=low,
-              vmax=high, colorbar=False)
+        _show(figure, axes[row, 0], truth, f"{name} {evaluation.reference_name}{unit}", cmap,
+              vmin=low, vmax=high, colorbar=False)
         shared = _show(figure, axes[row, 1], image, f"{name} reconstruction{unit}", cmap,
                        vmin=low, vmax=high, colorbar=False)
         figure.colorbar(shared, ax=[axes[row, 0], axes[row, 1]], fraction=0.046, pad=0.02)
         error = image - truth
         bound = float(np.abs(error).max()) or 1.0
         _show(figure, axes[row, 2], error,
-              f"{name} error  MAE {m[f'{key}_mae']:.3g}  SSIM {m[f'{key}_ssim']:.3f}", "RdBu_r",
+              f"{name} {'error' if evaluation.reference_name == 'ground truth' else 'difference'}"
+              f"  MAE {m[f'{key}_mae']:.3g}  SSIM {m[f'{key}_ssim']:.3f}", "RdBu_r",
               vmin=-bound, vmax=bound)
     headline = (
         f"amp PSNR {m['amp_psnr']:.1f} dB, SSIM {m['amp_ssim']:.3f}, FRC50 {m['amp_frc50']:.1f}"
         f"  |  phase PSNR {m['phase_psnr']:.1f} dB, SSIM {m['phase_ssim']:.3f}, "
         f"FRC50 {m['phase_frc50']:.1f}"
     )
+    if evaluation.reference_name != "ground truth":
+        headline = f"against the {evaluation.reference_name}: {headline}"
     figure.suptitle(f"{title}\n{headline}" if title else headline, fontsize=10)
     return figure
 
@@ -262,6 +265,48 @@ def frc_figure(curves: Mapping[str, FRCCurve], title: str = "") -> Figure:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     axes.set_title(title or "Fourier ring correlation", fontsize=10)
+    return figure
+
+
+TRUTH_FREE_PANELS = (
+    ("amp_frc_halfbit_nyquist", "halfsplit_amp_frc_halfbit",
+     "amplitude FRC at ½ bit (fraction of Nyquist)", "truth", "half-split"),
+    ("phase_frc_halfbit_nyquist", "halfsplit_phase_frc_halfbit",
+     "phase FRC at ½ bit (fraction of Nyquist)", "truth", "half-split"),
+    ("amp_ssim", "ref_amp_ssim", "amplitude SSIM", "truth", "reference"),
+)
+"""The truth-free figure's panels: the truth metric, the truth-free one, the axis label and the
+two lines' names."""
+
+
+def truth_free_figure(summary: pd.DataFrame, title: str = "") -> Figure:
+    """The truth-free metrics against dose beside the truth's (docs/physics.md §13.3): one panel
+    per pair (:data:`TRUTH_FREE_PANELS`), a colour per arm, solid the truth metric's median over
+    replicates, dashed the truth-free metric's; a measured scan without its truth has only the
+    dashed lines."""
+    arms = sorted(summary["arm"].unique())
+    colours = {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
+    figure = _figure(4.2 * len(TRUTH_FREE_PANELS), 3.8)
+    axes = figure.subplots(1, len(TRUTH_FREE_PANELS), squeeze=False)[0]
+    for ax, (truth, free, label, truth_name, free_name) in zip(axes, TRUTH_FREE_PANELS,
+                                                                strict=True):
+        for arm, part in summary.groupby("arm"):
+            part = part.sort_values("dose")
+            for metric, style, name in ((truth, "-", truth_name), (free, "--", free_name)):
+                column = f"{metric}_median"
+                if column in part and part[column].notna().any():
+                    ax.plot(part["dose"], part[column], marker="o", markersize=3,
+                            linestyle=style, color=colours[arm], label=f"{arm} ({name})")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("dose (photons per pattern)", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.suptitle(title or "truth-free metrics (dashed) beside the truth's (solid)",
+                    fontsize=10)
+    if handles:  # below the panels, clear of their axis labels
+        figure.tight_layout(rect=(0, 0.06 + 0.045 * ((len(labels) + 1) // 2), 1, 0.95))
+        figure.legend(handles, labels, loc="lower center", ncol=min(2, len(labels)), fontsize=7)
     return figure
 
 

@@ -100,3 +100,16 @@ def stitch_and_score(patches: np.ndarray, positions: np.ndarray, obj: np.ndarray
         result.extra.update({f"{name}_amp_ssim": metrics["amp_ssim"],
                              f"{name}_phase_ssim": metrics["phase_ssim"]})
     return result
+
+
+def exported_scan(path, *, N: int = 16, n_train: int = 24, dose: float = 1e5, seed: int = 0,
+                  **data: object):
+    """A tiny simulated scan written as a measured CXI file (:func:`ptycho.data.measured.
+    raw_scan`), and the scan it came from."""
+    from ptycho.data.cxi import write_cxi
+    from ptycho.data.measured import Geometry, raw_scan
+
+    pair = make_datasets(simulation_spec(N=N, dose=dose, n_train=n_train, seed=seed,
+                                         obj=ObjectConfig(size=N + 24), **data))
+    write_cxi(path, raw_scan(pair.train, Geometry()))
+    return pair.train

@@ -54,13 +54,21 @@ PRESETS = sorted(path.stem for path in (Path(__file__).parents[1] / "conf" / "ex
 
 
 def test_the_presets_are_the_documented_ones() -> None:
-    assert PRESETS == ["dose_response", "heldout", "paper", "quickstart", "realistic",
-                       "reference_small", "simulators", "smoke", "tune", "tune_lsqml_tv"]
+    assert PRESETS == ["dose_response", "heldout", "measured", "paper", "quickstart",
+                       "realistic", "reference_small", "simulators", "smoke", "tune",
+                       "tune_lsqml_tv"]
 
 
 @pytest.mark.parametrize("experiment", PRESETS)
-def test_every_experiment_preset_composes_and_validates(experiment: str) -> None:
-    config = validate(composed(f"experiment={experiment}"))
+def test_every_experiment_preset_composes_and_validates(experiment: str,
+                                                        tmp_path: Path) -> None:
+    extra = []
+    if experiment == "measured":  # the study of a user's file: it needs one
+        from tests.helpers import exported_scan
+
+        exported_scan(tmp_path / "scan.cxi", N=32, n_train=24)
+        extra = [f"data.path={tmp_path / 'scan.cxi'}"]
+    config = validate(composed(f"experiment={experiment}", *extra))
     assert config.tracking.experiment == experiment
 
 

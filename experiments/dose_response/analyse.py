@@ -19,6 +19,7 @@ from experiments.dose_response.fetch import (
     FLUENCE_METRICS,
     LIMIT_METRICS,
     RESOLUTION_METRICS,
+    TRUTH_FREE_METRICS,
 )
 from experiments.dose_response.statistics import (
     MEDIAN_COVERAGE,
@@ -51,10 +52,12 @@ __all__ = [
     "paired",
     "refinement_errors",
     "summarise",
+    "truth_free_agreement",
 ]
 
 SUMMARY_METRICS = (*METRIC_KEYS, *RESOLUTION_METRICS, "measured_dose", *FLUENCE_METRICS,
-                   "time_train_s", *LIMIT_METRICS, *FIT_METRICS, *CONDITION_METRICS)
+                   "time_train_s", *LIMIT_METRICS, *FIT_METRICS, *CONDITION_METRICS,
+                   *TRUTH_FREE_METRICS)
 DEFAULT_THRESHOLDS = {"amp_frc50_nyquist": 0.4, "amp_ssim": 0.8}
 """The qualities the dose-efficiency table and the comparisons ask each arm to reach: the
 amplitude's FRC 0.5 crossing at 0.4 of Nyquist (a half-period of 2.5 object pixels, whatever N
@@ -84,6 +87,8 @@ class Analysis:
     conditions: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame(columns=CONDITION_COLUMNS))
     refinement: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    truth_free: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=TRUTH_FREE_COLUMNS))
 
 
 def analyse(runs: pd.DataFrame, thresholds: Mapping[str, float] | None = None) -> Analysis:
@@ -105,12 +110,14 @@ def analyse(runs: pd.DataFrame, thresholds: Mapping[str, float] | None = None) -
         paired=paired(runs),
         conditions=(condition_costs(summary, runs) if _has_conditions(runs)
                     else pd.DataFrame(columns=CONDITION_COLUMNS)),
-        refinement=refinement_errors(summary) if _has_conditions(runs) else pd.DataFrame())
+        refinement=refinement_errors(summary) if _has_conditions(runs) else pd.DataFrame(),
+        truth_free=truth_free_agreement(runs))
 
 
 def _has_conditions(runs: pd.DataFrame) -> bool:
     """Whether a sweep ran any condition other than the ideal (or any refinement)."""
-    return bool(("condition" in runs and (runs["condition"].fillna("ideal") != "ideal").any())
+    conditions = runs["condition"].fillna("ideal") if "condition" in runs else None
+    return bool((conditions is not None and (~conditions.isin(["ideal", "measured"])).any())
                 or ("refinement" in runs and (runs["refinement"].fillna("") != "").any()))
 
 
@@ -469,3 +476,45 @@ def refinement_errors(summary: pd.DataFrame) -> pd.DataFrame:
     table = table[["base", "refinement", "condition", "dose", *columns]]
     table.columns = [column.removesuffix("_median") for column in table.columns]
     return table.sort_values(["base", "refinement", "condition", "dose"]).reset_index(drop=True)
+
+
+TRUTH_FREE_PAIRS = (
+    ("amp_frc_halfbit_nyquist", "halfsplit_amp_frc_halfbit"),
+    ("phase_frc_halfbit_nyquist", "halfsplit_phase_frc_halfbit"),
+    ("amp_frc50_nyquist", "ref_amp_frc50"),
+    ("amp_ssim", "ref_amp_ssim"),
+    ("phase_ssim", "ref_phase_ssim"),
+)
+"""Each truth metric and the truth-free metric that stands in for it on a measured scan."""
+TRUTH_FREE_COLUMNS = ["arm", "truth_metric", "truth_free_metric", "runs", "pearson", "spearman",
+                      "mean_difference", "statement"]
+
+
+def truth_free_agreement(runs: pd.DataFrame) -> pd.DataFrame:
+    """How well the truth-free metrics track the truth's across a sweep's runs (doses and
+    replicates), per arm and over all arms: Pearson's and Spearman's correlation and the mean
+    of truth-free − truth, over the finished runs that have both. Only runs with a truth and
+    ``eval.truth_free`` have both (a simulated scan, or an exported one studied as measured)."""
+    rows = []
+    if runs.empty or "status" not in runs:
+        return pd.DataFrame(columns=TRUTH_FREE_COLUMNS)
+    finished = runs[runs["status"] == "FINISHED"]
+    groups = [(arm, table) for arm, table in finished.groupby("arm", sort=True)]
+    groups.append(("all arms", finished))
+    for arm, table in groups:
+        for truth, free in TRUTH_FREE_PAIRS:
+            if truth not in table or free not in table:
+                continue
+            both = table[[truth, free]].apply(pd.to_numeric, errors="coerce").dropna()
+            if len(both) < 3:
+                continue
+            pearson = float(np.corrcoef(both[truth], both[free])[0, 1])
+            spearman = float(both[truth].rank().corr(both[free].rank()))
+            difference = float((both[free] - both[truth]).mean())
+            rows.append({"arm": arm, "truth_metric": truth, "truth_free_metric": free,
+                         "runs": len(both), "pearson": pearson, "spearman": spearman,
+                         "mean_difference": difference,
+                         "statement": f"{arm}: {free} tracks {truth} with r = {pearson:.2f} "
+                                      f"(Spearman {spearman:.2f}) over {len(both)} runs, "
+                                      f"{difference:+.3g} on average"})
+    return pd.DataFrame(rows, columns=TRUTH_FREE_COLUMNS)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ptycho.config import arm_label
+from ptycho.config.naming import measured_name
 from ptycho.config.protocol import tuning_status
 from ptycho.evaluation import METRIC_KEYS, degenerate_reason
 from ptycho.runner.tracking import RunRecord, Tracker
@@ -27,6 +28,7 @@ __all__ = [
     "CONDITION_METRICS",
     "EXTRA_METRICS",
     "TRUTH",
+    "TRUTH_FREE_METRICS",
     "Sweep",
     "collect",
     "fetch_sweep",
@@ -70,10 +72,18 @@ CONDITION_METRICS = ("probe_error_given", "probe_error", "position_error_given_r
                      "position_error_rms")
 """A non-ideal experiment's: the probe's and the positions' errors as given and as refined, after
 their gauges (docs/physics.md §12.4)."""
+TRUTH_FREE_METRICS = (
+    *(f"{prefix}_{part}_{name}" for prefix in ("halfsplit", "ref") for part in ("amp", "phase")
+      for name in ("frc_halfbit", "frc50", "ssim")),
+    "ref_amp_nrmse", "ref_phase_nrmse", "full_dose", "thinning_fraction")
+"""Scores that need no ground truth (eval.truth_free; docs/physics.md §13.3): the half-split
+FRC of two half-scan reconstructions and the agreement with a full-dose reference; and a
+measured scan's full dose and the share of its photons a job kept. Every other quality metric
+needs the truth and is absent (not zero) for a measured scan."""
 EXTRA_METRICS = ("measured_dose", "time_train_s", "time_eval_s", "time_compile_s",
                  "time_reconstruct_s", "train_patterns_per_s", *RESOLUTION_METRICS,
                  *FLUENCE_METRICS, *LIMIT_METRICS, *COLLAPSE_METRICS, *FIT_METRICS,
-                 *CONDITION_METRICS)
+                 *CONDITION_METRICS, *TRUTH_FREE_METRICS)
 TRUTH = "ground truth"
 
 
@@ -112,6 +122,9 @@ def _axis_values(record: RunRecord, unused: set[str]) -> dict[str, object]:
     design = params.get("data.design", "reconstruct")
     if "data.design" not in params and params.get("model.data", "test") != "test":
         design = params["model.data"]  # a wave-1 iterative arm that used more patterns
+    if params.get("data.source", "simulate") == "file":  # a measured scan: its file
+        design = "measured " + measured_name({"path": params.get("data.path", ""),
+                                              "digest": params.get("data.digest", "")})
     return {
         "N": number("N", int),
         "gridsize": np.nan if "gridsize" in unused else number("gridsize", int),

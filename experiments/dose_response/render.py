@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.dose_response.analyse import Analysis
-from experiments.dose_response.fetch import Sweep, truth_labels
+from experiments.dose_response.fetch import TRUTH_FREE_METRICS, Sweep, truth_labels
 from experiments.dose_response.statistics import (
     CONFIDENCE,
     MIN_BOOTSTRAP,
@@ -110,6 +110,13 @@ ERRORS_NOTE = (
     "medians per dose: the relative error of the probe the arm was given and of the probe it "
     "ended with, after a complex constant, a phase ramp and a translation; the RMS distance of "
     "the given and the final positions from the true ones, after their mean difference (pixels)")
+TRUTH_FREE_NOTE = (
+    "truth-free metrics (eval.truth_free): halfsplit_* is the FRC of two reconstructions of "
+    "interleaved halves of the scan at the ½-bit threshold (fraction of Nyquist), ref_* the "
+    "agreement with one reference reconstruction of the full-dose data; every other quality "
+    "metric needs the ground truth and is absent (not zero) for a measured scan. The table: "
+    "how well each tracks its truth metric over the runs that have both (Pearson r, Spearman "
+    "rho, mean truth-free − truth)")
 EFFICIENCY_NOTE = (
     "Lowest dose at which each arm's median reaches the threshold (log-dose interpolation); "
     "vs_lsqml: that dose over the dose LSQML (pty-chi, Poisson) needs at the same N, so below 1 "
@@ -127,7 +134,8 @@ def render(folder: Path, sweep: Sweep, analysis: Analysis,
                         ("comparisons", analysis.comparisons), ("paired", analysis.paired),
                         ("bias_variance", analysis.bias_variance),
                         ("conditions", analysis.conditions),
-                        ("refinement_errors", analysis.refinement)):
+                        ("refinement_errors", analysis.refinement),
+                        ("truth_free", analysis.truth_free)):
         table.to_csv(folder / f"{name}.csv", index=False)
     title = f"{sweep.experiment}: sweep {sweep.parent.name}"
     collapsed = runs[(runs["status"] == "FINISHED") & runs["degenerate"].astype(bool)]
@@ -142,6 +150,9 @@ def render(folder: Path, sweep: Sweep, analysis: Analysis,
         folder / "reconstructions.png", dpi=100)
     if not analysis.conditions.empty:
         viz.conditions_figure(summary, title=title).savefig(folder / "conditions.png", dpi=100)
+    if _has_truth_free(summary):
+        viz.truth_free_figure(summary, title=f"{title}: truth-free (dashed) and truth (solid)"
+                              ).savefig(folder / "truth_free.png", dpi=100)
     if not analysis.bias_variance.empty:
         viz.bias_variance_figure(analysis.bias_variance, title=title).savefig(
             folder / "bias_variance.png", dpi=100)
@@ -168,6 +179,9 @@ def _sections(sweep: Sweep, analysis: Analysis, collapsed: pd.DataFrame) -> dict
             "conditions": analysis.conditions.drop(columns=["statement"]),
             "condition_statements": analysis.conditions["statement"].tolist(),
             "refinement": analysis.refinement,
+            "truth_free": analysis.truth_free.drop(columns=["statement"]),
+            "truth_free_statements": analysis.truth_free["statement"].tolist(),
+            "has_truth_free": _has_truth_free(analysis.summary),
             "statements": analysis.comparisons["statement"].tolist(), "failed": failed,
             "degenerate": collapsed[["name", "arm", "dose", "seed", "degenerate_reason"]],
             "runs": runs.drop(columns=["error"])}
@@ -182,7 +196,7 @@ def _markdown_report(experiment: str, parts: dict) -> str:
         f"## Paired comparisons ({PAIRED_NOTE})", "", _markdown(parts["paired"]), "",
         f"## Bias and variance over noise seeds ({BIAS_VARIANCE_NOTE})", "",
         _markdown(parts["bias_variance"]), "",
-        *_conditions_markdown(parts),
+        *_conditions_markdown(parts), *_truth_free_markdown(parts),
         "## Dose efficiency", "", _markdown(parts["efficiency"]), "",
         "## Comparisons (dose ratios, bootstrap 95% intervals)", "",
         *(f"- {line}" for line in statements), "" if statements else "_(none)_", "",
@@ -203,6 +217,22 @@ def _conditions_markdown(parts: dict) -> list[str]:
             "", _markdown(parts["refinement"]), ""]
 
 
+def _has_truth_free(summary: pd.DataFrame) -> bool:
+    """Whether any run scored itself without the truth (``eval.truth_free``)."""
+    columns = [f"{name}_median" for name in TRUTH_FREE_METRICS[:12]]
+    return any(column in summary and summary[column].notna().any() for column in columns)
+
+
+def _truth_free_markdown(parts: dict) -> list[str]:
+    """The truth-free section: what the metrics are, how they track the truth's, the figure."""
+    if not parts["has_truth_free"]:
+        return []
+    return [f"## Without the ground truth ({TRUTH_FREE_NOTE})", "",
+            _markdown(parts["truth_free"]), "",
+            *(f"- {line}" for line in parts["truth_free_statements"]), "",
+            "![truth-free metrics](truth_free.png)", ""]
+
+
 def _html_report(folder: Path, experiment: str, parts: dict) -> str:
     def table(frame: pd.DataFrame) -> str:
         """HTML of a table; pandas escapes every cell (run names, errors, overrides)."""
@@ -220,6 +250,11 @@ def _html_report(folder: Path, experiment: str, parts: dict) -> str:
         + "".join(f"<li>{escape(line)}</li>" for line in parts["condition_statements"])
         + f"</ul><h3>Probe and position errors ({escape(ERRORS_NOTE)})</h3>"
         + table(parts["refinement"]))
+    truth_free = "" if not parts["has_truth_free"] else (
+        f"<h2>Without the ground truth ({escape(TRUTH_FREE_NOTE)})</h2>"
+        f"{_image_tag(folder / 'truth_free.png')}{table(parts['truth_free'])}<ul>"
+        + "".join(f"<li>{escape(line)}</li>" for line in parts["truth_free_statements"])
+        + "</ul>")
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Dose-response report: {escape(experiment)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
@@ -233,7 +268,7 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;pad
 <h2>Paired comparisons ({escape(PAIRED_NOTE)})</h2>{table(parts["paired"])}
 <h2>Bias and variance over noise seeds ({escape(BIAS_VARIANCE_NOTE)})</h2>
 {table(parts["bias_variance"])}{bias_figure}
-{conditions}
+{conditions}{truth_free}
 <h2>Dose efficiency</h2><p>{escape(EFFICIENCY_NOTE)}</p>{table(parts["efficiency"])}
 <h2>Comparisons (dose ratios, bootstrap 95% intervals)</h2><ul>{items or '<li>none</li>'}</ul>
 <h2>Degenerate runs (kept out of the medians and intervals)</h2>{table(parts["degenerate"])}

@@ -8,12 +8,18 @@ import json
 import typing
 from typing import Any
 
-from ptycho.config.sections import CONDITION_SECTIONS, FOCUSED_PROBE_SETTINGS, DataConfig
+from ptycho.config.sections import (
+    CONDITION_SECTIONS,
+    FOCUSED_PROBE_SETTINGS,
+    SIMULATION_SETTINGS,
+    DataConfig,
+)
 
 __all__ = ["ADDED_SETTINGS", "CONDITIONAL_SETTINGS", "NOT_HASHED", "config_hash"]
 
 NOT_HASHED = ("tracking", "resume", "dry_run", "isolate", "hydra", "data.cache", "data.cache_dir",
-              "eval.n_diffraction", "eval.crb", "eval.crb_samples")
+              "eval.n_diffraction", "eval.crb", "eval.crb_samples",
+              "eval.truth_free", "eval.reference", "eval.reference_dose")
 """Keys that do not change a job's numbers: where results go, how the job is run, the caching
 of its inputs, how many patterns one figure shows, and whether the physical limit is computed
 beside the reconstruction's metrics."""
@@ -21,16 +27,19 @@ ADDED_SETTINGS = (
     ("data.simulator", "bilinear", ("data.oversampling", "data.pixel_subsamples")),
     ("model.stopping", "fixed", ("model.heldout_fraction", "model.patience")),
     ("train.schedule", "plateau", ("train.warmup_fraction",)),
+    ("data.source", "simulate", ("data.path", "data.digest", "data.measured")),
 )
 """Settings added after jobs were logged (wave 3), with the value that computes what those jobs
 computed and the settings that only matter otherwise: at that value all of them are left out
-of the hash, so the earlier jobs' hashes (and resume) hold."""
+of the hash, so the earlier jobs' hashes (and resume) hold. A measured scan's file is named by
+its ``digest`` (the same path with other contents is another job)."""
 
 
 CONDITIONAL_SETTINGS = (
     ("data.probe", "kind", "focused", FOCUSED_PROBE_SETTINGS),
     ("model", "trainable_probe", True, ("probe_learning_rate_scale",)),
     ("model", "position_correction", True, ("position_step_size", "position_update_limit")),
+    ("data", "source", "simulate", SIMULATION_SETTINGS),
 )
 """Settings a section reads only when one of its keys has one value (``path``, ``key``,
 ``value``, the settings): left out of the hash otherwise, so adding them (wave 3's focused
@@ -56,12 +65,7 @@ def config_hash(resolved: typing.Mapping[str, Any], unused: typing.Iterable[str]
             node = node.get(parent, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(leaf, None)
-    for key, neutral, dependent in ADDED_SETTINGS:
-        section, leaf = key.split(".")
-        node = relevant.get(section)
-        if isinstance(node, dict) and node.get(leaf, neutral) == neutral:
-            for name in (key, *dependent):
-                node.pop(name.split(".")[1], None)
+    # conditional first: they read keys (data.source) that the added settings drop
     for path, key, value, names in CONDITIONAL_SETTINGS:
         node = relevant
         for part in path.split("."):
@@ -69,6 +73,12 @@ def config_hash(resolved: typing.Mapping[str, Any], unused: typing.Iterable[str]
         if isinstance(node, dict) and node.get(key) != value:
             for name in names:
                 node.pop(name, None)
+    for key, neutral, dependent in ADDED_SETTINGS:
+        section, leaf = key.split(".")
+        node = relevant.get(section)
+        if isinstance(node, dict) and node.get(leaf, neutral) == neutral:
+            for name in (key, *dependent):
+                node.pop(name.split(".")[1], None)
     data = relevant.get("data")
     if isinstance(data, dict):
         for name in CONDITION_SECTIONS:

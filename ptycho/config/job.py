@@ -21,14 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from ptycho.checks import check_dose, check_gridsize, check_patch_size, validation_count
 from ptycho.config.arms import ArmSettings, field_names, settings_class, settings_classes
 from ptycho.config.arms.pinn import PinnSettings
+from ptycho.config.files import object_array, probe_array
 from ptycho.config.hashing import config_hash
 from ptycho.config.naming import arm_label, condition_label, refinement_label, run_name
 from ptycho.config.protocol import tuning_status
 from ptycho.config.sections import (
     LIKELIHOOD_SYNC_EPOCHS,
     MAX_DOSE,
+    MIN_DOSE,
     ConfigError,
     DataConfig,
+    DataSource,
     Design,
     EvalConfig,
     Loss,
@@ -39,6 +42,7 @@ from ptycho.config.sections import (
     Section,
     TrackingConfig,
     TrainConfig,
+    TruthFree,
     check_number,
     checked,
     fail,
@@ -84,8 +88,12 @@ class JobConfig(Section):
             raise fail("dose", self.dose, f"must be <= {MAX_DOSE:g} photons per pattern: "
                        "beyond that float32 training overflows (measured: NaN from about 1e21 "
                        "at N=16)")
+        if self.dose < MIN_DOSE:
+            raise fail("dose", self.dose, f"must be >= {MIN_DOSE:g} photon per pattern (below, "
+                       "most patterns hold no photon and the data cannot be normalised)")
         check_number("seed", self.seed, low=0, integer=True)
         object.__setattr__(self, "data", self.data.for_patch(self.N))
+        self._check_inputs()
         probe = self.data.probe
         if probe.kind == ProbeKind.focused and probe.aperture_radius >= self.N / 2:
             raise fail("data.probe.aperture_radius", probe.aperture_radius,
@@ -125,6 +133,29 @@ class JobConfig(Section):
                        f"exceeds the {data.n_train - n_val} training groups "
                        f"(data.n_train={data.n_train}, {n_val} held out for validation)")
 
+    def _check_inputs(self) -> None:
+        """What depends on the data's source: a user's probe file against N, a measured scan
+        against the arm, and ``eval.truth_free=auto`` resolved (runs record the choice)."""
+        if self.data.probe.kind == ProbeKind.npz and self.data.source == DataSource.simulate:
+            shape = probe_array(self.data.probe.path).shape
+            if shape != (self.N, self.N):
+                raise fail("data.probe.path", self.data.probe.path,
+                           f"holds a probe of shape {shape}, not ({self.N}, {self.N}) for N="
+                           f"{self.N}")
+        if self.data.object.kind == ObjectKind.npz and self.data.source == DataSource.simulate:
+            shape = object_array(self.data.object.path).shape
+            if min(shape) < self.N + 1:
+                raise fail("data.object.path", self.data.object.path,
+                           f"holds an object of shape {shape}, smaller than a patch of N="
+                           f"{self.N} (needs >= {self.N + 1} per side)")
+        measured = self.data.source == DataSource.file
+        if measured and self.model.supervised:
+            raise fail("model.kind", self.model.kind, "trains on the true patches, which a "
+                       "measured scan does not have")
+        if self.eval.truth_free == TruthFree.auto:
+            chosen = TruthFree.on if measured else TruthFree.off
+            object.__setattr__(self, "eval", dataclasses.replace(self.eval, truth_free=chosen))
+
     # --- derived from the arm's declaration ------------------------------------------------------
 
     @property
@@ -153,6 +184,8 @@ class JobConfig(Section):
     def tuning(self) -> str:
         """Whether the settings were chosen on this job's data (tag ``tuning``:
         :func:`ptycho.config.protocol.tuning_status`)."""
+        if self.data.source == DataSource.file:
+            return "measured"
         return tuning_status(str(self.data.object.kind), self.seed)
 
     @property

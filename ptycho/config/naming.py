@@ -7,8 +7,8 @@ from typing import Any
 
 from ptycho.config.protocol import tuning_status
 
-__all__ = ["NAMING_AXES", "arm_label", "condition_label", "format_dose", "refinement_label",
-           "run_name"]
+__all__ = ["NAMING_AXES", "arm_label", "condition_label", "format_dose", "measured_name",
+           "refinement_label", "run_name"]
 
 NAMING_AXES = ("N", "gridsize", "dose", "loss", "model", "model.kind", "seed")
 """Override keys the run name already shows."""
@@ -62,6 +62,11 @@ def arm_label(resolved: typing.Mapping[str, Any], unused: typing.Container[str] 
     status = tuning_status(kind, int(resolved.get("seed", 0)))
     simulator = str(data.get("simulator", "bilinear"))
     probe = str(data.get("probe", {}).get("kind", "disc"))
+    if str(data.get("source", "simulate")) == "file":  # a measured scan: its file says it all
+        return " ".join(part for part in (
+            f"N{resolved['N']}", used.get("gridsize"), used.get("loss"),
+            str(resolved["model"]["kind"]), f"measured {measured_name(data)}",
+            refinement_label(resolved) or None) if part)
     parts = [f"N{resolved['N']}", used.get("gridsize"), used.get("loss"),
              str(resolved["model"]["kind"]), None if design == "reconstruct" else design,
              None if kind == "lines" else kind,
@@ -75,6 +80,14 @@ def arm_label(resolved: typing.Mapping[str, Any], unused: typing.Container[str] 
     return label
 
 
+def measured_name(data: typing.Mapping[str, Any]) -> str:
+    """A measured scan's label: its file's name and the start of its digest (two files of one
+    name are two scans)."""
+    name = str(data.get("path", "")).replace("\\", "/").rsplit("/", 1)[-1]
+    digest = str(data.get("digest") or "")[:8]
+    return f"{name} [{digest}]" if digest else name
+
+
 CONDITION_PARTS = ("probe", "positions", "detector")
 """The order of a condition label's parts."""
 
@@ -84,6 +97,8 @@ def condition_label(resolved: typing.Mapping[str, Any]) -> str:
     ``probe perturbed`` (or ``probe estimated``: what the reconstructors were given),
     ``positions off`` and ``detector`` joined by `` + ``."""
     data = resolved.get("data", {})
+    if str(data.get("source", "simulate")) == "file":
+        return "measured"
     parts = []
     guess = str(data.get("probe_guess", {}).get("kind", "exact"))
     if guess != "exact":

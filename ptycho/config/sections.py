@@ -23,6 +23,10 @@ MAX_DOSE = 1e15
 """Photons per pattern above which float32 training overflows (measured at N=16: NaN between 1e21
 and 1e23); 1e15 keeps a wide margin and is far above any real detector's dose per pattern."""
 
+MIN_DOSE = 1.0
+"""Photons per pattern below which a job is refused: most patterns would hold no photon (at
+1e-3 the counts are all zero and cannot be normalised)."""
+
 SEARCH_OBJECTIVES = ("val_loss_best", "heldout_nll_per_photon_best")
 """The job metrics a settings search may optimise (``hydra.sweeper.metric``): computed from the
 measured counts alone (a network's validation loss on its held-out region, an engine's Poisson
@@ -94,6 +98,25 @@ class ProbeStart(StrEnum):
     estimate = "estimate"
     """From the data alone: the amplitude of the mean diffraction pattern (the empty beam's far
     field, roughly), with a flat far-field phase, brought to the sample."""
+
+
+class DataSource(StrEnum):
+    """Where a job's diffraction comes from (docs/physics.md §13)."""
+
+    simulate = "simulate"
+    """Simulated from ``data.object``, ``data.probe`` and ``data.scan`` at the job's dose."""
+    file = "file"
+    """A measured scan in ``data.path`` (CXI or PtychoPINN NPZ), thinned to the job's dose."""
+
+
+class TruthFree(StrEnum):
+    """Whether a job also scores its reconstruction without the ground truth (half-split FRC,
+    agreement with a full-dose reference; docs/physics.md §13.3)."""
+
+    auto = "auto"
+    """On for measured data, off for simulated (resolved when the config is validated)."""
+    on = "on"
+    off = "off"
 
 
 class ScanKind(StrEnum):
@@ -220,11 +243,18 @@ def checked(key: str, value: object, check: typing.Callable[[], Any]) -> Any:
 
 
 def _npz_file(key: str, path: str, what: str) -> None:
-    """An NPZ input must exist and be an NPZ (a zip archive): refused before any work."""
+    """An NPZ input must exist and be an NPZ holding its array (2-D, finite): refused before
+    any work, with the key and what is wrong named (:mod:`ptycho.config.files`)."""
+    from ptycho.config.files import object_array, probe_array  # numpy: only when a file is set
+
     if not Path(path).is_file():
         raise fail(key, path, f"NPZ file not found ({what})")
     if not zipfile.is_zipfile(path):
         raise fail(key, path, f"not a valid NPZ file (not a zip archive; {what})")
+    try:
+        (probe_array if "probe" in what else object_array)(path)
+    except ValueError as error:
+        raise fail(key, path, f"{error} ({what})") from None
 
 
 class Section:
@@ -474,8 +504,50 @@ def _fingerprint(section: Any) -> dict[str, object]:
 
 
 @dataclass(frozen=True)
+class MeasuredConfig(Section):
+    """How a measured scan (``data.source=file``) is fitted to the job's patch size N
+    (docs/physics.md §13.1)."""
+
+    bin: int = 1
+    """Sum ``bin × bin`` detector pixels first (keeps the field of view of the pattern), then
+    crop the centre to N (coarser sample pixels)."""
+    flip_x: bool = False
+    """Mirror the positions' ``x`` (a stage whose axis runs against the detector's)."""
+    flip_y: bool = False
+    """Mirror the positions' ``y``."""
+    pixel_size: float | None = None
+    """Metres per object pixel at the sample; ``None``: from the file's geometry
+    (``λ·z / (N·bin·p)``). Needed for a CXI file without energy, distance or pixel size."""
+
+    def check(self) -> None:
+        check_number("bin", self.bin, low=1, high=64, integer=True)
+        if self.pixel_size is not None:
+            check_number("pixel_size", self.pixel_size, low=0, low_open=True)
+
+
+SIMULATION_SETTINGS = ("object", "probe", "scan", "probe_guess", "position_error", "detector",
+                       "design", "simulator", "oversampling", "pixel_subsamples")
+"""The ``data`` settings only a simulation reads (left out of the config hash for a measured
+scan, whose file holds its probe, positions and detector)."""
+
+MEASURED_SUFFIXES = (".cxi", ".h5", ".hdf5", ".nxs", ".npz")
+"""The file types ``data.path`` reads: CXI 1.6 in HDF5, PtychoPINN's NPZ."""
+
+
+@dataclass(frozen=True)
 class DataConfig(Section):
-    """The simulated data: object, probe, scan and how many patterns of each split."""
+    """The data: simulated (object, probe, scan and how many patterns of each split) or a
+    measured scan's file (``source=file``, ``path``)."""
+
+    source: DataSource = DataSource.simulate
+    """``simulate`` | ``file`` (a measured scan in ``path``, thinned to the job's dose)."""
+    path: str = ""
+    """``source=file``: the CXI (``.cxi``, ``.h5``) or NPZ file of the scan."""
+    digest: str | None = None
+    """``source=file``: the file's sha256 (``None``: filled in from the file at validation; set,
+    the file must have it, so a study pins its data)."""
+    measured: MeasuredConfig = field(default_factory=MeasuredConfig)
+    """``source=file``: binning, position flips, the pixel size at the sample."""
 
     object: ObjectConfig = field(default_factory=ObjectConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -522,6 +594,33 @@ class DataConfig(Section):
                        "must be odd (the points sit symmetrically about each pixel's centre)")
         if self.noise_seed is not None:
             check_number("noise_seed", self.noise_seed, low=0, integer=True)
+        if self.source == DataSource.file:
+            self._resolve_file()
+
+    def _resolve_file(self) -> None:
+        """A measured scan's file: it must exist and be one we read; its pattern count becomes
+        ``n_train`` and its sha256 ``digest`` (checked against a digest set by hand)."""
+        from ptycho.config.files import measured_file_summary  # numpy, h5py: only for a file
+
+        if not self.path:
+            raise fail("path", self.path, "data.source=file needs data.path=<file.cxi|.npz>")
+        if Path(self.path).suffix.lower() not in MEASURED_SUFFIXES:
+            raise fail("path", self.path, f"must be one of {list(MEASURED_SUFFIXES)} (CXI in "
+                       "HDF5, or PtychoPINN's NPZ)")
+        if not Path(self.path).is_file():
+            raise fail("path", self.path, "file not found")
+        try:
+            patterns, digest = measured_file_summary(self.path)
+        except ValueError as error:
+            raise fail("path", self.path, str(error)) from None
+        if self.digest is not None and self.digest != digest:
+            raise fail("digest", self.digest, f"the file {self.path} has sha256 {digest}: it "
+                       "is not the file this study was set up with")
+        object.__setattr__(self, "digest", digest)
+        object.__setattr__(self, "n_train", patterns)
+        if self.design != Design.reconstruct:
+            raise fail("design", str(self.design), "a measured scan is one scan: data.source="
+                       "file reconstructs it (design reconstruct)")
 
 
 @dataclass(frozen=True)
@@ -599,6 +698,19 @@ class EvalConfig(Section):
     crb_samples: int = 16
     """Hutchinson probes per part where the bound is matrix-free (above
     ``ptycho.evaluation.limit.DENSE_LIMIT`` parameters)."""
+    truth_free: TruthFree = TruthFree.auto
+    """Also score without the truth (docs/physics.md §13.3): reconstruct two interleaved halves
+    of the scan with the same arm (``halfsplit_*_frc_halfbit``: their FRC at the ½-bit
+    threshold, a fraction of Nyquist) and compare with a reference reconstruction of the
+    full-dose data (``ref_*``). It costs two more reconstructions of half the scan each.
+    ``auto``: on for measured data (``data.source=file``), off for simulated; validation
+    resolves it (not part of the config hash)."""
+    reference: str = "lsqml"
+    """The arm (``conf/model/<name>.yaml``) that reconstructs the full-dose data once per scan,
+    cached; ``none``: no reference."""
+    reference_dose: float = 1e6
+    """Simulated data: the dose of the reference's scan (the same object, positions and noise
+    seed); measured data use the file's full dose."""
 
     def check(self) -> None:
         check_number("keep_fraction", self.keep_fraction, low=0, low_open=True, high=1)
@@ -606,6 +718,10 @@ class EvalConfig(Section):
         check_number("batch_size", self.batch_size, low=1, integer=True)
         check_number("n_diffraction", self.n_diffraction, low=1, integer=True)
         check_number("crb_samples", self.crb_samples, low=2, integer=True)
+        check_number("reference_dose", self.reference_dose, low=1)
+        if not self.reference or "/" in self.reference:
+            raise fail("reference", self.reference, "must name a model preset (conf/model/"
+                       "<name>.yaml, e.g. lsqml) or be none")
 
 
 @dataclass(frozen=True)

@@ -85,15 +85,18 @@ class Scan(_Patterns):
 
 @dataclass(frozen=True, eq=False)
 class DiffractionData(_Patterns):
-    """A simulated (or loaded) scan with its ground truth.
+    """A simulated (or loaded) scan with its ground truth (a measured scan's truth is
+    ``None``: :attr:`has_truth`).
 
     Attributes:
         counts: ``(M, N, N)`` float32 photon counts per pixel (integers for simulated data), DC at
             ``(N/2, N/2)``.
         positions: ``(M, 2)`` float64 ``(x, y)`` patch centres, pixels of ``obj``.
         probe: ``(N, N)`` complex64 illumination.
-        obj: ``(H, W)`` complex64 object (ground truth for simulated data).
-        patches: ``(M, N, N)`` complex64 ground-truth object patches at ``positions``.
+        obj: ``(H, W)`` complex64 object (ground truth for simulated data); ``None`` for a
+            measured scan, whose grid is ``grid``.
+        patches: ``(M, N, N)`` complex64 ground-truth object patches at ``positions``
+            (``None`` without a truth).
         dose: requested mean photons per pattern (the simulation's; checked where it enters).
         metadata: JSON-serialisable provenance (the simulation spec, seeds, format version).
         nominal_positions: ``(M, 2)`` float64 the positions the reconstructors are given
@@ -101,18 +104,20 @@ class DiffractionData(_Patterns):
         probe_start: ``(N, N)`` complex64 the probe the reconstructors start from (``None``:
             the true ``probe``).
         detector: the detector's mask and background (default: an ideal photon counter).
+        grid: ``(H, W)`` the object grid the positions refer to, when there is no ``obj``.
     """
 
     counts: np.ndarray
     positions: np.ndarray
     probe: np.ndarray
-    obj: np.ndarray
-    patches: np.ndarray
+    obj: np.ndarray | None
+    patches: np.ndarray | None
     dose: float
     metadata: dict[str, Any] = field(default_factory=dict)
     nominal_positions: np.ndarray | None = None
     probe_start: np.ndarray | None = None
     detector: Detector = field(default_factory=Detector)
+    grid: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         counts = np.asarray(self.counts)
@@ -126,16 +131,35 @@ class DiffractionData(_Patterns):
         check_patch_size(N, "N (counts.shape[1])")
         _expect(self.positions, "positions", (n_patterns, 2), np.float64)
         _expect(self.probe, "probe", (N, N), np.complex64)
-        _expect(self.patches, "patches", (n_patterns, N, N), np.complex64)
-        obj = np.asarray(self.obj)
-        if obj.ndim != 2 or obj.dtype != np.complex64:
-            raise ValueError(f"obj must be a 2-D complex64 array, got {obj.shape} {obj.dtype}")
+        if self.obj is None:
+            if self.grid is None or len(self.grid) != 2 or self.patches is not None:
+                raise ValueError("a scan without its object needs its grid (H, W) and no "
+                                 f"patches, got grid={self.grid}")
+        else:
+            _expect(self.patches, "patches", (n_patterns, N, N), np.complex64)
+            obj = np.asarray(self.obj)
+            if obj.ndim != 2 or obj.dtype != np.complex64:
+                raise ValueError(f"obj must be a 2-D complex64 array, got {obj.shape} "
+                                 f"{obj.dtype}")
+            if self.grid is not None and tuple(self.grid) != obj.shape:
+                raise ValueError(f"grid {self.grid} differs from the object's {obj.shape}")
         if self.nominal_positions is not None:
             _expect(self.nominal_positions, "nominal_positions", (n_patterns, 2), np.float64)
         if self.probe_start is not None:
             _expect(self.probe_start, "probe_start", (N, N), np.complex64)
         self.detector.weights(N)  # a mask of another size is refused here
         json.dumps(self.metadata)  # must be serialisable: it is stored in NPZ files and caches
+
+    @property
+    def has_truth(self) -> bool:
+        """Whether the true object is known (simulated data, or a file that carries it)."""
+        return self.obj is not None
+
+    @property
+    def object_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the object grid the positions refer to."""
+        shape = self.obj.shape if self.obj is not None else self.grid
+        return (int(shape[0]), int(shape[1]))
 
     @property
     def given_positions(self) -> np.ndarray:
@@ -152,13 +176,14 @@ class DiffractionData(_Patterns):
         """The measurement without its truth: what a reconstruction is given (the nominal
         positions, the probe guess, the counts with unmeasured pixels 0, the detector)."""
         return Scan(self.detector.zero_unmeasured(self.counts), self.given_positions,
-                    self.given_probe, self.obj.shape, self.detector)
+                    self.given_probe, self.object_shape, self.detector)
 
     def subset(self, index: np.ndarray) -> DiffractionData:
         """The patterns at ``index`` (same probe, object, dose and detector)."""
         return DiffractionData(
             counts=self.counts[index], positions=self.positions[index], probe=self.probe,
-            obj=self.obj, patches=self.patches[index], dose=self.dose, metadata=self.metadata,
+            obj=self.obj, patches=None if self.patches is None else self.patches[index],
+            dose=self.dose, metadata=self.metadata, grid=self.grid,
             nominal_positions=(None if self.nominal_positions is None
                                else self.nominal_positions[index]),
             probe_start=self.probe_start, detector=self.detector)

@@ -18,6 +18,8 @@ xcoords_nominal (M,) optional       float64    the positions the reconstructors 
 ycoords_nominal (M,) optional       float64    when the true ones (xcoords) differ (ours)
 probe_start    (N, N) optional      complex64  the probe the reconstructors start from (ours)
 mask           (N, N) optional      bool       True where the detector measures (ours)
+grid           (2,) optional        int64      (H, W) object grid of a scan without its truth
+                                               (a measured scan; then no objectGuess, no Y)
 =============  ===================  =========  ==============================================
 
 Loading uses ``allow_pickle=False``. A file that is not an NPZ is refused with
@@ -58,12 +60,16 @@ def save_npz(path: str | Path, data: DiffractionData) -> Path:
         conditions["mask"] = data.detector.mask
     if data.detector.background:
         metadata["background"] = data.detector.background
+    if data.has_truth:
+        conditions["objectGuess"] = data.obj.astype(np.complex64)
+        conditions["Y"] = data.patches.astype(np.complex64)
+    else:
+        conditions["grid"] = np.asarray(data.object_shape, np.int64)
     with path.open("wb") as handle:
         np.savez(handle, diffraction=np.sqrt(data.counts).astype(np.float32),
                  xcoords=data.positions[:, 0].astype(np.float64),
                  ycoords=data.positions[:, 1].astype(np.float64),
                  probeGuess=data.probe.astype(np.complex64),
-                 objectGuess=data.obj.astype(np.complex64), Y=data.patches.astype(np.complex64),
                  counts=data.counts.astype(np.float32), _metadata=np.array(json.dumps(metadata)),
                  **conditions)
     return path
@@ -89,7 +95,8 @@ def load_npz(path: str | Path) -> DiffractionData:
     if not path.is_file():
         raise ValueError(f"NPZ file does not exist: {str(path)!r}")
     with open_npz(path) as npz:
-        missing = [key for key in REQUIRED_KEYS if key not in npz.files]
+        required = [key for key in REQUIRED_KEYS if key != "objectGuess" or "grid" not in npz.files]
+        missing = [key for key in required if key not in npz.files]
         if missing:
             raise ValueError(
                 f"NPZ file {str(path)!r} is missing required key(s) {missing} "
@@ -115,8 +122,8 @@ def load_npz(path: str | Path) -> DiffractionData:
     probe = _checked(files, "probeGuess", 2, "c")
     if probe.shape != (N, N):
         raise ValueError(f"NPZ key 'probeGuess' must have shape ({N}, {N}), got {probe.shape}")
-    obj = _checked(files, "objectGuess", 2, "c").astype(np.complex64)
     positions = np.stack([xcoords, ycoords], axis=1).astype(np.float64)
+    truth = _truth(files, positions, diffraction.shape)
 
     if "counts" in files:
         counts = _checked(files, "counts", 3, "fiu")
@@ -128,19 +135,6 @@ def load_npz(path: str | Path) -> DiffractionData:
         counts = np.square(diffraction.astype(np.float64))
     counts = counts.astype(np.float32)
 
-    if "Y" in files:
-        patches = files["Y"]
-        if patches.ndim == 4 and patches.shape[-1] == 1:
-            patches = patches[..., 0]
-        if patches.shape != diffraction.shape or patches.dtype.kind != "c":
-            raise ValueError(
-                f"NPZ key 'Y' must be complex with shape {diffraction.shape}, "
-                f"got {patches.dtype} {patches.shape}"
-            )
-        patches = patches.astype(np.complex64)
-    else:
-        patches = extract_object_patches(obj, positions, N)
-
     metadata: dict = {}
     if "_metadata" in files:
         try:
@@ -151,8 +145,29 @@ def load_npz(path: str | Path) -> DiffractionData:
     dose = check_dose(metadata.pop("dose", measured), "NPZ _metadata dose")
     metadata.pop("measured_dose", None)
     return DiffractionData(counts=counts, positions=positions, probe=probe.astype(np.complex64),
-                           obj=obj, patches=patches, dose=dose, metadata=metadata,
+                           dose=dose, metadata=metadata, **truth,
                            **_conditions(files, n_patterns, N, metadata.pop("background", 0.0)))
+
+
+def _truth(files: dict[str, np.ndarray], positions: np.ndarray,
+           shape: tuple[int, ...]) -> dict[str, object]:
+    """``obj`` and ``patches`` (``Y``, else cut from ``objectGuess``), or the ``grid`` of a scan
+    stored without its truth."""
+    if "objectGuess" not in files:
+        grid = files["grid"]
+        if grid.shape != (2,) or grid.dtype.kind not in "iu" or grid.min() < 1:
+            raise ValueError(f"NPZ key 'grid' must be 2 positive integers (H, W), got {grid}")
+        return {"obj": None, "patches": None, "grid": (int(grid[0]), int(grid[1]))}
+    obj = _checked(files, "objectGuess", 2, "c").astype(np.complex64)
+    if "Y" not in files:
+        return {"obj": obj, "patches": extract_object_patches(obj, positions, shape[1])}
+    patches = files["Y"]
+    if patches.ndim == 4 and patches.shape[-1] == 1:
+        patches = patches[..., 0]
+    if patches.shape != shape or patches.dtype.kind != "c":
+        raise ValueError(f"NPZ key 'Y' must be complex with shape {shape}, got {patches.dtype} "
+                         f"{patches.shape}")
+    return {"obj": obj, "patches": patches.astype(np.complex64)}
 
 
 def _conditions(files: dict[str, np.ndarray], n_patterns: int, N: int,

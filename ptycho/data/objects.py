@@ -22,7 +22,7 @@ from scipy import ndimage
 from skimage.draw import line_aa
 
 from ptycho.config import ObjectConfig
-from ptycho.data.arrays import read_npz_array
+from ptycho.config.files import object_array
 from ptycho.physics.exact import fourier_upsample
 
 __all__ = ["cells_structure", "grf_structure", "lines_structure", "load_object_npz",
@@ -166,11 +166,6 @@ def make_object(spec: ObjectConfig, seed: int, oversampling: int = 1) -> np.ndar
 
 
 def load_object_npz(path: str | Path) -> np.ndarray:
-    """Read a 2-D complex object from key ``objectGuess`` (or ``object``) of an NPZ file."""
-    obj, key = read_npz_array(path, ("objectGuess", "object"), "object")
-    if obj.ndim != 2 or not np.all(np.isfinite(obj)):
-        raise ValueError(
-            f"object file {str(path)!r}: key {key!r} must be a finite 2-D array, "
-            f"got shape {obj.shape}"
-        )
-    return obj.astype(np.complex64)
+    """Read a 2-D complex object from key ``objectGuess`` (or ``object``) of an NPZ file
+    (:func:`ptycho.config.files.object_array`: the checks validation made)."""
+    return object_array(path)

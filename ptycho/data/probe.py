@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from ptycho.checks import check_patch_size
 from ptycho.config import ProbeConfig, ProbeGuessConfig, ProbeKind, ProbeStart
-from ptycho.data.arrays import read_npz_array
+from ptycho.config.files import probe_array
 from ptycho.physics.exact import fourier_upsample
 
 __all__ = ["disc_probe", "estimate_probe", "focused_probe", "guessed_probe_settings",
@@ -120,15 +120,12 @@ def focused_probe(N: int, settings: ProbeConfig) -> np.ndarray:
 
 
 def load_probe_npz(path: str | Path, N: int) -> np.ndarray:
-    """Read an ``(N, N)`` complex probe from key ``probeGuess`` (or ``probe``), peak set to 1."""
-    probe, key = read_npz_array(path, ("probeGuess", "probe"), "probe")
+    """Read an ``(N, N)`` complex probe from key ``probeGuess`` (or ``probe``), peak set to 1
+    (:func:`ptycho.config.files.probe_array`: the checks validation made)."""
+    probe = probe_array(path)
     if probe.shape != (N, N):
-        raise ValueError(f"probe file {str(path)!r}: key {key!r} has shape {probe.shape}, "
-                         f"expected ({N}, {N})")
-    peak = float(np.abs(probe).max())
-    if not np.isfinite(peak) or peak <= 0:
-        raise ValueError(f"probe file {str(path)!r}: key {key!r} is zero or not finite")
-    return (probe / peak).astype(np.complex64)
+        raise ValueError(f"probe file {str(path)!r} has shape {probe.shape}, expected ({N}, {N})")
+    return (probe / np.abs(probe).max()).astype(np.complex64)
 
 
 def make_probe(spec: ProbeConfig, N: int, oversampling: int = 1) -> np.ndarray:

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,8 @@ from ptycho.data.objects import make_object
 from ptycho.data.probe import estimate_probe, guessed_probe_settings, make_probe
 from ptycho.data.scan import make_positions, perturb_positions
 
-__all__ = ["CACHE_FORMAT", "DatasetPair", "SimulationSpec", "cache_key", "load_or_simulate",
-           "make_datasets"]
+__all__ = ["CACHE_FORMAT", "DataSpec", "DatasetPair", "SimulationSpec", "cache_key",
+           "load_or_simulate", "make_datasets"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,10 @@ class SimulationSpec:
                     "pixel_subsamples": self.data.pixel_subsamples}}),
                 **self._conditions()}
 
+    def make(self) -> DatasetPair:
+        """Simulate the pair (:func:`make_datasets`)."""
+        return make_datasets(self)
+
     def _conditions(self) -> dict[str, Any]:
         """The experiment's conditions that are not ideal (an ideal one adds nothing: the
         datasets simulated before conditions existed keep their key)."""
@@ -124,7 +129,16 @@ class DatasetPair:
         return self.test is self.train
 
 
-def cache_key(spec: SimulationSpec) -> str:
+class DataSpec(typing.Protocol):
+    """What keys a cache entry and makes its datasets: :class:`SimulationSpec`, or a measured
+    scan's :class:`ptycho.data.measured.MeasuredSpec`."""
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+    def make(self) -> DatasetPair: ...
+
+
+def cache_key(spec: DataSpec) -> str:
     """sha256 (hex, 24 chars) of the spec's fingerprint."""
     blob = json.dumps(spec.fingerprint(), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
@@ -211,7 +225,7 @@ def _read_entry(entry: Path) -> DatasetPair:
     return DatasetPair(train=train, test=test)
 
 
-def _write_entry(entry: Path, pair: DatasetPair, spec: SimulationSpec) -> None:
+def _write_entry(entry: Path, pair: DatasetPair, spec: DataSpec) -> None:
     """Write to a temporary folder and rename it into place, so a reader never sees half a file."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
@@ -237,16 +251,17 @@ def _write_entry(entry: Path, pair: DatasetPair, spec: SimulationSpec) -> None:
         raise
 
 
-def load_or_simulate(spec: SimulationSpec,
+def load_or_simulate(spec: DataSpec,
                      cache_dir: str | Path | None) -> tuple[DatasetPair, bool]:
-    """The datasets of ``spec``, from ``cache_dir`` when a valid entry exists, else simulated and
-    stored there. A truncated or corrupt entry is detected (checksums), logged and rebuilt.
+    """The datasets of ``spec``, from ``cache_dir`` when a valid entry exists, else made
+    (simulated, or a measured scan loaded and thinned: ``spec.make()``) and stored there. A
+    truncated or corrupt entry is detected (checksums), logged and rebuilt.
 
     Returns:
         ``(pair, cache_hit)``.
     """
     if cache_dir is None:
-        return make_datasets(spec), False
+        return spec.make(), False
     entry = Path(cache_dir) / cache_key(spec)
     if (entry / "manifest.json").is_file():
         try:
@@ -257,7 +272,7 @@ def load_or_simulate(spec: SimulationSpec,
             log.warning("dataset cache entry %s is unreadable (%s): rebuilding", entry, error)
     elif entry.exists():
         log.warning("dataset cache entry %s has no manifest: rebuilding", entry)
-    pair = make_datasets(spec)
+    pair = spec.make()
     try:
         _write_entry(entry, pair, spec)
     except OSError as error:  # full disk, read-only folder: the job can go on without the cache

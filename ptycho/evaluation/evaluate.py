@@ -32,6 +32,7 @@ class Evaluation:
         amplitude_truth, amplitude: aligned ``(h, w)`` float64 images of the scanned region.
         phase_truth, phase: aligned ``(h, w)`` float64 images, radians.
         frc: ``{"amp": FRCCurve, "phase": FRCCurve}``.
+        reference_name: what the reconstruction was compared with (figure titles).
         reconstruction: ``(H, W)`` complex64 reconstructed object on the object grid.
         region: ``(rows, cols)`` slices of the scanned region in the object grid.
         extra: FRC crossings as fractions of Nyquist (0.5, 1/7, ½-bit and 1-bit thresholds),
@@ -48,6 +49,9 @@ class Evaluation:
     reconstruction: np.ndarray
     region: tuple[slice, slice]
     extra: dict[str, float] = field(default_factory=dict)
+    reference_name: str = "ground truth"
+    """What the ``*_truth`` images are: the ground truth, or for a measured scan the reference
+    reconstruction (:mod:`ptycho.truth_free`)."""
 
 
 def evaluate(image: np.ndarray, obj: np.ndarray, coverage: np.ndarray, *, border: int,

@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ptycho.config import ConfigError, JobConfig, validate
 from ptycho.config.structured import SCHEMA_NAME, hydra_schema
 from ptycho.runner.job import HEADLINE_METRICS, open_tracker
 from ptycho.runner.outcome import JobContext
@@ -59,6 +60,27 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=hydra_schema())
+
+
+def compose_job(overrides: list[str], project_root: Path) -> JobConfig:
+    """The validated job ``python run.py <overrides>`` would run, composed without running it
+    (for tools that need a job's data: ``python -m ptycho.export``).
+
+    Raises:
+        ConfigError: a bad override or value, naming it.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(Path(project_root).resolve() / "conf"),
+                                   version_base="1.3"):
+            composed = compose(config_name="config", overrides=list(overrides))
+    except Exception as error:  # Hydra's errors name the override
+        raise ConfigError(str(error).splitlines()[0]) from None
+    return validate(composed)
 
 
 def project_root_of(config: DictConfig) -> Path:
