@@ -14,18 +14,20 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
+from ptycho import runtime
 from ptycho.config import ConfigError, DataSource
-from ptycho.data.cxi import write_cxi
-from ptycho.data.measured import Geometry, raw_scan
-from ptycho.data.simulation import load_or_simulate
 from ptycho.runner.sweep import compose_job
-from ptycho.truth_free import data_spec
 
 __all__ = ["main"]
 
 log = logging.getLogger("ptycho.export")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULTS = MappingProxyType({"wavelength": 1.5498e-10, "distance": 2.0, "detector_pixel": 75e-6})
+"""``ptycho.data.measured.Geometry``'s defaults (8 keV, 2 m, 75 µm), here without importing
+the data layer (and TensorFlow) before ``--help`` or a bad override."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,15 +37,20 @@ def main(argv: list[str] | None = None) -> int:
         "\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="the job's overrides, as for run.py")
     parser.add_argument("--out", required=True, type=Path, help="the CXI file to write")
-    defaults = Geometry()
-    parser.add_argument("--wavelength", type=float, default=defaults.wavelength,
+    parser.add_argument("--wavelength", type=float, default=DEFAULTS["wavelength"],
                         help="metres (default: 8 keV)")
-    parser.add_argument("--distance", type=float, default=defaults.distance,
+    parser.add_argument("--distance", type=float, default=DEFAULTS["distance"],
                         help="sample to detector, metres")
-    parser.add_argument("--detector-pixel", type=float, default=defaults.detector_pixel,
+    parser.add_argument("--detector-pixel", type=float, default=DEFAULTS["detector_pixel"],
                         help="detector pixel side, metres")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
+    runtime.quiet_tensorflow()  # before the data layer imports it
+    from ptycho.data.cxi import write_cxi
+    from ptycho.data.measured import Geometry, raw_scan
+    from ptycho.data.simulation import load_or_simulate
+    from ptycho.truth_free import data_spec
+
     try:
         config = compose_job(args.overrides, PROJECT_ROOT)
         if config.data.source != DataSource.simulate:

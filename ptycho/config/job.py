@@ -152,6 +152,14 @@ class JobConfig(Section):
         if measured and self.model.supervised:
             raise fail("model.kind", self.model.kind, "trains on the true patches, which a "
                        "measured scan does not have")
+        if self.eval.reference != "none":
+            try:
+                reference = settings_class(self.eval.reference)
+            except ValueError as error:
+                raise fail("eval.reference", self.eval.reference, f"{error} or none") from None
+            if reference.supervised:
+                raise fail("eval.reference", self.eval.reference, "trains on the true patches: "
+                           "a reference must reconstruct from the counts alone")
         if self.eval.truth_free == TruthFree.auto:
             chosen = TruthFree.on if measured else TruthFree.off
             object.__setattr__(self, "eval", dataclasses.replace(self.eval, truth_free=chosen))

@@ -706,8 +706,8 @@ class EvalConfig(Section):
     ``auto``: on for measured data (``data.source=file``), off for simulated; validation
     resolves it (not part of the config hash)."""
     reference: str = "lsqml"
-    """The arm (``conf/model/<name>.yaml``) that reconstructs the full-dose data once per scan,
-    cached; ``none``: no reference."""
+    """The arm (a ``model.kind``, at its default settings) that reconstructs the full-dose data
+    once per scan, cached; ``none``: no reference."""
     reference_dose: float = 1e6
     """Simulated data: the dose of the reference's scan (the same object, positions and noise
     seed); measured data use the file's full dose."""
@@ -719,9 +719,6 @@ class EvalConfig(Section):
         check_number("n_diffraction", self.n_diffraction, low=1, integer=True)
         check_number("crb_samples", self.crb_samples, low=2, integer=True)
         check_number("reference_dose", self.reference_dose, low=1)
-        if not self.reference or "/" in self.reference:
-            raise fail("reference", self.reference, "must name a model preset (conf/model/"
-                       "<name>.yaml, e.g. lsqml) or be none")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ from ptycho.runner.tracking import (
     resolve_store,
 )
 
-__all__ = ["HEADLINE_METRICS", "ArtifactWriteError", "open_tracker", "run_job"]
+__all__ = ["HEADLINE_METRICS", "TRUTH_FREE_HEADLINE", "ArtifactWriteError", "open_tracker",
+           "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,13 @@ HEADLINE_METRICS = ("amp_ssim", "amp_nrmse", "amp_frc50_nyquist", "phase_ssim", 
                     "phase_frc50_nyquist")
 """What a finished job's log line and the sweep's summary table show: FRC as a fraction of
 Nyquist, comparable across N (the ring index is not)."""
+TRUTH_FREE_HEADLINE = ("halfsplit_amp_frc_halfbit", "halfsplit_phase_frc_halfbit",
+                       "ref_amp_ssim", "ref_phase_ssim")
+"""Shown beside (or, for a measured scan, instead of) the headline where a job has them."""
 
 VS_DOSE_METRICS = ("amp_ssim", "phase_ssim", "amp_frc50_nyquist", "phase_frc50_nyquist",
                    "amp_nrmse", "phase_nrmse", "amp_mse", "phase_mse", "amp_mse_crb",
-                   "phase_mse_crb", "fluence")
+                   "phase_mse_crb", "fluence", *TRUTH_FREE_HEADLINE)
 """Logged a second time as ``vs_dose/<metric>`` at step = the dose, for the UI's line charts."""
 
 
@@ -315,5 +319,6 @@ def _tags(config: JobConfig, context: JobContext) -> dict[str, str]:
 
 
 def _headline(metrics: Mapping[str, float]) -> str:
-    return "  ".join(f"{k}={metrics[k]:.4g}" for k in HEADLINE_METRICS if k in metrics)
+    return "  ".join(f"{k}={metrics[k]:.4g}" for k in (*HEADLINE_METRICS, *TRUTH_FREE_HEADLINE)
+                     if k in metrics)
 

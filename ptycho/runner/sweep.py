@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptycho.config import ConfigError, JobConfig, validate
 from ptycho.config.structured import SCHEMA_NAME, hydra_schema
-from ptycho.runner.job import HEADLINE_METRICS, open_tracker
+from ptycho.runner.job import HEADLINE_METRICS, TRUTH_FREE_HEADLINE, open_tracker
 from ptycho.runner.outcome import JobContext
 from ptycho.runner.process import PROCESS
 from ptycho.runner.signals import install_forwarding_termination_handlers, termination_signal
@@ -183,13 +183,17 @@ def summary_table(outcomes: list[dict[str, Any]]) -> str:
     skipped duplicate was not run and why a finished run is degenerate (status ``DEGENERATE``:
     it finished, but its reconstruction collapsed)."""
     width = max([42, *(len(o["name"]) for o in outcomes)])
+    shown = HEADLINE_METRICS  # and the truth-free scores where any job has them
+    if any(key in outcome.get("metrics", {}) for outcome in outcomes
+           for key in TRUTH_FREE_HEADLINE):
+        shown = (*HEADLINE_METRICS, *TRUTH_FREE_HEADLINE)
     header = f"{'#':>3}  {'job':<{width}} {'status':<10}" + "".join(
-        f" {k:>{max(11, len(k))}}" for k in HEADLINE_METRICS)
+        f" {k:>{max(11, len(k))}}" for k in shown)
     lines = [header, "-" * len(header)]
     for outcome in outcomes:
         values = "".join(
             f" {outcome['metrics'][k]:>{max(11, len(k))}.4g}" if k in outcome.get("metrics", {})
-            else f" {'-':>{max(11, len(k))}}" for k in HEADLINE_METRICS
+            else f" {'-':>{max(11, len(k))}}" for k in shown
         )
         status = outcome["status"]
         if status == "FINISHED" and outcome.get("metrics", {}).get("degenerate"):

@@ -263,3 +263,19 @@ def test_a_users_object_and_probe_files_and_a_tiny_dose_are_refused_at_validatio
         validate({"N": 16, "data": {"probe": {"kind": "npz", "path": str(probe)}}})
     with pytest.raises(ConfigError, match=r"dose=0.001: must be >= 1 photon per pattern"):
         validate({"N": 16, "dose": 1e-3})
+
+
+def test_flips_mirror_the_positions_and_a_pixel_size_replaces_the_geometry(
+        tmp_path: Path) -> None:
+    exported_scan(tmp_path / "scan.cxi", N=16, n_train=24)
+    raw = read_cxi(tmp_path / "scan.cxi")
+    write_cxi(tmp_path / "measured.cxi", replace(raw, truth=None))
+    plain = load_measured(tmp_path / "measured.cxi", 16, MeasuredConfig())
+    flipped = load_measured(tmp_path / "measured.cxi", 16, MeasuredConfig(flip_x=True))
+    np.testing.assert_allclose(flipped.positions[:, 1], plain.positions[:, 1])
+    np.testing.assert_allclose(flipped.positions[:, 0] - flipped.positions[:, 0].min(),
+                               plain.positions[:, 0].max() - plain.positions[:, 0], atol=1e-9)
+    pixel = plain.metadata["pixel_size_m"]
+    given = load_measured(tmp_path / "measured.cxi", 16, MeasuredConfig(pixel_size=2 * pixel))
+    np.testing.assert_allclose(np.ptp(given.positions, axis=0),
+                               np.ptp(plain.positions, axis=0) / 2, atol=1e-9)

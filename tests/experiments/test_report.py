@@ -305,3 +305,36 @@ def test_condition_costs_measure_each_condition_against_the_same_arms_ideal(tmp_
     figure = viz.conditions_figure(summary)
     assert len(figure.axes) == 2 * 3  # two metrics × (ideal, positions off, detector)
     figure.savefig(tmp_path / "conditions.png")
+
+
+def test_the_truth_free_table_measures_how_each_metric_tracks_the_truth(tmp_path) -> None:
+    """Half-split FRC equal to the truth's FRC less 0.1 tracks it with r = 1 and a mean
+    difference of -0.1; a reference SSIM unrelated to the truth's does not; a measured arm
+    without a truth draws its dashed lines only and adds no row."""
+    from experiments.dose_response.analyse import truth_free_agreement
+    from ptycho import viz
+
+    rows = []
+    for arm, truth in (("pinn", True), ("lsqml", True), ("pinn measured", False)):
+        for dose, frc, unrelated in zip([1e2, 1e3, 1e4, 1e5], [0.2, 0.4, 0.6, 0.8],
+                                        [0.5, 0.2, 0.9, 0.1], strict=True):
+            rows.append({"run_id": f"{arm}{dose}", "arm": arm, "dose": dose, "seed": 0,
+                         "status": "FINISHED", "degenerate": False,
+                         "amp_frc_halfbit_nyquist": frc if truth else np.nan,
+                         "halfsplit_amp_frc_halfbit": frc - 0.1,
+                         "amp_ssim": frc if truth else np.nan,
+                         "ref_amp_ssim": unrelated})
+    runs = pd.DataFrame(rows)
+    table = truth_free_agreement(runs).set_index(["arm", "truth_free_metric"])
+    assert ("pinn measured", "halfsplit_amp_frc_halfbit") not in table.index
+    row = table.loc[("all arms", "halfsplit_amp_frc_halfbit")]
+    assert row["runs"] == 8 and row["pearson"] == pytest.approx(1.0)
+    assert row["mean_difference"] == pytest.approx(-0.1)
+    assert "tracks amp_frc_halfbit_nyquist with r = 1.00" in row["statement"]
+    assert abs(table.loc[("pinn", "ref_amp_ssim"), "spearman"]) < 1
+    summary = summarise(runs, ["amp_frc_halfbit_nyquist", "halfsplit_amp_frc_halfbit",
+                               "amp_ssim", "ref_amp_ssim"])
+    figure = viz.truth_free_figure(summary)
+    lines = figure.axes[0].get_lines()
+    assert len(lines) == 2 + 2 + 1  # two arms with both, the measured one dashed only
+    figure.savefig(tmp_path / "truth_free.png")
