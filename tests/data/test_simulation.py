@@ -186,5 +186,5 @@ def test_objects_and_probes_can_come_from_npz_files(tmp_path) -> None:
     np.savez(tmp_path / "wrong.npz", something=obj)
     with pytest.raises(ValueError, match="has no key 'objectGuess' or 'object'"):
         make_object(ObjectConfig(kind="npz", path=str(tmp_path / "wrong.npz")), seed=0)
-    with pytest.raises(ValueError, match=r"key 'probeGuess' has shape \(16, 16\), expected"):
+    with pytest.raises(ValueError, match=r"has shape \(16, 16\), expected \(32, 32\)"):
         make_probe(ProbeConfig(kind="npz", path=str(tmp_path / "sample.npz")), 32)
