@@ -270,13 +270,12 @@ def frc_figure(curves: Mapping[str, FRCCurve], title: str = "") -> Figure:
 
 TRUTH_FREE_PANELS = (
     ("amp_frc_halfbit_nyquist", "halfsplit_amp_frc_halfbit",
-     "amplitude FRC at ½ bit (fraction of Nyquist)", "truth", "half-split"),
+     "amplitude FRC at ½ bit (fraction of Nyquist)\nsolid: vs truth, dashed: half-split"),
     ("phase_frc_halfbit_nyquist", "halfsplit_phase_frc_halfbit",
-     "phase FRC at ½ bit (fraction of Nyquist)", "truth", "half-split"),
-    ("amp_ssim", "ref_amp_ssim", "amplitude SSIM", "truth", "reference"),
+     "phase FRC at ½ bit (fraction of Nyquist)\nsolid: vs truth, dashed: half-split"),
+    ("amp_ssim", "ref_amp_ssim", "amplitude SSIM\nsolid: vs truth, dashed: vs full-dose reference"),
 )
-"""The truth-free figure's panels: the truth metric, the truth-free one, the axis label and the
-two lines' names."""
+"""The truth-free figure's panels: the truth metric, the truth-free one and the title."""
 
 
 def truth_free_figure(summary: pd.DataFrame, title: str = "") -> Figure:
@@ -288,15 +287,15 @@ def truth_free_figure(summary: pd.DataFrame, title: str = "") -> Figure:
     colours = {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
     figure = _figure(4.2 * len(TRUTH_FREE_PANELS), 3.8)
     axes = figure.subplots(1, len(TRUTH_FREE_PANELS), squeeze=False)[0]
-    for ax, (truth, free, label, truth_name, free_name) in zip(axes, TRUTH_FREE_PANELS,
-                                                                strict=True):
+    for ax, (truth, free, label) in zip(axes, TRUTH_FREE_PANELS, strict=True):
         for arm, part in summary.groupby("arm"):
             part = part.sort_values("dose")
-            for metric, style, name in ((truth, "-", truth_name), (free, "--", free_name)):
+            for metric, style in ((truth, "-"), (free, "--")):
                 column = f"{metric}_median"
                 if column in part and part[column].notna().any():
                     ax.plot(part["dose"], part[column], marker="o", markersize=3,
-                            linestyle=style, color=colours[arm], label=f"{arm} ({name})")
+                            linestyle=style, color=colours[arm],
+                            label=arm if style == "--" else None)
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
         ax.set_title(label, fontsize=9)
