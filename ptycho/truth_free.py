@@ -115,10 +115,14 @@ def reference_object(config: JobConfig, full_dose: float,
 
     ``eval.reference`` (an arm, at its default settings) reconstructs the scan at
     ``full_dose``; the object is cached under ``cache_dir/references`` by the data's cache key
-    and the arm's settings, so every job of a scan shares one.
+    and the arm's settings, so every job of a scan shares one (a measured scan's, whatever the
+    thinning's seed: at its full dose nothing is thinned).
     """
     settings = settings_class(config.eval.reference)()
     reference = dataclasses.replace(config, model=settings, dose=full_dose)
+    if config.data.source == DataSource.file:  # unthinned: one reference for every noise seed
+        reference = dataclasses.replace(
+            reference, data=dataclasses.replace(config.data, noise_seed=0))
     spec = data_spec(reference, full_dose)
     blob = json.dumps({"data": cache_key(spec), "settings": dataclasses.asdict(settings),
                        "N": config.N}, sort_keys=True, default=str)

@@ -72,6 +72,10 @@ def test_a_scan_without_its_truth_is_scored_without_it(tmp_path: Path) -> None:
     again = run_pipeline(replace(config, dose=1e5), cache_dir=tmp_path / "cache")
     assert again.metrics["time_reference_s"] == 0.0
     assert again.metrics["ref_amp_ssim"] > metrics["ref_amp_ssim"]  # more photons, closer
+    other_seed = replace(config, data=replace(config.data, noise_seed=1))  # another thinning
+    thinned = run_pipeline(other_seed, cache_dir=tmp_path / "cache")
+    assert thinned.metrics["time_reference_s"] == 0.0  # the same full-dose reference
+    assert thinned.metrics["halfsplit_amp_frc_halfbit"] != metrics["halfsplit_amp_frc_halfbit"]
 
 
 def test_a_tracked_job_on_a_measured_scan_logs_its_file_and_the_pinns_halves(

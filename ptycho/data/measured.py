@@ -372,6 +372,6 @@ class MeasuredSpec:
         thinned = dataclasses.replace(full, counts=counts, dose=self.dose, metadata=metadata,
                                       detector=Detector(full.detector.mask,
                                                         full.detector.background * fraction))
-        log.info("thinned to %.4g photons per pattern (kept %.4g of %.4g)", self.dose, fraction,
-                 full.measured_dose)
+        log.info("thinned to %.4g photons per pattern: kept a fraction %.4g of the %.4g measured",
+                 self.dose, fraction, full.measured_dose)
         return DatasetPair(train=thinned, test=thinned)
