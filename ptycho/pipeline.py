@@ -32,6 +32,7 @@ from ptycho import physics, runtime
 from ptycho.arms import ArmInput, ProgressHook, Reconstruction, arm
 from ptycho.config import DataSource, JobConfig, TruthFree, format_dose
 from ptycho.data import DatasetPair, DiffractionData, cache_key, load_or_simulate
+from ptycho.data.measured import load_measured, thinning_fraction
 from ptycho.data.scan import position_error
 from ptycho.data.simulation import DataSpec
 from ptycho.evaluation import Evaluation, align_probe, degenerate_reason, evaluate, probe_error
@@ -40,7 +41,7 @@ from ptycho.reconstruction.stitch import scan_weight
 from ptycho.truth_free import agreement, data_spec, halfsplit_frc, reference_object
 
 __all__ = [
-    "Conditions", "PipelineResult", "compare_conditions", "nll_excess",
+    "Conditions", "PipelineResult", "check_measured", "compare_conditions", "nll_excess",
     "object_fit", "run_pipeline", "simulation_spec", "wilks_excess"
 ]
 
@@ -103,6 +104,20 @@ class PipelineResult:
     def history(self) -> dict[str, list[float]]:
         """Per-epoch (networks) or per-iteration (iterative arms) curves, by name."""
         return dict(self.reconstruction.history)
+
+
+def check_measured(config: JobConfig) -> None:
+    """A measured scan's file read in full and checked against the job before any run starts:
+    its counts, positions, probe, mask and geometry (:func:`ptycho.data.measured.load_measured`),
+    frames large enough for N, and the dose not above the measured one.
+
+    Raises:
+        ValueError: naming the file and the field, or the dose and the measured dose.
+    """
+    if config.data.source != DataSource.file:
+        return
+    full = load_measured(config.data.path, config.N, config.data.measured)
+    thinning_fraction(full.measured_dose, config.dose, len(full))
 
 
 def simulation_spec(config: JobConfig) -> DataSpec:

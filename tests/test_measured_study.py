@@ -100,3 +100,21 @@ def test_a_tracked_job_on_a_measured_scan_logs_its_file_and_the_pinns_halves(
     assert digest in dataset.dataset.source and dataset.dataset.name.startswith("scan-N16")
     figures = {a.path for a in client(store).list_artifacts(run.info.run_id, "figures")}
     assert "figures/reconstruction.png" in figures
+
+
+def test_a_measured_file_that_cannot_serve_the_job_makes_it_invalid_before_any_run(
+        store: Path) -> None:
+    """Read in full before any run (a dry run too): a dose above the file's is INVALID, as is
+    a frame smaller than N, and no run is created."""
+    path = store / "scan.cxi"
+    assert export(["experiment=smoke", f"data.cache_dir={store}/cache", "--out",
+                   str(path)]) == 0
+    for overrides, message in (
+            (("dose=1e9",), "dose=1e+09 is above the scan's measured dose of"),
+            (("N=32", "dry_run=true"), "frames of 16 x 16 pixels binned by 1 are 16 x 16, "
+                                       "smaller than N=32")):
+        overrides = ("data.source=file", f"data.path={path}", *overrides)
+        outcome = run_job(smoke(store, *overrides), context(store, overrides=overrides))
+        assert outcome.status == "INVALID" and message in outcome.error, outcome.error
+        assert outcome.error.startswith("data.path")  # the file, named once
+    assert runs(store) == []

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from ptycho import runtime
 from ptycho.config import (
     ConfigError,
+    DataSource,
     JobConfig,
     check_tracking_uri,
     format_dose,
@@ -95,6 +96,7 @@ def run_job(cfg: DictConfig | Mapping[str, Any], context: JobContext, *,
     """
     try:
         config = validate(cfg)
+        _check_measured(config)
     except ConfigError as error:
         return _invalid(cfg, context, str(error))
     name = config.name(context.name_extras())
@@ -187,6 +189,22 @@ def _tracked(config: JobConfig, context: JobContext, name: str, tracker: Tracker
         outcome.note = None
         log.error("%s %s %s: %s", context.prefix, name, run.status, run.error)
     return outcome
+
+
+def _check_measured(config: JobConfig) -> None:
+    """A measured scan's file, read in full before any run or work (a dry run too): what is
+    wrong with it, or a dose above its own, makes the job INVALID, naming the field."""
+    if config.data.source != DataSource.file:
+        return
+    runtime.quiet_tensorflow()  # the data layer imports TensorFlow
+    from ptycho.pipeline import check_measured
+
+    try:
+        check_measured(config)
+    except ValueError as error:
+        where = "data.path" if str(config.data.path) in str(error) else (
+            f"data.path={config.data.path}")
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _execute(config: JobConfig, context: JobContext, tracker: Tracker, run_id: str,
