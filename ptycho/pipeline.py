@@ -260,7 +260,7 @@ def _truth_free(config: JobConfig, pair: DatasetPair, reconstruction: Reconstruc
     reference (:mod:`ptycho.truth_free`), and the evaluation against the reference."""
     if config.eval.truth_free != TruthFree.on:
         return {}, None
-    metrics, _ = halfsplit_frc(config, pair.test, coverage)
+    metrics, _ = halfsplit_frc(config, pair, coverage)
     if config.eval.reference == "none":
         return metrics, None
     full_dose = float(pair.train.metadata.get("full_dose", config.eval.reference_dose))

@@ -27,7 +27,7 @@ import numpy as np
 
 from ptycho.arms import ArmInput, Reconstruction, arm
 from ptycho.config import DataSource, JobConfig, settings_class
-from ptycho.data import DatasetPair, DiffractionData, cache_key, load_or_simulate
+from ptycho.data import DatasetPair, cache_key, load_or_simulate
 from ptycho.data.measured import MeasuredSpec
 from ptycho.data.simulation import DataSpec, SimulationSpec
 from ptycho.evaluation import Evaluation, evaluate
@@ -81,10 +81,11 @@ def half_split(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, second
 
 
-def halfsplit_frc(config: JobConfig, scored: DiffractionData, coverage: np.ndarray,
+def halfsplit_frc(config: JobConfig, pair: DatasetPair, coverage: np.ndarray,
                   ) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray]]:
-    """Reconstruct the two halves of the scored scan with the job's arm and settings; their
-    FRC crossings (½-bit and 0.5, fractions of Nyquist) and SSIM.
+    """Reconstruct the two halves of the scored scan with the job's arm and settings (a
+    learning arm trains on its half, or with ``design=generalize`` on the training scan as
+    the job did); their FRC crossings (½-bit and 0.5, fractions of Nyquist) and SSIM.
 
     Returns:
         ``halfsplit_{amp,phase}_frc_halfbit``, ``halfsplit_{amp,phase}_frc50``,
@@ -92,12 +93,13 @@ def halfsplit_frc(config: JobConfig, scored: DiffractionData, coverage: np.ndarr
         two ``(H, W)`` complex64 objects.
     """
     start = time.perf_counter()
-    objects = []
+    scored, objects = pair.test, []
     for number, index in enumerate(half_split(scored.positions), start=1):
         half = scored.subset(index)
         log.info("truth-free: reconstructing half %d of the scan (%d of %d patterns)", number,
                  len(half), len(scored))
-        done = arm(config.model.kind).reconstruct(ArmInput(half.scan, half.scan, None), config,
+        training = half.scan if pair.reconstructs else pair.train.scan
+        done = arm(config.model.kind).reconstruct(ArmInput(training, half.scan, None), config,
                                                    None)
         objects.append(np.asarray(done.obj, np.complex64))
     compared = _compare(config, objects[0], objects[1], coverage)

@@ -118,3 +118,17 @@ def test_a_measured_file_that_cannot_serve_the_job_makes_it_invalid_before_any_r
         assert outcome.status == "INVALID" and message in outcome.error, outcome.error
         assert outcome.error.startswith("data.path")  # the file, named once
     assert runs(store) == []
+
+
+def test_simulated_data_log_the_truth_free_scores_beside_the_truths(tmp_path: Path) -> None:
+    """eval.truth_free=on on a simulation: the truth metrics and the truth-free ones side by
+    side, the reference simulated at eval.reference_dose from the same object and scan."""
+    config = validate({"N": 16, "dose": 1e4, "seed": 1, "model": ENGINE,
+                       "data": {"n_train": 96, "object": {"size": 48}},
+                       "eval": {"keep_fraction": 0.5, "border": 2, "truth_free": "on",
+                                "reference_dose": 1e6}})
+    metrics = run_pipeline(config, cache_dir=tmp_path / "cache").metrics
+    assert set(METRIC_KEYS) <= set(metrics)
+    assert metrics["reference_dose"] == 1e6 and "thinning_fraction" not in metrics
+    assert 0 < metrics["halfsplit_amp_frc_halfbit"] <= 1
+    assert abs(metrics["ref_amp_ssim"] - metrics["amp_ssim"]) < 0.1  # the reference is close
