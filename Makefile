@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-fast study ui lint install bench
+.PHONY: test test-fast study ui lint install bench server server-stop
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(PY):
 # --no-compile: byte-compiling every installed module (TensorFlow's, torch's) was about 50 s of
 # a fresh install (docs/results/); Python compiles what is imported, on first use.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --no-compile -e ".[dev,launchers,iterative]"
+	$(PY) -m pip install --quiet --no-compile -e ".[dev,launchers,iterative,team]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -43,6 +43,14 @@ study: $(STAMP)
 ui: $(STAMP)
 	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db \
 		--host 127.0.0.1 --port 5000
+
+## make server: a team's tracking server (Debian's PostgreSQL under mlflow server, artifacts in
+## outputs/server/artifacts); prints the MLFLOW_TRACKING_URI to use. make server-stop ends both.
+server: $(STAMP)
+	bash ops/team_server.sh start
+
+server-stop:
+	bash ops/team_server.sh stop
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
