@@ -39,8 +39,10 @@ study: $(STAMP)
 	if [ -n "$$report" ]; then echo "report: $$report/report.html"; fi; \
 	exit $$status
 
-## make ui: the MLflow UI on http://127.0.0.1:5000 over the default store
+## make ui: the MLflow UI on http://127.0.0.1:5000 over the default store; first prints the link
+## that opens the latest study's dose-response curves (grouped by arm, log dose axis)
 ui: $(STAMP)
+	@$(PY) -m ptycho.runner.ui sqlite:///$(CURDIR)/outputs/mlflow.db http://127.0.0.1:5000
 	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db \
 		--host 127.0.0.1 --port 5000
 

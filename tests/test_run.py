@@ -34,8 +34,13 @@ def test_a_smoke_sweep_makes_one_parent_and_complete_children(smoke_sweep) -> No
     assert parent.data.tags["jobs_total"] == "8" and parent.data.tags["jobs_failed"] == "0"
     assert not {"jobs_total", "jobs_failed", "jobs_skipped"} & set(parent.data.metrics)
     mlflow = client(store)
-    assert (mlflow.get_experiment_by_name("smoke").tags["mlflow.experimentKind"]
-            == "custom_model_development")
+    experiment = mlflow.get_experiment_by_name("smoke")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # the UI's first view: the sweep prints the link that opens its dose-response view
+    link = ("http://127.0.0.1:5000/#/experiments/" f"{experiment.experiment_id}/runs?workflowType"
+            "=machine_learning&compareRunsMode=CHART&viewStateShareKey=dose-response")
+    assert link in done.stdout
+    assert "mlflow.sharedViewState.dose-response" in experiment.tags
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id

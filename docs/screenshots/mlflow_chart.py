@@ -1,7 +1,10 @@
 """Screenshot the MLflow UI's chart view of a study: amplitude SSIM against dose, one line per arm.
 
-It clicks exactly what the README's "The MLflow UI" section tells a scientist to click, in a
-headless Chromium, so the picture there is what those clicks give:
+First the first view, with no click: what the experiment's plain address shows a newcomer
+(``mlflow_first_view_plain.png``) and what the link ``make ui`` prints shows
+(``mlflow_first_view.png``), checked to be the Model training chart view grouped by arm with
+its dose-response section (docs/tracking.md). Then the UI's own controls, clicked in a headless
+Chromium:
 
     make ui &                                            # or: mlflow ui --backend-store-uri ...
     python docs/screenshots/mlflow_chart.py --url http://127.0.0.1:5000 --experiment quickstart
@@ -28,6 +31,24 @@ def experiment_id(url: str, name: str) -> str:
         return json.load(response)["experiment"]["experiment_id"]
 
 
+def first_view(page, url: str, identifier: str, out: str) -> None:
+    """The picture a newcomer gets with no click: the plain address, then the link."""
+    page.goto(f"{url}/#/experiments/{identifier}")
+    page.wait_for_timeout(7000)
+    page.screenshot(path=out.replace("mlflow_chart_view", "mlflow_first_view_plain"))
+    link = (f"{url}/#/experiments/{identifier}/runs?workflowType=machine_learning"
+            "&compareRunsMode=CHART&viewStateShareKey=dose-response")
+    page.goto(link)
+    page.wait_for_timeout(8000)
+    page.screenshot(path=out.replace("mlflow_chart_view", "mlflow_first_view"))
+    text = page.locator("body").inner_text()
+    missing = [want for want in ("Group by: arm", "Dose response", "vs_dose/")
+               if want not in text]
+    if missing or "workflowType=machine_learning" not in page.url:
+        raise SystemExit(f"the link's first view is not the dose-response view: {missing}, "
+                         f"{page.url}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:5000")
@@ -38,11 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    runs = (f"{args.url}/#/experiments/{experiment_id(args.url, args.experiment)}/runs"
+    identifier = experiment_id(args.url, args.experiment)
+    runs = (f"{args.url}/#/experiments/{identifier}/runs"
             "?workflowType=machine_learning&compareRunsMode=CHART")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=args.chromium,
-                                             args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=args.chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        fresh = browser.new_context(viewport={"width": 1600, "height": 1000})  # no UI state
+        first_view(fresh.new_page(), args.url, identifier, args.out)
+        fresh.close()
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(runs)
         page.wait_for_timeout(6000)
@@ -85,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         page.wait_for_timeout(5000)
         page.screenshot(path=args.out.replace(".png", "_table.png"))
         browser.close()
-    print(f"screenshots: {args.out} and its _amp_ssim, _table variants")
+    print(f"screenshots: {args.out} and its _amp_ssim, _table variants; the first views")
     return 0
 
 

@@ -47,6 +47,7 @@ from ptycho.runner.tracking import (
     record_failure,
     resolve_store,
 )
+from ptycho.runner.tracking.view import VS_DOSE_METRICS
 
 __all__ = ["HEADLINE_METRICS", "TRUTH_FREE_HEADLINE", "ArtifactWriteError", "open_tracker",
            "run_job"]
@@ -61,10 +62,6 @@ TRUTH_FREE_HEADLINE = ("halfsplit_amp_frc_halfbit", "halfsplit_phase_frc_halfbit
                        "ref_amp_ssim", "ref_phase_ssim")
 """Shown beside (or, for a measured scan, instead of) the headline where a job has them."""
 
-VS_DOSE_METRICS = ("amp_ssim", "phase_ssim", "amp_frc50_nyquist", "phase_frc50_nyquist",
-                   "amp_nrmse", "phase_nrmse", "amp_mse", "phase_mse", "amp_mse_crb",
-                   "phase_mse_crb", "fluence", *TRUTH_FREE_HEADLINE)
-"""Logged a second time as ``vs_dose/<metric>`` at step = the dose, for the UI's line charts."""
 
 
 class ArtifactWriteError(OSError):

@@ -46,6 +46,7 @@ from ptycho.runner.tracking import (
     git_state,
     host_tags,
 )
+from ptycho.runner.tracking.view import dose_view_link
 
 __all__ = ["SweepCallback", "expand_sweep", "finish", "job_context", "job_died",
            "register_configs", "summary_table", "sweep_plan", "swept_keys"]
@@ -214,6 +215,7 @@ class SweepCallback(Callback):
         self._state: SweepState | None = None
         self._tracker: Tracker | None = None
         self._parent_run_id: str | None = None
+        self._experiment_id = ""
         self._job_total = 0
         self._closed = False
         self._heartbeat: Heartbeat | None = None
@@ -223,7 +225,7 @@ class SweepCallback(Callback):
         # Parallel launchers pickle the callbacks into every job process. The parent run's
         # tracker, heartbeat and closing duty stay with the launching process.
         return {"_state": None, "_tracker": None, "_parent_run_id": None, "_job_total": 0,
-                "_closed": True, "_heartbeat": None, "exit_code": 0}
+                "_closed": True, "_heartbeat": None, "exit_code": 0, "_experiment_id": ""}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -254,6 +256,7 @@ class SweepCallback(Callback):
                   "sweep.jobs": str(job_total), **git_state(root), **host_tags()})
         # From here on the parent is closed whatever happens (finish() closes what is left).
         self._tracker, self._parent_run_id = tracker, parent_run_id
+        self._experiment_id = experiment_id
         tracker.log_params(parent_run_id, {"sweep_jobs": job_total, **{
             f"sweep.{k}": v for k, v in params.items()}})
         state.set_parent(parent_run_id=parent_run_id, experiment_id=experiment_id,
@@ -292,6 +295,10 @@ class SweepCallback(Callback):
             self._close("KILLED" if killed else "FAILED" if failed else "FINISHED")
             print(f"\nMLflow: parent run {self._parent_run_id} in experiment "
                   f"'{config.tracking.experiment}' ({self._tracker.uri})", flush=True)
+            served = self._tracker.uri.startswith(("http://", "https://"))
+            ui_url = self._tracker.uri if served else "http://127.0.0.1:5000"
+            print(f"Its dose-response curves ({'the server' if served else 'make ui'}, then "
+                  f"open):\n  {dose_view_link(ui_url, self._experiment_id)}", flush=True)
         if failed:
             print(f"\n{len(failed)} of {len(outcomes)} jobs failed.", file=sys.stderr,
                   flush=True)

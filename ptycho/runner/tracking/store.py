@@ -32,6 +32,7 @@ from mlflow.entities import (
 from mlflow.exceptions import MlflowException
 
 from ptycho.runner.signals import uninterrupted
+from ptycho.runner.tracking.view import DOSE_VIEW_TAG, dose_view_state
 
 __all__ = ["EXPERIMENT_KIND_TAG", "ROLE_TAG", "DatasetRecord", "RunRecord", "Tracker",
            "default_store", "flatten", "resolve_store"]
@@ -173,7 +174,8 @@ class Tracker:
     # experiments -------------------------------------------------------------------------------
 
     def ensure_experiment(self, name: str) -> str:
-        """Id of experiment ``name``, created (tagged for the training-runs UI) when missing."""
+        """Id of experiment ``name``, created when missing; tagged for the training-runs UI and
+        with the dose-response view (:mod:`.view`)."""
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             try:
@@ -183,7 +185,8 @@ class Tracker:
                     location = f"{self.artifact_location.rstrip('/')}/{slug}"
                 return self.client.create_experiment(
                     name, artifact_location=location,
-                    tags={EXPERIMENT_KIND_TAG[0]: EXPERIMENT_KIND_TAG[1]})
+                    tags={EXPERIMENT_KIND_TAG[0]: EXPERIMENT_KIND_TAG[1],
+                          DOSE_VIEW_TAG: dose_view_state()})
             except MlflowException as error:  # created meanwhile by another process
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is None:
@@ -192,6 +195,9 @@ class Tracker:
             self.client.restore_experiment(experiment.experiment_id)
         if experiment.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
             self.client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND_TAG)
+        if experiment.tags.get(DOSE_VIEW_TAG) != dose_view_state():  # the UI's first view
+            self.client.set_experiment_tag(experiment.experiment_id, DOSE_VIEW_TAG,
+                                           dose_view_state())
         return experiment.experiment_id
 
     # runs --------------------------------------------------------------------------------------
