@@ -75,14 +75,14 @@ def _slurm(args: list[str], env: dict[str, str]) -> str:
 
 
 def test_a_sweep_runs_under_slurm_and_a_cancelled_job_is_rerun_alone(
-    tmp_path: Path, slurm: dict[str, str]
+    store: Path, slurm: dict[str, str]
 ) -> None:
     """Two smoke jobs as one sbatch array. While the long one trains (the short one done),
     ``scancel`` it: its run ends KILLED (SLURM's SIGTERM), the sweep's summary says so and
     sacct says CANCELLED. The resumed sweep skips the finished job and reruns the cancelled
     one."""
-    store = tmp_path / "store"
-    store.mkdir()
+    # ``store``: a migrated SQLite store (conftest), so this test's polling client and the
+    # sweep never create its tables at once (CI saw the sweep's parent lost to that race)
     args = ["-m", "experiment=smoke", f"train.epochs=2,{LONG}",
             f"train.early_stopping_patience={LONG}", "hydra/launcher=slurm",
             "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
