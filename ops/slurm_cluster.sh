@@ -111,8 +111,11 @@ start_database() {  # MariaDB for slurmdbd, in a folder of its own, on 127.0.0.1
         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
 }
 
+munge_works() { munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; }
+
 start_munge() {
-    if pgrep -x munged >/dev/null; then return; fi
+    if munge_works; then return; fi
+    pkill -x munged 2>/dev/null && sleep 1 || true  # one without its socket or key: restart
     if [ ! -s /etc/munge/munge.key ]; then
         mkdir -p /etc/munge
         dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
@@ -122,6 +125,11 @@ start_munge() {
     mkdir -p /run/munge /var/lib/munge /var/log/munge
     chown munge:munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
     runuser -u munge -- munged || munged --force
+    local waited=0
+    until munge_works; do
+        [ "$waited" -lt 20 ] || fail "munged does not answer (munge -n | unmunge)"
+        sleep 0.5; waited=$((waited + 1))
+    done
 }
 
 daemon_alive() { [ -f "$dir/$1.pid" ] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
