@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from ptycho.arms import ArmInput, Reconstruction, arm
 from ptycho.config import DataSource, JobConfig, settings_class
@@ -70,9 +71,9 @@ def half_split(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     positions = np.asarray(positions, np.float64)
     if len(positions) < 4:
         raise ValueError(f"a half-split needs at least 4 positions, got {len(positions)}")
-    distance = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    np.fill_diagonal(distance, np.inf)
-    step = float(np.median(distance.min(axis=1)))
+    # a k-d tree, not the M x M distances: a measured scan has thousands of positions
+    nearest, _ = cKDTree(positions).query(positions, k=2)
+    step = float(np.median(nearest[:, 1]))
     cells = np.floor((positions - positions.min(axis=0)) / max(step, 1e-6) + 0.5).astype(int)
     black = (cells.sum(axis=1) % 2) == 0
     first, second = np.flatnonzero(black), np.flatnonzero(~black)
