@@ -28,7 +28,7 @@ from tests.test_scaling import ENV, command, split, wait_for
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "ops" / "slurm_cluster.sh"
 TOOLS = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sbatch")
-LONG = 80  # epochs of the job that is cancelled: long enough to be caught in training
+LONG = 150  # epochs of the job that is cancelled: seconds more after its first epoch is logged
 
 pytestmark = pytest.mark.slow
 
@@ -77,10 +77,9 @@ def _slurm(args: list[str], env: dict[str, str]) -> str:
 def test_a_sweep_runs_under_slurm_and_a_cancelled_job_is_rerun_alone(
     store: Path, slurm: dict[str, str]
 ) -> None:
-    """Two smoke jobs as one sbatch array. While the long one trains (the short one done),
-    ``scancel`` it: its run ends KILLED (SLURM's SIGTERM), the sweep's summary says so and
-    sacct says CANCELLED. The resumed sweep skips the finished job and reruns the cancelled
-    one."""
+    """Two smoke jobs as one sbatch array. While the long one trains, ``scancel`` it: its run
+    ends KILLED (SLURM's SIGTERM), the sweep's summary says so and sacct says CANCELLED. The
+    resumed sweep skips the finished job and reruns the cancelled one."""
     # ``store``: a migrated SQLite store (conftest), so this test's polling client and the
     # sweep never create its tables at once (CI saw the sweep's parent lost to that race)
     args = ["-m", "experiment=smoke", f"train.epochs=2,{LONG}",
@@ -120,23 +119,23 @@ def test_a_sweep_runs_under_slurm_and_a_cancelled_job_is_rerun_alone(
     print("resumed summary:\n" + resumed[resumed.rindex("#  job"):])
     _, children = split(client.search_runs([cancelled.info.experiment_id]))
     finished = [c for c in children if c.info.status == "FINISHED"]
-    assert sorted(c.data.params["train.epochs"] for c in finished) == ["2", str(LONG)]
+    assert sorted(int(c.data.params["train.epochs"]) for c in finished) == [2, LONG]
     assert sum(c.data.params["train.epochs"] == "2" for c in children) == 1  # not rerun
     assert "SKIPPED" in resumed
 
 
 def _long_job_training(client: MlflowClient):
-    """The long job's run once it is mid-training and the short job has finished."""
+    """The long job's run as soon as it has logged an epoch (cancelled at once, it cannot
+    finish first; CI once saw an 80-epoch job finish while the test waited for the short
+    one)."""
     found = client.get_experiment_by_name("smoke")
     if found is None:
         return None
-    runs = client.search_runs([found.experiment_id])
-    short_done = any(r.info.status == "FINISHED" and r.data.params.get("train.epochs") == "2"
-                     for r in runs)
-    long_training = [r for r in runs if r.info.status == "RUNNING"
+    long_training = [r for r in client.search_runs([found.experiment_id])
+                     if r.info.status == "RUNNING"
                      and r.data.params.get("train.epochs") == str(LONG)
                      and "train_loss" in r.data.metrics]
-    return long_training[0] if short_done and long_training else None
+    return long_training[0] if long_training else None
 
 
 def _sacct(array: str, env: dict[str, str]) -> str | None:
