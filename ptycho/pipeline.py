@@ -225,7 +225,7 @@ def run_pipeline(
     truth_free, reference = _truth_free(config, pair, reconstruction, coverage,
                                         Path(cache) if cache else None)
     if not scored.has_truth:
-        result = _score_without_truth(config, scored, reconstruction, reference)
+        result = _score_without_truth(config, scored, reconstruction, reference, coverage)
     else:
         operator = physics.Ptychography(scored.probe, scored.positions, scored.object_shape)
         intensities = operator.intensities(scored.obj)  # the true object's |A o|², once
@@ -274,9 +274,30 @@ def _truth_free(config: JobConfig, pair: DatasetPair, reconstruction: Reconstruc
     return metrics, replace(compared, reference_name=label)
 
 
+def _first_predictions(reconstruction: Reconstruction, measured: np.ndarray) -> np.ndarray:
+    """``(n, N, N)`` the arm's first prediction of each of the ``n`` patterns shown (0 where it
+    made none), beside ``measured``, for the diffraction figure."""
+    shown = np.zeros_like(measured)
+    if reconstruction.expected is not None:
+        for p in range(len(measured)):
+            rows = np.flatnonzero(reconstruction.expected_patterns == p)
+            if rows.size:
+                shown[p] = reconstruction.expected[rows[0]]
+    return shown
+
+
+def _own_operator(scored: DiffractionData,
+                  reconstruction: Reconstruction) -> physics.Ptychography:
+    """The scan under the arm's own probe and positions (else those it was given)."""
+    return physics.Ptychography(
+        scored.given_probe if reconstruction.probe is None else reconstruction.probe,
+        scored.given_positions if reconstruction.positions is None else reconstruction.positions,
+        scored.object_shape)
+
+
 def _score_without_truth(config: JobConfig, scored: DiffractionData,
-                         reconstruction: Reconstruction,
-                         reference: Evaluation | None) -> PipelineResult:
+                         reconstruction: Reconstruction, reference: Evaluation | None,
+                         coverage: np.ndarray) -> PipelineResult:
     """A measured scan's scores: the arm's own metrics, the fit of its counts and of its object
     to the measured counts (NLL per photon; no truth to subtract), and for the figures the
     object beside the reference (else beside itself)."""
@@ -287,10 +308,7 @@ def _score_without_truth(config: JobConfig, scored: DiffractionData,
         patterns = reconstruction.expected_patterns
         metrics["predicted_nll_per_photon"] = float(physics.poisson_nll_per_photon(
             counts[patterns], reconstruction.expected))
-    own = physics.Ptychography(
-        scored.given_probe if reconstruction.probe is None else reconstruction.probe,
-        scored.given_positions if reconstruction.positions is None else reconstruction.positions,
-        scored.object_shape)
+    own = _own_operator(scored, reconstruction)
     intensities = own.intensities(np.asarray(reconstruction.obj, np.complex64))
     signal = physics.expected_counts(intensities,
                                      physics.dose_scale(intensities, scored.scan.signal_dose))
@@ -300,17 +318,10 @@ def _score_without_truth(config: JobConfig, scored: DiffractionData,
     metrics["degenerate"] = 0.0  # decided against a truth: none here
     evaluation = reference
     if evaluation is None:
-        coverage = scan_weight(scored.positions, config.N, scored.object_shape,
-                               keep_fraction=config.eval.keep_fraction)
         evaluation = replace(evaluate(reconstruction.obj, reconstruction.obj, coverage,
                                       border=config.eval.border, phase_alignment="none",
                                       subpixel_registration=False), reference_name="itself")
-    shown = np.zeros_like(counts[: config.eval.n_diffraction])
-    if reconstruction.expected is not None:
-        for p in range(len(shown)):
-            rows = np.flatnonzero(reconstruction.expected_patterns == p)
-            if rows.size:
-                shown[p] = reconstruction.expected[rows[0]]
+    shown = _first_predictions(reconstruction, counts[: config.eval.n_diffraction])
     metrics["time_eval_s"] = time.perf_counter() - start
     return PipelineResult(metrics=metrics, evaluation=evaluation, reconstruction=reconstruction,
                           diffraction=(counts[: config.eval.n_diffraction], shown),
@@ -343,19 +354,12 @@ def _score(config: JobConfig, scored: DiffractionData, reconstruction: Reconstru
         alternative = scoring(image).metrics
         metrics.update({f"{name}_{key}": alternative[key] for key in ("amp_ssim", "phase_ssim")})
     measured = scored.scan.counts[: e.n_diffraction]
-    shown = np.zeros_like(measured)
+    shown = _first_predictions(reconstruction, measured)
     if reconstruction.expected is not None:
         patterns = reconstruction.expected_patterns
         metrics.update(nll_excess(scored.scan.counts[patterns], reconstruction.expected,
                                   truth_expected[patterns]))
-        for p in range(len(measured)):  # each pattern's first prediction
-            rows = np.flatnonzero(patterns == p)
-            if rows.size:
-                shown[p] = reconstruction.expected[rows[0]]
-    own = physics.Ptychography(  # the arm's own probe and positions (else those it was given)
-        scored.given_probe if reconstruction.probe is None else reconstruction.probe,
-        scored.given_positions if reconstruction.positions is None else reconstruction.positions,
-        scored.obj.shape)
+    own = _own_operator(scored, reconstruction)
     metrics.update(object_fit(own, reconstruction.obj, scored.scan.counts, config.dose,
                               truth_expected, scored.detector))
     reason = degenerate_reason(metrics)  # a collapse, not a dose effect: reports count it apart
