@@ -156,3 +156,23 @@ def test_run_py_starts_quietly_in_an_isolated_child(tmp_path: Path) -> None:
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert lines and OUR_LOG_LINE.match(lines[0]), done.stdout
     assert "would run" in done.stdout
+
+
+def test_one_blas_thread_limits_numpys_blas_inside_and_restores_it_after() -> None:
+    """The iterative solvers' guard (:func:`runtime.one_blas_thread`): one BLAS thread inside,
+    the process's own count again outside."""
+    import numpy as np
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    np.ones((4, 4)) @ np.ones((4, 4))  # BLAS loaded
+    with threadpool_limits(limits=2, user_api="blas"):  # (this suite runs one thread each)
+        before = blas_threads()
+        with runtime.one_blas_thread():
+            inside = blas_threads()
+        after = blas_threads()
+    assert before and set(before) == {2}
+    assert inside == [1] * len(before)
+    assert after == before

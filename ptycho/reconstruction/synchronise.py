@@ -34,6 +34,7 @@ from ptycho.reconstruction.stitch import (
     stitch,
     stitch_values,
 )
+from ptycho.runtime import one_blas_thread
 
 __all__ = ["Stitched", "likelihood_offsets", "phase_offsets", "synchronise_and_stitch"]
 
@@ -277,7 +278,9 @@ def _synchronise(weighted: np.ndarray, weight: np.ndarray, index: np.ndarray,
             return product(tf.constant(np.asarray(v, np.complex128).reshape(K))).numpy()
 
         operator = LinearOperator((K, K), matvec=matvec, dtype=np.complex128)
-        vector = eigsh(operator, k=1, which="LA", v0=np.ones(K, np.complex128), tol=1e-8)[1][:, 0]
+        with one_blas_thread():
+            vector = eigsh(operator, k=1, which="LA", v0=np.ones(K, np.complex128),
+                           tol=1e-8)[1][:, 0]
     theta = np.angle(vector)
     return np.angle(np.exp(1j * (theta - np.angle(np.exp(1j * theta).sum()))))
 
@@ -497,10 +500,11 @@ def _minimise(fields: _StitchedFields, theta0: np.ndarray, max_iterations: int,
             if recent < relative_tolerance * (start - trace[-1][1]):
                 raise StopIteration  # scipy ends the search here and keeps the result
 
-    solution = minimize(objective, theta0 * unit, jac=True, method="L-BFGS-B",
-                        callback=progress,
-                        options={"maxiter": max_iterations, "ftol": 0.0, "gtol": 0.0,
-                                 "maxcor": 20})
+    with one_blas_thread():
+        solution = minimize(objective, theta0 * unit, jac=True, method="L-BFGS-B",
+                            callback=progress,
+                            options={"maxiter": max_iterations, "ftol": 0.0, "gtol": 0.0,
+                                     "maxcor": 20})
     converged = len(trace) - 1 < max_iterations
     theta = solution.x / unit if solution.fun <= start else theta0
     final_value, final_gradient = fields.value_and_gradient(theta)
