@@ -12,7 +12,9 @@ $(PY):
 
 # The project and its extras, by uv where it installs (one wheel from PyPI: about 25 s on this
 # VM against pip's 75 s, the same 165 packages), else by pip. uv reads no pip.conf, so the
-# machine's pip settings (find-links, constraint) are passed on. Neither byte-compiles
+# machine's pip settings (find-links, constraint) are passed on. uv's cache (~/.cache/uv, 8 GB
+# here, hard-linked into .venv on one filesystem) outlives .venv: `.venv/bin/uv cache clean`
+# frees it. Neither byte-compiles
 # (pip's --no-compile: compiling TensorFlow's and torch's modules was about 50 s; Python
 # compiles what is imported, on first use).
 EXTRAS := .[dev,launchers,iterative,team]
