@@ -10,13 +10,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# The project and its extras, by uv where it installs (one wheel from PyPI: about 25 s on this
-# VM against pip's 75 s, the same 165 packages), else by pip. uv reads no pip.conf, so the
-# machine's pip settings (find-links, constraint) are passed on. uv's cache (~/.cache/uv, 8 GB
-# here, hard-linked into .venv on one filesystem) outlives .venv: `.venv/bin/uv cache clean`
-# frees it. Neither byte-compiles
-# (pip's --no-compile: compiling TensorFlow's and torch's modules was about 50 s; Python
-# compiles what is imported, on first use).
+# The project and its extras, by uv where it installs (one wheel from PyPI; a fresh install
+# about 31 s against pip's 86 s, the same 165 packages: docs/results/), else by pip. uv reads
+# no pip.conf, so the machine's pip settings (find-links, constraint) are passed on. uv's cache
+# (~/.cache/uv, 8 GB, hard-linked into .venv on one filesystem) outlives .venv:
+# `.venv/bin/uv cache clean` frees it. Neither byte-compiles (pip's --no-compile: compiling
+# TensorFlow's and torch's modules was about 50 s; Python compiles what is imported, on use).
 EXTRAS := .[dev,launchers,iterative,team]
 # a global pip setting by name, from `pip config list` (`pip config get` reads only one file)
 PIP_SETTING = f() { $(PY) -m pip config list 2>/dev/null | sed -n "s/^global\.$$1='\(.*\)'$$/\1/p"; }; f

@@ -1,5 +1,5 @@
 """TensorFlow's process state: quiet start-up, Keras session reset, seeds, dtype policy, devices,
-XLA choice.
+XLA choice; and NumPy's BLAS threads inside the iterative solvers (:func:`one_blas_thread`).
 
 The only module that changes TensorFlow's global configuration, and (with the tracking store's
 ``MLFLOW_TRACKING_URI``) the only reader of an environment variable: ``TF_CPP_MIN_LOG_LEVEL``,
@@ -26,8 +26,9 @@ _DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def one_blas_thread() -> contextlib.AbstractContextManager:
-    """NumPy's BLAS on one thread inside the ``with`` block, for an iterative solver (scipy's
-    L-BFGS, ARPACK, a block CG) that alternates small NumPy steps with TensorFlow's products:
+    """NumPy's BLAS on one thread inside the ``with`` block, for an iterative solver (the phase
+    synchronisations' L-BFGS and ARPACK) that alternates small NumPy steps with TensorFlow's
+    products:
     OpenBLAS's idle threads spin after each call and take the cores the next product needs
     (measured on the 2-core VM: the quickstart's g=2 likelihood synchronisation, 139 products
     of 28 ms each alone, took 48 ms each beside L-BFGS: 7.5 s, and 4.6 s with this).

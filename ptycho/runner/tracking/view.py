@@ -80,9 +80,9 @@ def latest_study_link(uri: str, ui_url: str) -> str | None:
                                 order_by=["attributes.start_time DESC"])
     if not latest:
         return None
-    experiment_id = latest[0].info.experiment_id
-    if client.get_experiment(experiment_id).tags.get(DOSE_VIEW_TAG) != dose_view_state():
-        client.set_experiment_tag(experiment_id, DOSE_VIEW_TAG, dose_view_state())
+    experiment_id, state = latest[0].info.experiment_id, dose_view_state()
+    if client.get_experiment(experiment_id).tags.get(DOSE_VIEW_TAG) != state:
+        client.set_experiment_tag(experiment_id, DOSE_VIEW_TAG, state)
     return dose_view_link(ui_url, experiment_id)
 
 
